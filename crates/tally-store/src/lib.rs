@@ -1,0 +1,144 @@
+//! Tally's storage. One domain-shaped trait, [`Store`], with two real backends: embedded SQLite
+//! (the default, one file) and PostgreSQL. The backend is chosen once, from the URL, by [`open`].
+//! Every backend maps its driver's errors to [`StoreError`], so nothing above sees a driver type.
+
+mod error;
+mod group_commit;
+mod range;
+mod sql;
+pub mod postgres;
+pub mod sqlite;
+pub mod testing;
+mod types;
+
+pub use error::{Result, StoreError};
+pub use group_commit::{CommitError, GroupCommitter};
+pub use types::*;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use std::sync::Arc;
+use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::rollup::Rollup;
+use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
+
+/// Tables that are small, global reference data: copied to every node when sharded. Every other
+/// table is a tenant table whose primary and unique keys start with `organization_id`.
+pub const REFERENCE_TABLES: &[&str] = &["schema_migrations", "usage_types", "plans", "api_keys"];
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    async fn usage_types(&self) -> Result<Vec<UsageType>>;
+    async fn save_usage_type(&self, usage_type: &UsageType, write: Write) -> Result<()>;
+
+    async fn save_organization(&self, org: &Organization, write: Write) -> Result<()>;
+    async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>>;
+    async fn organizations(&self, page: Page) -> Result<Listed<Organization>>;
+
+    async fn save_team(&self, team: &Team, write: Write) -> Result<()>;
+    async fn team(&self, id: &TeamId) -> Result<Option<Team>>;
+    async fn teams(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Team>>;
+
+    async fn save_user(&self, user: &User, write: Write) -> Result<()>;
+    async fn user(&self, id: &UserId) -> Result<Option<User>>;
+    async fn users(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<User>>;
+
+    async fn save_plan(&self, plan: &Plan, write: Write) -> Result<()>;
+    async fn plan(&self, id: &str) -> Result<Option<Plan>>;
+    async fn plans(&self, page: Page) -> Result<Listed<Plan>>;
+
+    async fn save_subscription(&self, subscription: &Subscription, write: Write) -> Result<()>;
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>>;
+    async fn subscriptions(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Subscription>>;
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// The key with this digest, unless it was revoked.
+    async fn api_key_by_digest(&self, digest: &str) -> Result<Option<ApiKey>>;
+    async fn api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Returns whether a live key with this id existed.
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> Result<bool>;
+
+    /// Stores the events and applies their roll-up in one transaction. The answer says, per
+    /// event and in order, whether it was new (`true`) or a duplicate of a stored one (`false`);
+    /// duplicates inside `events` count once. Nothing is visible until the transaction commits.
+    async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>>;
+
+    /// Totals per usage type over `[from, to)` (all time when both are `None`), exact to the
+    /// microsecond: whole hours from the hourly aggregates, partial hours from raw events.
+    async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>>;
+
+    async fn event_count(&self) -> Result<u64>;
+
+    /// Recomputes every aggregate from raw events, atomically; returns the events replayed.
+    async fn rebuild_aggregates(&self) -> Result<u64>;
+
+    /// A digest of every aggregate row, to compare live and rebuilt figures.
+    async fn aggregates_fingerprint(&self) -> Result<AggregatesFingerprint>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` or `postgres://…`/`postgresql://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::Config(format!("unsupported database URL {:?}: expected sqlite://PATH or postgres://…", redact_url(url))))
+    }
+}
+
+/// The URL without its password, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Applies a roll-up helper shared by the backends: sorted so that concurrent writers take row
+/// locks in the same order and cannot deadlock.
+pub(crate) fn sorted<K: Ord + Clone, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
+    let mut rows: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// Splits a deduplicated batch into the events to insert, remembering each one's position.
+pub(crate) fn first_occurrences(events: &[UsageEvent]) -> (Vec<usize>, Vec<bool>) {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut candidates = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        if seen.insert((e.organization_id.as_str(), e.id.as_str())) {
+            candidates.push(i);
+        }
+    }
+    (candidates, vec![false; events.len()])
+}
+
+pub(crate) fn rollup_of(events: &[UsageEvent], stored: &[bool]) -> Rollup {
+    Rollup::of(events.iter().zip(stored).filter(|(_, s)| **s).map(|(e, _)| e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_leave_a_url() {
+        assert_eq!(redact_url("postgres://tally:s3cret@db:5432/tally"), "postgres://tally:***@db:5432/tally");
+        assert_eq!(redact_url("postgres://db/tally"), "postgres://db/tally");
+        assert_eq!(redact_url("sqlite:///tmp/x"), "sqlite:///tmp/x");
+    }
+}

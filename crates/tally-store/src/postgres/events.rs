@@ -1,0 +1,359 @@
+//! Usage events and their roll-ups on PostgreSQL.
+
+use super::map_err;
+use crate::range::split;
+use crate::sql::{self, Dialect};
+use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of, sorted};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use std::collections::{BTreeMap, HashSet};
+use tally_domain::event::LlmStatus;
+use tally_domain::rollup::{Aggregate, Rollup};
+use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Transaction};
+
+const INSERT_EVENTS: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, \
+     properties, model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at) \
+     SELECT o, i, t, u, tm, ty, q, p::jsonb, m, pr, st, it, ot, c, l, $16 FROM unnest($1::text[], $2::text[], \
+     $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], \
+     $12::int8[], $13::int8[], $14::int8[], $15::int8[]) AS x(o, i, t, u, tm, ty, q, p, m, pr, st, it, ot, c, l) \
+     ON CONFLICT DO NOTHING RETURNING organization_id, event_id";
+
+pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<Vec<bool>> {
+    let (candidates, mut stored) = first_occurrences(events);
+    let picked: Vec<&UsageEvent> = candidates.iter().map(|&i| &events[i]).collect();
+    let llm = |e: &&UsageEvent| e.llm.clone().unwrap_or_default();
+    let has_llm = |e: &&UsageEvent| e.llm.is_some();
+    let orgs: Vec<&str> = picked.iter().map(|e| e.organization_id.as_str()).collect();
+    let ids: Vec<&str> = picked.iter().map(|e| e.id.as_str()).collect();
+    let times: Vec<Timestamp> = picked.iter().map(|e| e.timestamp).collect();
+    let users: Vec<&str> = picked.iter().map(|e| e.user_id.as_str()).collect();
+    let teams: Vec<Option<&str>> = picked.iter().map(|e| e.team_id.as_ref().map(TeamId::as_str)).collect();
+    let types: Vec<&str> = picked.iter().map(|e| e.usage_type.as_str()).collect();
+    let quantities: Vec<f64> = picked.iter().map(|e| e.quantity).collect();
+    let properties: Vec<Option<&str>> = picked.iter().map(|e| e.properties.as_deref()).collect();
+    let models: Vec<Option<String>> = picked.iter().map(|e| llm(e).model).collect();
+    let providers: Vec<Option<String>> = picked.iter().map(|e| llm(e).provider).collect();
+    let statuses: Vec<Option<&str>> = picked.iter().map(|e| llm(e).status.map(LlmStatus::as_str)).collect();
+    let input: Vec<Option<i64>> = picked.iter().map(|e| has_llm(e).then(|| llm(e).input_tokens)).collect();
+    let output: Vec<Option<i64>> = picked.iter().map(|e| has_llm(e).then(|| llm(e).output_tokens)).collect();
+    let costs: Vec<Option<i64>> = picked.iter().map(|e| llm(e).cost.map(Money::nanos)).collect();
+    let latencies: Vec<Option<i64>> = picked.iter().map(|e| llm(e).latency_ms).collect();
+    let received_at = Timestamp::now();
+
+    let tx = conn.transaction().await.map_err(map_err)?;
+    let inserted = tx
+        .query(
+            INSERT_EVENTS,
+            &[
+                &orgs,
+                &ids,
+                &times,
+                &users,
+                &teams,
+                &types,
+                &quantities,
+                &properties,
+                &models,
+                &providers,
+                &statuses,
+                &input,
+                &output,
+                &costs,
+                &latencies,
+                &received_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    let new: HashSet<(&str, &str)> = inserted.iter().map(|r| (r.get::<_, &str>(0), r.get::<_, &str>(1))).collect();
+    for &i in &candidates {
+        stored[i] = new.contains(&(events[i].organization_id.as_str(), events[i].id.as_str()));
+    }
+    apply(&tx, &rollup_of(events, &stored)).await?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(stored)
+}
+
+/// The twelve aggregate columns as arrays, in [`sql::AGG_COLUMNS`] order.
+struct AggArrays {
+    count: Vec<i64>,
+    sum: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+    last_ts: Vec<Timestamp>,
+    last_value: Vec<f64>,
+    llm_successes: Vec<i64>,
+    llm_failures: Vec<i64>,
+    input_tokens: Vec<i64>,
+    output_tokens: Vec<i64>,
+    cost_nanos: Vec<i64>,
+    latency_ms_sum: Vec<i64>,
+}
+
+impl AggArrays {
+    fn of<'a>(aggs: impl Iterator<Item = &'a Aggregate>) -> Self {
+        let mut a = AggArrays {
+            count: vec![],
+            sum: vec![],
+            min: vec![],
+            max: vec![],
+            last_ts: vec![],
+            last_value: vec![],
+            llm_successes: vec![],
+            llm_failures: vec![],
+            input_tokens: vec![],
+            output_tokens: vec![],
+            cost_nanos: vec![],
+            latency_ms_sum: vec![],
+        };
+        for g in aggs {
+            a.count.push(g.count);
+            a.sum.push(g.sum);
+            a.min.push(g.min);
+            a.max.push(g.max);
+            a.last_ts.push(g.last_ts);
+            a.last_value.push(g.last_value);
+            a.llm_successes.push(g.llm_successes);
+            a.llm_failures.push(g.llm_failures);
+            a.input_tokens.push(g.input_tokens);
+            a.output_tokens.push(g.output_tokens);
+            a.cost_nanos.push(g.cost_nanos);
+            a.latency_ms_sum.push(g.latency_ms_sum);
+        }
+        a
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.count,
+            &self.sum,
+            &self.min,
+            &self.max,
+            &self.last_ts,
+            &self.last_value,
+            &self.llm_successes,
+            &self.llm_failures,
+            &self.input_tokens,
+            &self.output_tokens,
+            &self.cost_nanos,
+            &self.latency_ms_sum,
+        ]
+    }
+}
+
+const AGG_TYPES: [&str; 12] =
+    ["int8", "float8", "float8", "float8", "timestamptz", "float8", "int8", "int8", "int8", "int8", "int8", "int8"];
+
+fn upsert_sql(table: &str, keys: &[&str], key_types: &[&str]) -> String {
+    let columns: Vec<&str> = keys.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect();
+    let arrays: Vec<String> =
+        key_types.iter().chain(AGG_TYPES.iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+    format!(
+        "INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays}) {merge}",
+        cols = columns.join(", "),
+        arrays = arrays.join(", "),
+        merge = sql::merge_clause(Dialect::Postgres, table, keys)
+    )
+}
+
+/// Applies a roll-up inside the caller's transaction, a statement per table.
+pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup) -> Result<()> {
+    let orgs = sorted(&rollup.organizations);
+    let (ids, at): (Vec<&str>, Vec<Timestamp>) = orgs.iter().map(|(o, t)| (o.as_str(), *t)).unzip();
+    tx.execute(
+        "INSERT INTO organizations (organization_id, name, created_at) SELECT o, o, t FROM unnest($1::text[], $2::timestamptz[]) AS x(o, t) \
+         ON CONFLICT DO NOTHING",
+        &[&ids, &at],
+    )
+    .await
+    .map_err(map_err)?;
+
+    let teams = sorted(&rollup.teams);
+    let orgs: Vec<&str> = teams.iter().map(|(t, _)| t.organization_id.as_str()).collect();
+    let ids: Vec<&str> = teams.iter().map(|(t, _)| t.team_id.as_str()).collect();
+    let at: Vec<Timestamp> = teams.iter().map(|(_, t)| *t).collect();
+    tx.execute(
+        "INSERT INTO teams (organization_id, team_id, name, created_at) SELECT o, i, i, t \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS x(o, i, t) ON CONFLICT DO NOTHING",
+        &[&orgs, &ids, &at],
+    )
+    .await
+    .map_err(map_err)?;
+
+    let users = sorted(&rollup.users);
+    let orgs: Vec<&str> = users.iter().map(|(u, _)| u.organization_id.as_str()).collect();
+    let ids: Vec<&str> = users.iter().map(|(u, _)| u.user_id.as_str()).collect();
+    let at: Vec<Timestamp> = users.iter().map(|(_, t)| *t).collect();
+    tx.execute(
+        "INSERT INTO users (organization_id, user_id, username, date_joined, last_activity) SELECT o, i, i, t, t \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS x(o, i, t) \
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET last_activity = GREATEST(users.last_activity, excluded.last_activity)",
+        &[&orgs, &ids, &at],
+    )
+    .await
+    .map_err(map_err)?;
+
+    let hourly = sorted(&rollup.hourly);
+    let k = |f: fn(&tally_domain::rollup::HourlyKey) -> &str| hourly.iter().map(|(key, _)| f(key)).collect::<Vec<&str>>();
+    let (org, ty, team, user, model, provider) =
+        (k(|k| &k.organization_id), k(|k| &k.usage_type), k(|k| &k.team_id), k(|k| &k.user_id), k(|k| &k.model), k(|k| &k.provider));
+    let hours: Vec<Timestamp> = hourly.iter().map(|(key, _)| key.hour).collect();
+    let aggs = AggArrays::of(hourly.iter().map(|(_, a)| a));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &hours, &ty, &team, &user, &model, &provider];
+    params.extend(aggs.params());
+    let sql = upsert_sql("usage_hourly", &sql::HOURLY_KEYS, &["text", "timestamptz", "text", "text", "text", "text", "text"]);
+    tx.execute(&sql, &params).await.map_err(map_err)?;
+
+    let totals = sorted(&rollup.user_totals);
+    let org: Vec<&str> = totals.iter().map(|(k, _)| k.organization_id.as_str()).collect();
+    let user: Vec<&str> = totals.iter().map(|(k, _)| k.user_id.as_str()).collect();
+    let ty: Vec<&str> = totals.iter().map(|(k, _)| k.usage_type.as_str()).collect();
+    let aggs = AggArrays::of(totals.iter().map(|(_, a)| a));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty];
+    params.extend(aggs.params());
+    tx.execute(&upsert_sql("user_usage", &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
+
+    let months = sorted(&rollup.user_months);
+    let org: Vec<&str> = months.iter().map(|(k, _)| k.organization_id.as_str()).collect();
+    let user: Vec<&str> = months.iter().map(|(k, _)| k.user_id.as_str()).collect();
+    let ty: Vec<&str> = months.iter().map(|(k, _)| k.usage_type.as_str()).collect();
+    let month: Vec<Date> = months.iter().map(|(k, _)| k.month).collect();
+    let aggs = AggArrays::of(months.iter().map(|(_, a)| a));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty, &month];
+    params.extend(aggs.params());
+    tx.execute(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]), &params)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) async fn totals(conn: &Client, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
+    let org = subject.organization_id().as_str();
+    let user = match subject {
+        Subject::User { user_id, .. } => Some(user_id.as_str()),
+        Subject::Organization(_) => None,
+    };
+    let mut merged: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+    let parts = split(range);
+    let mut queries: Vec<(&str, Option<Timestamp>, Option<Timestamp>)> = Vec::new();
+    if let Some(hours) = parts.hours {
+        let sql = if user.is_some() && hours.from.is_none() && hours.to.is_none() {
+            // A user's all-time totals are kept ready in user_usage.
+            "SELECT usage_type, count, sum FROM user_usage WHERE organization_id = $1 AND user_id = $2 \
+             AND $3::timestamptz IS NULL AND $4::timestamptz IS NULL"
+        } else {
+            "SELECT usage_type, sum(count)::int8, sum(sum) FROM usage_hourly WHERE organization_id = $1 \
+             AND ($2::text IS NULL OR user_id = $2) AND ($3::timestamptz IS NULL OR hour >= $3) \
+             AND ($4::timestamptz IS NULL OR hour < $4) GROUP BY usage_type"
+        };
+        queries.push((sql, hours.from, hours.to));
+    }
+    for (from, to) in parts.edges {
+        let sql = if user.is_some() {
+            "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = $1 AND user_id = $2 \
+             AND ts >= $3 AND ts < $4 GROUP BY usage_type"
+        } else {
+            "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = $1 AND $2::text IS NULL \
+             AND ts >= $3 AND ts < $4 GROUP BY usage_type"
+        };
+        queries.push((sql, Some(from), Some(to)));
+    }
+    for (sql, from, to) in queries {
+        for row in conn.query(sql, &[&org, &user, &from, &to]).await.map_err(map_err)? {
+            let e = merged.entry(row.get(0)).or_default();
+            e.0 += row.get::<_, i64>(1);
+            e.1 += row.get::<_, f64>(2);
+        }
+    }
+    Ok(merged.into_iter().map(|(usage_type, (count, sum))| UsageTotal { usage_type, count, sum }).collect())
+}
+
+/// Replays every stored event through the roll-up code in one transaction. Writers are locked out
+/// for its duration (`SHARE` mode), so no event can slip between the wipe and the replay.
+pub(super) async fn rebuild(conn: &mut Client) -> Result<u64> {
+    const BATCH: i64 = 50_000;
+    let tx = conn.transaction().await.map_err(map_err)?;
+    tx.batch_execute(
+        "LOCK TABLE events IN SHARE MODE; DELETE FROM usage_hourly; DELETE FROM user_usage; DELETE FROM user_usage_monthly; \
+         UPDATE users SET last_activity = NULL WHERE last_activity IS NOT NULL;",
+    )
+    .await
+    .map_err(map_err)?;
+    let mut after = (String::new(), String::new());
+    let mut replayed = 0u64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+                 input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
+                 WHERE (organization_id, event_id) > ($1, $2) ORDER BY organization_id, event_id LIMIT $3",
+                &[&after.0, &after.1, &BATCH],
+            )
+            .await
+            .map_err(map_err)?;
+        let Some(last) = rows.last() else { break };
+        after = (last.get(0), last.get(1));
+        let batch = rows.iter().map(event_row).collect::<Result<Vec<_>>>()?;
+        replayed += batch.len() as u64;
+        apply(&tx, &Rollup::of(&batch)).await?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(replayed)
+}
+
+fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
+    let model: Option<String> = r.get(7);
+    let provider: Option<String> = r.get(8);
+    let status: Option<String> = r.get(9);
+    let input_tokens: Option<i64> = r.get(10);
+    let output_tokens: Option<i64> = r.get(11);
+    let cost: Option<i64> = r.get(12);
+    let latency_ms: Option<i64> = r.get(13);
+    let has_llm = model.is_some()
+        || provider.is_some()
+        || status.is_some()
+        || input_tokens.is_some()
+        || output_tokens.is_some()
+        || cost.is_some()
+        || latency_ms.is_some();
+    let corrupt = |e: tally_domain::ids::IdError| StoreError::corrupt(e);
+    Ok(UsageEvent {
+        organization_id: OrganizationId::parse(r.get::<_, String>(0)).map_err(corrupt)?,
+        id: EventId::parse(r.get::<_, String>(1)).map_err(corrupt)?,
+        timestamp: r.get(2),
+        user_id: UserId::parse(r.get::<_, String>(3)).map_err(corrupt)?,
+        team_id: r.get::<_, Option<String>>(4).map(TeamId::parse).transpose().map_err(corrupt)?,
+        usage_type: UsageTypeKey::parse(r.get::<_, String>(5)).map_err(StoreError::corrupt)?,
+        quantity: r.get(6),
+        properties: None,
+        llm: has_llm.then(|| LlmFields {
+            model,
+            provider,
+            status: status.as_deref().and_then(LlmStatus::parse),
+            input_tokens: input_tokens.unwrap_or(0),
+            output_tokens: output_tokens.unwrap_or(0),
+            cost: cost.map(Money::from_nanos),
+            latency_ms,
+        }),
+    })
+}
+
+pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> {
+    let r = conn.query_one(sql::FINGERPRINT, &[]).await.map_err(map_err)?;
+    Ok(AggregatesFingerprint {
+        hourly_rows: r.get(0),
+        hourly_count: r.get(1),
+        hourly_sum: r.get(2),
+        hourly_cost_nanos: r.get(3),
+        hourly_tokens: r.get(4),
+        user_rows: r.get(5),
+        user_count: r.get(6),
+        user_sum: r.get(7),
+        month_rows: r.get(8),
+        month_count: r.get(9),
+        latest_values_sum: r.get(10),
+        users_with_activity: r.get(11),
+    })
+}

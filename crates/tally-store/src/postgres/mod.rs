@@ -1,0 +1,211 @@
+//! The production backend: PostgreSQL through a connection pool. Ingestion sends whole batches as
+//! arrays (`unnest`) so a group commit costs a handful of round trips, not one per event.
+
+mod entities;
+mod events;
+
+use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageTotal, Write};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use std::time::Duration;
+use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
+/// Serializes schema changes when several `tally serve` processes start at once.
+const MIGRATION_LOCK: i64 = 0x7461_6c6c_79;
+const POOL_SIZE: usize = 16;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {}: {e}", crate::redact_url(url))))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let timeout = Some(Duration::from_secs(5));
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts { wait: timeout, create: timeout, recycle: timeout })
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        tracing::info!(url = %crate::redact_url(url), "postgres store open");
+        Ok(store)
+    }
+
+    async fn conn(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => map_err(e),
+            other => StoreError::Unavailable(other.to_string()),
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(map_err)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+            .await
+            .map_err(map_err)?;
+        for (version, sql) in MIGRATIONS {
+            let applied = tx
+                .query_one("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", &[version])
+                .await
+                .map_err(map_err)?
+                .get::<_, bool>(0);
+            if !applied {
+                tx.batch_execute(sql).await.map_err(map_err)?;
+                tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())", &[version])
+                    .await
+                    .map_err(map_err)?;
+                tracing::info!(version, "postgres migration applied");
+            }
+        }
+        entities::seed_usage_types(&tx).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+/// PostgreSQL's errors, in domain terms.
+pub(crate) fn map_err(error: tokio_postgres::Error) -> StoreError {
+    match error.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::AlreadyExists(error.to_string()),
+        Some(code) if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY => StoreError::Full(error.to_string()),
+        Some(code)
+            if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
+        Some(_) => StoreError::Internal(error.to_string()),
+        // No SQLSTATE: the connection itself failed.
+        None => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.conn().await?.simple_query("SELECT 1").await.map_err(map_err).map(drop)
+    }
+
+    async fn usage_types(&self) -> Result<Vec<UsageType>> {
+        entities::usage_types(&**self.conn().await?).await
+    }
+
+    async fn save_usage_type(&self, t: &UsageType, write: Write) -> Result<()> {
+        entities::save_usage_type(&**self.conn().await?, t, write).await
+    }
+
+    async fn save_organization(&self, o: &Organization, write: Write) -> Result<()> {
+        entities::save_organization(&**self.conn().await?, o, write).await
+    }
+
+    async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>> {
+        entities::organization(&**self.conn().await?, id).await
+    }
+
+    async fn organizations(&self, page: Page) -> Result<Listed<Organization>> {
+        entities::organizations(&**self.conn().await?, page).await
+    }
+
+    async fn save_team(&self, t: &Team, write: Write) -> Result<()> {
+        entities::save_team(&**self.conn().await?, t, write).await
+    }
+
+    async fn team(&self, id: &TeamId) -> Result<Option<Team>> {
+        entities::team(&**self.conn().await?, id).await
+    }
+
+    async fn teams(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Team>> {
+        entities::teams(&**self.conn().await?, org, page).await
+    }
+
+    async fn save_user(&self, u: &User, write: Write) -> Result<()> {
+        entities::save_user(&**self.conn().await?, u, write).await
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>> {
+        entities::user(&**self.conn().await?, id).await
+    }
+
+    async fn users(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<User>> {
+        entities::users(&**self.conn().await?, org, page).await
+    }
+
+    async fn save_plan(&self, p: &Plan, write: Write) -> Result<()> {
+        entities::save_plan(&**self.conn().await?, p, write).await
+    }
+
+    async fn plan(&self, id: &str) -> Result<Option<Plan>> {
+        entities::plan(&**self.conn().await?, id).await
+    }
+
+    async fn plans(&self, page: Page) -> Result<Listed<Plan>> {
+        entities::plans(&**self.conn().await?, page).await
+    }
+
+    async fn save_subscription(&self, s: &Subscription, write: Write) -> Result<()> {
+        entities::save_subscription(&**self.conn().await?, s, write).await
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
+        entities::subscription(&**self.conn().await?, id).await
+    }
+
+    async fn subscriptions(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Subscription>> {
+        entities::subscriptions(&**self.conn().await?, org, page).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+        entities::create_api_key(&**self.conn().await?, key).await
+    }
+
+    async fn api_key_by_digest(&self, digest: &str) -> Result<Option<ApiKey>> {
+        entities::api_key_by_digest(&**self.conn().await?, digest).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        entities::api_keys(&**self.conn().await?).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: jiff::Timestamp) -> Result<bool> {
+        entities::revoke_api_key(&**self.conn().await?, id, at).await
+    }
+
+    async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>> {
+        events::record(&mut **self.conn().await?, &events).await
+    }
+
+    async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
+        events::totals(&**self.conn().await?, subject, range).await
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        let row = self.conn().await?.query_one("SELECT count(*) FROM events", &[]).await.map_err(map_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn rebuild_aggregates(&self) -> Result<u64> {
+        events::rebuild(&mut **self.conn().await?).await
+    }
+
+    async fn aggregates_fingerprint(&self) -> Result<AggregatesFingerprint> {
+        events::fingerprint(&**self.conn().await?).await
+    }
+}

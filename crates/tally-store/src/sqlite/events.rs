@@ -1,0 +1,289 @@
+//! Usage events and their roll-ups on SQLite.
+
+use super::{map_err, micros, timestamp};
+use crate::range::split;
+use crate::sql::{self, Dialect};
+use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of, sorted};
+use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
+use std::collections::BTreeMap;
+use tally_domain::event::LlmStatus;
+use tally_domain::rollup::{Aggregate, Rollup};
+use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
+
+const INSERT_EVENT: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
+     model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING";
+
+pub(super) fn record(conn: &mut Connection, events: &[UsageEvent]) -> Result<Vec<bool>> {
+    let received_at = micros(jiff::Timestamp::now());
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    let (candidates, mut stored) = first_occurrences(events);
+    {
+        let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(map_err)?;
+        for i in candidates {
+            let e = &events[i];
+            let llm = e.llm.as_ref();
+            let changed = insert
+                .execute(params![
+                    e.organization_id.as_str(),
+                    e.id.as_str(),
+                    micros(e.timestamp),
+                    e.user_id.as_str(),
+                    e.team_id.as_ref().map(TeamId::as_str),
+                    e.usage_type.as_str(),
+                    e.quantity,
+                    e.properties.as_deref(),
+                    llm.and_then(|l| l.model.as_deref()),
+                    llm.and_then(|l| l.provider.as_deref()),
+                    llm.and_then(|l| l.status.map(LlmStatus::as_str)),
+                    llm.map(|l| l.input_tokens),
+                    llm.map(|l| l.output_tokens),
+                    llm.and_then(|l| l.cost.map(Money::nanos)),
+                    llm.and_then(|l| l.latency_ms),
+                    received_at,
+                ])
+                .map_err(map_err)?;
+            stored[i] = changed == 1;
+        }
+    }
+    apply(&tx, &rollup_of(events, &stored))?;
+    tx.commit().map_err(map_err)?;
+    Ok(stored)
+}
+
+fn bind_aggregate(stmt: &mut Statement<'_>, first: usize, a: &Aggregate) -> Result<()> {
+    let values: [rusqlite::types::Value; 12] = [
+        a.count.into(),
+        a.sum.into(),
+        a.min.into(),
+        a.max.into(),
+        micros(a.last_ts).into(),
+        a.last_value.into(),
+        a.llm_successes.into(),
+        a.llm_failures.into(),
+        a.input_tokens.into(),
+        a.output_tokens.into(),
+        a.cost_nanos.into(),
+        a.latency_ms_sum.into(),
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(first + i, v).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+fn upsert_sql(table: &str, keys: &[&str]) -> String {
+    let columns: Vec<&str> = keys.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect();
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) {}",
+        columns.join(", "),
+        placeholders.join(", "),
+        sql::merge_clause(Dialect::Sqlite, table, keys)
+    )
+}
+
+/// Applies a roll-up inside the caller's transaction.
+pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup) -> Result<()> {
+    let mut org = tx
+        .prepare_cached("INSERT INTO organizations (organization_id, name, created_at) VALUES (?1, ?1, ?2) ON CONFLICT DO NOTHING")
+        .map_err(map_err)?;
+    for (id, at) in sorted(&rollup.organizations) {
+        org.execute(params![id, micros(at)]).map_err(map_err)?;
+    }
+    let mut team = tx
+        .prepare_cached("INSERT INTO teams (organization_id, team_id, name, created_at) VALUES (?1, ?2, ?2, ?3) ON CONFLICT DO NOTHING")
+        .map_err(map_err)?;
+    for (t, at) in sorted(&rollup.teams) {
+        team.execute(params![t.organization_id, t.team_id, micros(at)]).map_err(map_err)?;
+    }
+    let mut user = tx
+        .prepare_cached(
+            "INSERT INTO users (organization_id, user_id, username, date_joined, last_activity) VALUES (?1, ?2, ?2, ?3, ?3) \
+             ON CONFLICT (organization_id, user_id) DO UPDATE SET last_activity = max(coalesce(last_activity, excluded.last_activity), excluded.last_activity)",
+        )
+        .map_err(map_err)?;
+    for (u, at) in sorted(&rollup.users) {
+        user.execute(params![u.organization_id, u.user_id, micros(at)]).map_err(map_err)?;
+    }
+
+    let mut hourly = tx.prepare_cached(&upsert_sql("usage_hourly", &sql::HOURLY_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.hourly) {
+        hourly.raw_bind_parameter(1, &k.organization_id).map_err(map_err)?;
+        hourly.raw_bind_parameter(2, micros(k.hour)).map_err(map_err)?;
+        hourly.raw_bind_parameter(3, &k.usage_type).map_err(map_err)?;
+        hourly.raw_bind_parameter(4, &k.team_id).map_err(map_err)?;
+        hourly.raw_bind_parameter(5, &k.user_id).map_err(map_err)?;
+        hourly.raw_bind_parameter(6, &k.model).map_err(map_err)?;
+        hourly.raw_bind_parameter(7, &k.provider).map_err(map_err)?;
+        bind_aggregate(&mut hourly, 8, &a)?;
+        hourly.raw_execute().map_err(map_err)?;
+    }
+    let mut totals = tx.prepare_cached(&upsert_sql("user_usage", &sql::USER_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.user_totals) {
+        totals.raw_bind_parameter(1, &k.organization_id).map_err(map_err)?;
+        totals.raw_bind_parameter(2, &k.user_id).map_err(map_err)?;
+        totals.raw_bind_parameter(3, &k.usage_type).map_err(map_err)?;
+        bind_aggregate(&mut totals, 4, &a)?;
+        totals.raw_execute().map_err(map_err)?;
+    }
+    let mut months = tx.prepare_cached(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.user_months) {
+        months.raw_bind_parameter(1, &k.organization_id).map_err(map_err)?;
+        months.raw_bind_parameter(2, &k.user_id).map_err(map_err)?;
+        months.raw_bind_parameter(3, &k.usage_type).map_err(map_err)?;
+        months.raw_bind_parameter(4, k.month.to_string()).map_err(map_err)?;
+        bind_aggregate(&mut months, 5, &a)?;
+        months.raw_execute().map_err(map_err)?;
+    }
+    Ok(())
+}
+
+pub(super) fn totals(conn: &Connection, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
+    let org = subject.organization_id().as_str();
+    let user = match subject {
+        Subject::User { user_id, .. } => Some(user_id.as_str()),
+        Subject::Organization(_) => None,
+    };
+    let mut merged: BTreeMap<String, (i64, f64)> = BTreeMap::new();
+    let mut add = |rows: Vec<(String, i64, f64)>| {
+        for (t, c, s) in rows {
+            let e = merged.entry(t).or_default();
+            e.0 += c;
+            e.1 += s;
+        }
+    };
+    let parts = split(range);
+    if let Some(hours) = parts.hours {
+        let rows = match (user, hours.from, hours.to) {
+            // A user's all-time totals are kept ready in user_usage.
+            (Some(u), None, None) => grouped(
+                conn,
+                "SELECT usage_type, count, sum FROM user_usage WHERE organization_id = ?1 AND user_id = ?2",
+                params![org, u],
+            )?,
+            _ => grouped(
+                conn,
+                "SELECT usage_type, sum(count), sum(sum) FROM usage_hourly WHERE organization_id = ?1 \
+                 AND (?2 IS NULL OR user_id = ?2) AND hour >= ?3 AND hour < ?4 GROUP BY usage_type",
+                params![org, user, hours.from.map_or(i64::MIN, micros), hours.to.map_or(i64::MAX, micros)],
+            )?,
+        };
+        add(rows);
+    }
+    for (from, to) in parts.edges {
+        let sql = if user.is_some() {
+            "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = ?1 AND user_id = ?2 \
+             AND ts >= ?3 AND ts < ?4 GROUP BY usage_type"
+        } else {
+            "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = ?1 AND ?2 IS NULL \
+             AND ts >= ?3 AND ts < ?4 GROUP BY usage_type"
+        };
+        add(grouped(conn, sql, params![org, user, micros(from), micros(to)])?);
+    }
+    Ok(merged.into_iter().map(|(usage_type, (count, sum))| UsageTotal { usage_type, count, sum }).collect())
+}
+
+fn grouped(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<(String, i64, f64)>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
+    let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(map_err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(map_err)
+}
+
+pub(super) fn event_count(conn: &Connection) -> Result<u64> {
+    conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(map_err)
+}
+
+/// Replays every stored event through the roll-up code, in one transaction.
+pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
+    const BATCH: i64 = 50_000;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    tx.execute_batch(
+        "DELETE FROM usage_hourly; DELETE FROM user_usage; DELETE FROM user_usage_monthly; UPDATE users SET last_activity = NULL;",
+    )
+    .map_err(map_err)?;
+    let mut after = i64::MIN;
+    let mut replayed = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(BATCH as usize);
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT rowid, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+                     input_tokens, output_tokens, cost_nanos, latency_ms FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let mut rows = stmt.query(params![after, BATCH]).map_err(map_err)?;
+            while let Some(r) = rows.next().map_err(map_err)? {
+                after = r.get(0).map_err(map_err)?;
+                batch.push(event_row(r)?);
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        replayed += batch.len() as u64;
+        apply(&tx, &Rollup::of(&batch))?;
+    }
+    tx.commit().map_err(map_err)?;
+    Ok(replayed)
+}
+
+/// Reads the columns the roll-up needs (properties are left out) from a row starting at index 1.
+fn event_row(r: &rusqlite::Row<'_>) -> Result<UsageEvent> {
+    let get_str = |i: usize| -> Result<String> { r.get(i).map_err(map_err) };
+    let status: Option<String> = r.get(10).map_err(map_err)?;
+    let model: Option<String> = r.get(8).map_err(map_err)?;
+    let provider: Option<String> = r.get(9).map_err(map_err)?;
+    let input_tokens: Option<i64> = r.get(11).map_err(map_err)?;
+    let output_tokens: Option<i64> = r.get(12).map_err(map_err)?;
+    let cost: Option<i64> = r.get(13).map_err(map_err)?;
+    let latency_ms: Option<i64> = r.get(14).map_err(map_err)?;
+    let has_llm = model.is_some()
+        || provider.is_some()
+        || status.is_some()
+        || input_tokens.is_some()
+        || output_tokens.is_some()
+        || cost.is_some()
+        || latency_ms.is_some();
+    let team: Option<String> = r.get(5).map_err(map_err)?;
+    Ok(UsageEvent {
+        organization_id: OrganizationId::parse(get_str(1)?).map_err(StoreError::corrupt)?,
+        id: EventId::parse(get_str(2)?).map_err(StoreError::corrupt)?,
+        timestamp: timestamp(r.get(3).map_err(map_err)?)?,
+        user_id: UserId::parse(get_str(4)?).map_err(StoreError::corrupt)?,
+        team_id: team.map(TeamId::parse).transpose().map_err(StoreError::corrupt)?,
+        usage_type: UsageTypeKey::parse(get_str(6)?).map_err(StoreError::corrupt)?,
+        quantity: r.get(7).map_err(map_err)?,
+        properties: None,
+        llm: has_llm.then(|| LlmFields {
+            model,
+            provider,
+            status: status.as_deref().and_then(LlmStatus::parse),
+            input_tokens: input_tokens.unwrap_or(0),
+            output_tokens: output_tokens.unwrap_or(0),
+            cost: cost.map(Money::from_nanos),
+            latency_ms,
+        }),
+    })
+}
+
+pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
+    conn.query_row(sql::FINGERPRINT, [], |r| {
+        Ok(AggregatesFingerprint {
+            hourly_rows: r.get(0)?,
+            hourly_count: r.get(1)?,
+            hourly_sum: r.get(2)?,
+            hourly_cost_nanos: r.get(3)?,
+            hourly_tokens: r.get(4)?,
+            user_rows: r.get(5)?,
+            user_count: r.get(6)?,
+            user_sum: r.get(7)?,
+            month_rows: r.get(8)?,
+            month_count: r.get(9)?,
+            latest_values_sum: r.get(10)?,
+            users_with_activity: r.get(11)?,
+        })
+    })
+    .map_err(map_err)
+}

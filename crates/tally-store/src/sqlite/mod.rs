@@ -1,0 +1,286 @@
+//! The embedded backend: one SQLite file in WAL mode. One writer connection (SQLite allows one
+//! writer at a time; the group committer feeds it big transactions) and a small pool of readers.
+
+mod entities;
+mod events;
+
+use crate::{Result, StoreError};
+use rusqlite::{Connection, OpenFlags, ffi};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
+const IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_owned();
+        let store = tokio::task::spawn_blocking(move || -> Result<SqliteStore> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Config(format!("cannot create data directory {}: {e}", dir.display())))?;
+            }
+            let mut writer = connect(&path)?;
+            migrate(&mut writer)?;
+            Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::default() })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        tracing::info!(path = %store.path.display(), "sqlite store open");
+        Ok(store)
+    }
+
+    /// Runs `f` on a reader connection, off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().expect("reader pool lock").pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => connect(&path)?,
+            };
+            let result = f(&conn);
+            let mut idle = readers.lock().expect("reader pool lock");
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Runs `f` on the single writer connection, off the async runtime.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(map_err)?;
+    // synchronous=FULL: an acknowledged event survives power loss, not only a process crash.
+    // Group commit keeps the fsync per transaction, not per event.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -65536;
+         PRAGMA foreign_keys = OFF;",
+    )
+    .map_err(map_err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .map_err(map_err)?;
+    for (version, sql) in MIGRATIONS {
+        let applied: bool = tx
+            .query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
+            .map_err(map_err)?;
+        if !applied {
+            tx.execute_batch(sql).map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                (version, jiff::Timestamp::now().as_microsecond()),
+            )
+            .map_err(map_err)?;
+            tracing::info!(version, "sqlite migration applied");
+        }
+    }
+    entities::seed_usage_types(&tx)?;
+    tx.commit().map_err(map_err)
+}
+
+/// SQLite's errors, in domain terms.
+pub(crate) fn map_err(error: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(e, _) = &error {
+        match e.code {
+            ffi::ErrorCode::DiskFull => return StoreError::Full(error.to_string()),
+            ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked => {
+                return StoreError::Unavailable(error.to_string());
+            }
+            ffi::ErrorCode::ConstraintViolation
+                if e.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY || e.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                return StoreError::AlreadyExists(error.to_string());
+            }
+            ffi::ErrorCode::CannotOpen | ffi::ErrorCode::ReadOnly | ffi::ErrorCode::SystemIoFailure => {
+                return StoreError::Unavailable(error.to_string());
+            }
+            _ => {}
+        }
+    }
+    StoreError::Internal(error.to_string())
+}
+
+pub(crate) fn micros(ts: jiff::Timestamp) -> i64 {
+    ts.as_microsecond()
+}
+
+pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
+    jiff::Timestamp::from_microsecond(micros).map_err(StoreError::corrupt)
+}
+
+use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Store, Subject, TimeRange, UsageTotal, Write};
+use async_trait::async_trait;
+use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)).await
+    }
+
+    async fn usage_types(&self) -> Result<Vec<UsageType>> {
+        self.read(entities::usage_types).await
+    }
+
+    async fn save_usage_type(&self, t: &UsageType, write: Write) -> Result<()> {
+        let t = t.clone();
+        self.write(move |c| entities::save_usage_type(c, &t, write)).await
+    }
+
+    async fn save_organization(&self, o: &Organization, write: Write) -> Result<()> {
+        let o = o.clone();
+        self.write(move |c| entities::save_organization(c, &o, write)).await
+    }
+
+    async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>> {
+        let id = id.clone();
+        self.read(move |c| entities::organization(c, &id)).await
+    }
+
+    async fn organizations(&self, page: Page) -> Result<Listed<Organization>> {
+        self.read(move |c| entities::organizations(c, page)).await
+    }
+
+    async fn save_team(&self, t: &Team, write: Write) -> Result<()> {
+        let t = t.clone();
+        self.write(move |c| entities::save_team(c, &t, write)).await
+    }
+
+    async fn team(&self, id: &TeamId) -> Result<Option<Team>> {
+        let id = id.clone();
+        self.read(move |c| entities::team(c, &id)).await
+    }
+
+    async fn teams(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Team>> {
+        let org = org.cloned();
+        self.read(move |c| entities::teams(c, org.as_ref(), page)).await
+    }
+
+    async fn save_user(&self, u: &User, write: Write) -> Result<()> {
+        let u = u.clone();
+        self.write(move |c| entities::save_user(c, &u, write)).await
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>> {
+        let id = id.clone();
+        self.read(move |c| entities::user(c, &id)).await
+    }
+
+    async fn users(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<User>> {
+        let org = org.cloned();
+        self.read(move |c| entities::users(c, org.as_ref(), page)).await
+    }
+
+    async fn save_plan(&self, p: &Plan, write: Write) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| entities::save_plan(c, &p, write)).await
+    }
+
+    async fn plan(&self, id: &str) -> Result<Option<Plan>> {
+        let id = id.to_owned();
+        self.read(move |c| entities::plan(c, &id)).await
+    }
+
+    async fn plans(&self, page: Page) -> Result<Listed<Plan>> {
+        self.read(move |c| entities::plans(c, page)).await
+    }
+
+    async fn save_subscription(&self, s: &Subscription, write: Write) -> Result<()> {
+        let s = s.clone();
+        self.write(move |c| entities::save_subscription(c, &s, write)).await
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
+        let id = id.to_owned();
+        self.read(move |c| entities::subscription(c, &id)).await
+    }
+
+    async fn subscriptions(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Subscription>> {
+        let org = org.cloned();
+        self.read(move |c| entities::subscriptions(c, org.as_ref(), page)).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |c| entities::create_api_key(c, &key)).await
+    }
+
+    async fn api_key_by_digest(&self, digest: &str) -> Result<Option<ApiKey>> {
+        let digest = digest.to_owned();
+        self.read(move |c| entities::api_key_by_digest(c, &digest)).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(entities::api_keys).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: jiff::Timestamp) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| entities::revoke_api_key(c, &id, at)).await
+    }
+
+    async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>> {
+        self.write(move |c| events::record(c, &events)).await
+    }
+
+    async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
+        let subject = subject.clone();
+        self.read(move |c| events::totals(c, &subject, range)).await
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        self.read(events::event_count).await
+    }
+
+    async fn rebuild_aggregates(&self) -> Result<u64> {
+        self.write(events::rebuild).await
+    }
+
+    async fn aggregates_fingerprint(&self) -> Result<AggregatesFingerprint> {
+        self.read(events::fingerprint).await
+    }
+}

@@ -1,0 +1,64 @@
+//! Test support shared by every crate's tests: a fresh, isolated store per test on either
+//! backend. PostgreSQL tests each get their own schema in the database `TALLY_TEST_DATABASE_URL`
+//! names, so they run in parallel without seeing each other.
+
+use crate::{Result, Store, StoreError};
+use std::sync::Arc;
+
+pub const TEST_DATABASE_ENV: &str = "TALLY_TEST_DATABASE_URL";
+
+/// Keeps a test's data alive (the SQLite temp dir) for as long as the test holds it.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    _dir: Option<tempfile_dir::TempDir>,
+}
+
+mod tempfile_dir {
+    pub use std::path::PathBuf;
+
+    /// A directory removed on drop (a tiny stand-in so the library does not depend on tempfile).
+    pub struct TempDir(pub PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = std::env::temp_dir().join(format!("tally-test-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("tally.db").display());
+    let store = crate::open(&url).await.expect("open sqlite");
+    TestStore { store, url, _dir: Some(tempfile_dir::TempDir(dir)) }
+}
+
+/// A store in a new schema of the test database, or `None` when no test database is configured.
+pub async fn postgres() -> Option<TestStore> {
+    let base = std::env::var(TEST_DATABASE_ENV).ok().filter(|u| !u.is_empty())?;
+    let url = fresh_schema(&base).await.expect("create test schema");
+    let store = crate::open(&url).await.expect("open postgres");
+    Some(TestStore { store, url, _dir: None })
+}
+
+/// Creates an empty schema and returns a URL whose connections use it.
+pub async fn fresh_schema(base: &str) -> Result<String> {
+    let schema = format!("t_{}", random_suffix());
+    let (client, connection) =
+        tokio_postgres::connect(base, tokio_postgres::NoTls).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}

@@ -1,0 +1,90 @@
+//! Values the store trait speaks in, beyond the domain's own.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tally_domain::{OrganizationId, Scope, UserId};
+
+/// Whether a save creates a new row (failing with `AlreadyExists`) or creates-or-replaces one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Create,
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+impl Page {
+    pub const MAX_LIMIT: u32 = 1000;
+
+    pub fn all() -> Self {
+        Page { limit: Self::MAX_LIMIT, offset: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listed<T> {
+    /// Rows matching, regardless of the page.
+    pub count: u64,
+    pub results: Vec<T>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    #[serde(skip)]
+    pub digest: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Whose usage a query is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Organization(OrganizationId),
+    User { organization_id: OrganizationId, user_id: UserId },
+}
+
+impl Subject {
+    pub fn organization_id(&self) -> &OrganizationId {
+        match self {
+            Subject::Organization(o) | Subject::User { organization_id: o, .. } => o,
+        }
+    }
+}
+
+/// A half-open interval `[from, to)`; a missing end is unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimeRange {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageTotal {
+    pub usage_type: String,
+    pub count: i64,
+    pub sum: f64,
+}
+
+/// Row counts and column sums over the aggregate tables: equal fingerprints mean equal figures.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct AggregatesFingerprint {
+    pub hourly_rows: i64,
+    pub hourly_count: i64,
+    pub hourly_sum: f64,
+    pub hourly_cost_nanos: i64,
+    pub hourly_tokens: i64,
+    pub user_rows: i64,
+    pub user_count: i64,
+    pub user_sum: f64,
+    pub month_rows: i64,
+    pub month_count: i64,
+    pub latest_values_sum: f64,
+    pub users_with_activity: i64,
+}

@@ -1,0 +1,277 @@
+//! One behavioural suite for the store, run against every backend: SQLite always, PostgreSQL
+//! when `TALLY_TEST_DATABASE_URL` is set (CI always sets it).
+
+use jiff::Timestamp;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::event::ValidationContext;
+use tally_domain::{OrganizationId, RawEvent, Role, Scope, TeamId, UsageEvent, UserId};
+use tally_store::{ApiKey, Page, Store, StoreError, Subject, TimeRange, Write};
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let t = tally_store::testing::sqlite().await;
+                    super::$name(t.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(t) = tally_store::testing::postgres().await else {
+                        eprintln!("skipped: {} is not set", tally_store::testing::TEST_DATABASE_ENV);
+                        return;
+                    };
+                    super::$name(t.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    fresh_store_knows_builtin_usage_types,
+    organizations_create_replace_list,
+    users_teams_subscriptions_plans_round_trip,
+    api_keys_lookup_and_revoke,
+    events_are_deduplicated_within_and_across_batches,
+    events_register_unknown_organizations_users_and_teams,
+    totals_are_exact_for_any_range,
+    rebuild_reproduces_live_aggregates,
+    latest_values_and_llm_figures_roll_up,
+);
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn org(id: &str) -> OrganizationId {
+    OrganizationId::parse(id).unwrap()
+}
+
+fn event(json: &str) -> UsageEvent {
+    let types: HashSet<String> =
+        ["api_call", "submission", "storage_bytes", "llm_request", "login"].into_iter().map(String::from).collect();
+    let ctx = ValidationContext { now: ts("2030-01-01T00:00:00Z"), known_types: &types };
+    RawEvent::from_json(json).unwrap().validate(&ctx).unwrap()
+}
+
+fn api_call(id: &str, org: &str, user: &str, at: &str, qty: f64) -> UsageEvent {
+    event(&format!(
+        r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"{user}","type":"api_call","quantity":{qty}}}"#
+    ))
+}
+
+async fn fresh_store_knows_builtin_usage_types(store: Arc<dyn Store>) {
+    let keys: Vec<String> = store.usage_types().await.unwrap().into_iter().map(|t| t.key.to_string()).collect();
+    for k in ["api_call", "submission", "storage_bytes", "asr_seconds", "mt_characters", "llm_request", "login"] {
+        assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+    }
+}
+
+async fn organizations_create_replace_list(store: Arc<dyn Store>) {
+    let mut acme = Organization::registered(org("acme"), ts("2025-01-01T00:00:00Z"));
+    acme.name = "Acme".into();
+    acme.metadata = serde_json::json!({"tier": "gold"});
+    store.save_organization(&acme, Write::Create).await.unwrap();
+    let again = store.save_organization(&acme, Write::Create).await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists(_))), "{again:?}");
+    acme.name = "Acme Inc".into();
+    acme.is_active = false;
+    store.save_organization(&acme, Write::Replace).await.unwrap();
+    assert_eq!(store.organization(&org("acme")).await.unwrap(), Some(acme.clone()));
+    assert_eq!(store.organization(&org("nope")).await.unwrap(), None);
+    for i in 0..5 {
+        store.save_organization(&Organization::registered(org(&format!("o{i}")), acme.created_at), Write::Create).await.unwrap();
+    }
+    let page = store.organizations(Page { limit: 2, offset: 1 }).await.unwrap();
+    assert_eq!(page.count, 6);
+    let ids: Vec<&str> = page.results.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["o0", "o1"]);
+}
+
+async fn users_teams_subscriptions_plans_round_trip(store: Arc<dyn Store>) {
+    let at = ts("2025-01-01T00:00:00Z");
+    let mut user = User::registered(UserId::parse("u1").unwrap(), org("acme"), at);
+    user.role = Role::Guest;
+    user.email = "u1@example.com".into();
+    user.last_login = Some(ts("2025-01-02T03:04:05.123456Z"));
+    store.save_user(&user, Write::Create).await.unwrap();
+    assert_eq!(store.user(&user.id).await.unwrap(), Some(user.clone()));
+    let listed = store.users(Some(&org("acme")), Page::all()).await.unwrap();
+    assert_eq!(listed.count, 1);
+    assert_eq!(store.users(Some(&org("other")), Page::all()).await.unwrap().count, 0);
+    assert_eq!(store.users(None, Page::all()).await.unwrap().count, 1);
+
+    let team = Team {
+        id: TeamId::parse("t1").unwrap(),
+        organization_id: org("acme"),
+        name: "Core".into(),
+        metadata: serde_json::json!({}),
+        created_at: at,
+    };
+    store.save_team(&team, Write::Create).await.unwrap();
+    assert_eq!(store.team(&team.id).await.unwrap(), Some(team.clone()));
+    assert_eq!(store.teams(Some(&org("acme")), Page::all()).await.unwrap().results, vec![team]);
+
+    let plan: Plan = serde_json::from_value(serde_json::json!({
+        "id": "pro", "name": "Pro", "usage": {"submission": {"limit": 5000, "unit_price": "0.002"}},
+        "seats": {"free_seats": 10, "price_per_seat_monthly": "8", "minimum_licenses": 6, "guest_seat_ratio": 5},
+        "created_at": "2025-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    store.save_plan(&plan, Write::Create).await.unwrap();
+    assert_eq!(store.plan("pro").await.unwrap(), Some(plan.clone()));
+    assert_eq!(store.plans(Page::all()).await.unwrap().count, 1);
+
+    let sub: Subscription = serde_json::from_value(serde_json::json!({
+        "id": "s1", "organization_id": "acme", "plan_id": "pro", "status": "payment_issue",
+        "current_period_start": "2025-01-01T00:00:00Z", "current_period_end": "2025-02-01T00:00:00Z",
+        "trial_end": null, "add_ons": {"submission": 1000.0}, "created_at": "2025-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    store.save_subscription(&sub, Write::Create).await.unwrap();
+    assert_eq!(store.subscription("s1").await.unwrap(), Some(sub.clone()));
+    assert_eq!(store.subscriptions(Some(&org("acme")), Page::all()).await.unwrap().results, vec![sub]);
+}
+
+async fn api_keys_lookup_and_revoke(store: Arc<dyn Store>) {
+    let key = ApiKey {
+        id: "k1".into(),
+        name: "ci".into(),
+        scope: Scope::parse("org:acme").unwrap(),
+        digest: "d1".into(),
+        created_at: ts("2025-01-01T00:00:00Z"),
+        revoked_at: None,
+    };
+    store.create_api_key(&key).await.unwrap();
+    assert_eq!(store.api_key_by_digest("d1").await.unwrap(), Some(key.clone()));
+    assert_eq!(store.api_key_by_digest("d2").await.unwrap(), None);
+    assert!(store.revoke_api_key("k1", ts("2025-01-02T00:00:00Z")).await.unwrap());
+    assert!(!store.revoke_api_key("k1", ts("2025-01-02T00:00:00Z")).await.unwrap());
+    assert_eq!(store.api_key_by_digest("d1").await.unwrap(), None);
+    assert_eq!(store.api_keys().await.unwrap().len(), 1);
+}
+
+async fn events_are_deduplicated_within_and_across_batches(store: Arc<dyn Store>) {
+    let a = api_call("e1", "acme", "u1", "2025-01-01T10:00:00Z", 2.0);
+    let b = api_call("e2", "acme", "u1", "2025-01-01T10:30:00Z", 3.0);
+    // Same id in another organization is a different event.
+    let c = api_call("e1", "other", "u9", "2025-01-01T10:30:00Z", 5.0);
+    let stored = store.record_events(vec![a.clone(), b.clone(), a.clone(), c]).await.unwrap();
+    assert_eq!(stored, [true, true, false, true]);
+    let stored = store.record_events(vec![b, api_call("e3", "acme", "u1", "2025-01-01T11:00:00Z", 1.0)]).await.unwrap();
+    assert_eq!(stored, [false, true]);
+    assert_eq!(store.event_count().await.unwrap(), 4);
+    let totals = store.usage_totals(&Subject::Organization(org("acme")), TimeRange::default()).await.unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!((totals[0].count, totals[0].sum), (3, 6.0));
+}
+
+async fn events_register_unknown_organizations_users_and_teams(store: Arc<dyn Store>) {
+    let mut user = User::registered(UserId::parse("u1").unwrap(), org("acme"), ts("2024-01-01T00:00:00Z"));
+    user.username = "ada".into();
+    store.save_user(&user, Write::Create).await.unwrap();
+    let e = event(
+        r#"{"id":"e1","timestamp":"2025-03-01T10:00:00Z","organization_id":"acme","user_id":"u1","team_id":"t1","type":"login"}"#,
+    );
+    let f = event(r#"{"id":"e2","timestamp":"2025-02-01T10:00:00Z","organization_id":"acme","user_id":"u2","type":"login"}"#);
+    store.record_events(vec![e, f]).await.unwrap();
+    assert_eq!(store.organization(&org("acme")).await.unwrap().unwrap().name, "acme");
+    assert!(store.team(&TeamId::parse("t1").unwrap()).await.unwrap().is_some());
+    let u1 = store.user(&UserId::parse("u1").unwrap()).await.unwrap().unwrap();
+    assert_eq!(u1.username, "ada", "registration must not overwrite synced metadata");
+    assert_eq!(u1.last_activity, Some(ts("2025-03-01T10:00:00Z")));
+    // An older event does not move last activity backwards; saving the user does not erase it.
+    store
+        .record_events(vec![event(
+            r#"{"id":"e3","timestamp":"2025-01-01T10:00:00Z","organization_id":"acme","user_id":"u1","type":"login"}"#,
+        )])
+        .await
+        .unwrap();
+    store.save_user(&user, Write::Replace).await.unwrap();
+    let u1 = store.user(&UserId::parse("u1").unwrap()).await.unwrap().unwrap();
+    assert_eq!(u1.last_activity, Some(ts("2025-03-01T10:00:00Z")));
+    assert_eq!(store.user(&UserId::parse("u2").unwrap()).await.unwrap().unwrap().organization_id, org("acme"));
+}
+
+async fn totals_are_exact_for_any_range(store: Arc<dyn Store>) {
+    let events: Vec<UsageEvent> = [
+        ("a", "u1", "2025-01-01T09:59:59.999999Z", 1.0),
+        ("b", "u1", "2025-01-01T10:00:00Z", 10.0),
+        ("c", "u2", "2025-01-01T10:15:00Z", 100.0),
+        ("d", "u1", "2025-01-01T12:45:00Z", 1000.0),
+        ("e", "u2", "2025-01-01T13:00:00Z", 10000.0),
+    ]
+    .iter()
+    .map(|(id, u, at, q)| api_call(id, "acme", u, at, *q))
+    .collect();
+    store.record_events(events).await.unwrap();
+    let acme = Subject::Organization(org("acme"));
+    let u1 = Subject::User { organization_id: org("acme"), user_id: UserId::parse("u1").unwrap() };
+    let sum = |subject: Subject, from: Option<&str>, to: Option<&str>| {
+        let store = store.clone();
+        let range = TimeRange { from: from.map(ts), to: to.map(ts) };
+        async move { store.usage_totals(&subject, range).await.unwrap().first().map_or(0.0, |t| t.sum) }
+    };
+    assert_eq!(sum(acme.clone(), None, None).await, 11111.0);
+    assert_eq!(sum(u1.clone(), None, None).await, 1011.0);
+    assert_eq!(sum(acme.clone(), Some("2025-01-01T10:00:00Z"), Some("2025-01-01T13:00:00Z")).await, 1110.0);
+    assert_eq!(sum(acme.clone(), Some("2025-01-01T10:10:00Z"), Some("2025-01-01T12:50:00Z")).await, 1100.0);
+    assert_eq!(sum(acme.clone(), Some("2025-01-01T10:10:00Z"), Some("2025-01-01T10:20:00Z")).await, 100.0);
+    assert_eq!(sum(acme.clone(), Some("2025-01-01T09:59:59.999999Z"), Some("2025-01-01T10:00:00.000001Z")).await, 11.0);
+    assert_eq!(sum(acme.clone(), None, Some("2025-01-01T10:00:00Z")).await, 1.0);
+    assert_eq!(sum(acme, Some("2025-01-01T12:45:00Z"), None).await, 11000.0);
+    assert_eq!(sum(u1, Some("2025-01-01T10:00:00Z"), None).await, 1010.0);
+}
+
+async fn latest_values_and_llm_figures_roll_up(store: Arc<dyn Store>) {
+    let events = vec![
+        event(r#"{"id":"s1","timestamp":"2025-01-01T10:00:00Z","organization_id":"o","user_id":"u","type":"storage_bytes","quantity":500}"#),
+        event(r#"{"id":"s2","timestamp":"2025-01-02T10:00:00Z","organization_id":"o","user_id":"u","type":"storage_bytes","quantity":300}"#),
+        event(
+            r#"{"id":"l1","timestamp":"2025-01-02T10:00:00Z","organization_id":"o","user_id":"u","type":"llm_request","model":"gpt-4o","provider":"openai","status":"error","input_tokens":7,"output_tokens":0,"cost":"0.000001","latency_ms":900}"#,
+        ),
+    ];
+    store.record_events(events).await.unwrap();
+    let fp = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!(fp.latest_values_sum, 300.0 + 1.0);
+    assert_eq!(fp.hourly_cost_nanos, 1000);
+    assert_eq!(fp.hourly_tokens, 7);
+    assert_eq!(fp.month_rows, 2);
+}
+
+async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {
+    let mut events = Vec::new();
+    for i in 0..500 {
+        let ty = ["api_call", "submission", "storage_bytes", "llm_request"][i % 4];
+        let at = Timestamp::from_second(1_735_689_600 + (i as i64 * 7919) % (40 * 86_400)).unwrap();
+        events.push(event(&format!(
+            r#"{{"id":"e{i}","timestamp":"{at}","organization_id":"o{}","user_id":"u{}","team_id":"t{}","type":"{ty}","quantity":{},"model":"m{}","provider":"p","status":"{}","input_tokens":{},"output_tokens":3,"cost":"0.0{}","latency_ms":{}}}"#,
+            i % 3,
+            i % 17,
+            i % 2,
+            (i % 50) as f64 * 0.5,
+            i % 3,
+            if i % 7 == 0 { "error" } else { "success" },
+            i,
+            i % 9,
+            i * 3
+        )));
+    }
+    for chunk in events.chunks(64) {
+        store.record_events(chunk.to_vec()).await.unwrap();
+    }
+    let live = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!(store.rebuild_aggregates().await.unwrap(), 500);
+    let rebuilt = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!(live, rebuilt);
+    assert_eq!(live.hourly_count, 500);
+    assert_eq!(live.user_count, 500);
+}
