@@ -158,10 +158,7 @@ impl RawEvent {
             return Err(EventRejection::new("timestamp_out_of_range", format!("`timestamp` {timestamp} is before 2000-01-01")));
         }
         if timestamp > ctx.now + MAX_FUTURE {
-            return Err(EventRejection::new(
-                "timestamp_out_of_range",
-                format!("`timestamp` {timestamp} is more than 1 day in the future"),
-            ));
+            return Err(EventRejection::new("timestamp_out_of_range", format!("`timestamp` {timestamp} is more than 1 day in the future")));
         }
 
         let type_text = required(self.usage_type, "type")?;
@@ -173,8 +170,7 @@ impl RawEvent {
                 format!("unknown usage type {type_text:?}; known: {}", known.join(", ")),
             ));
         }
-        let usage_type = UsageTypeKey::parse(type_text)
-            .map_err(|e| EventRejection::new("unknown_usage_type", format!("`type` {e}")))?;
+        let usage_type = UsageTypeKey::parse(type_text).map_err(|e| EventRejection::new("unknown_usage_type", format!("`type` {e}")))?;
 
         let quantity = self.quantity.unwrap_or(1.0);
         if !quantity.is_finite() || quantity < 0.0 {
@@ -295,15 +291,7 @@ impl LlmInput {
             }
         };
         let text = |v: Option<String>| v.filter(|s| !s.is_empty());
-        Ok(LlmFields {
-            model: text(self.model),
-            provider: text(self.provider),
-            status,
-            input_tokens,
-            output_tokens,
-            cost,
-            latency_ms,
-        })
+        Ok(LlmFields { model: text(self.model), provider: text(self.provider), status, input_tokens, output_tokens, cost, latency_ms })
     }
 }
 

@@ -40,17 +40,13 @@ impl Money {
         if normalized.scale() > SCALE {
             return Err(MoneyError::TooPrecise);
         }
-        let nanos = normalized
-            .checked_mul(Decimal::from(NANOS_PER_UNIT))
-            .ok_or(MoneyError::OutOfRange)?;
+        let nanos = normalized.checked_mul(Decimal::from(NANOS_PER_UNIT)).ok_or(MoneyError::OutOfRange)?;
         i64::try_from(nanos).map(Money).map_err(|_| MoneyError::OutOfRange)
     }
 
     /// Parses a non-negative amount such as `"0.0042"` or the text of a JSON number.
     pub fn parse_non_negative(text: &str) -> Result<Self, MoneyError> {
-        let value = Decimal::from_str(text)
-            .or_else(|_| Decimal::from_scientific(text))
-            .map_err(|_| MoneyError::NotANumber)?;
+        let value = Decimal::from_str(text).or_else(|_| Decimal::from_scientific(text)).map_err(|_| MoneyError::NotANumber)?;
         if value.is_sign_negative() && !value.is_zero() {
             return Err(MoneyError::Negative);
         }

@@ -150,9 +150,8 @@ impl Rollup {
         let user = e.user_id.as_str();
         let usage_type = e.usage_type.as_str();
         let team = e.team_id.as_ref().map_or("", |t| t.as_str());
-        let (model, provider) = e.llm.as_ref().map_or(("", ""), |l| {
-            (l.model.as_deref().unwrap_or(""), l.provider.as_deref().unwrap_or(""))
-        });
+        let (model, provider) =
+            e.llm.as_ref().map_or(("", ""), |l| (l.model.as_deref().unwrap_or(""), l.provider.as_deref().unwrap_or("")));
         add(
             &mut self.hourly,
             HourlyKey {
@@ -195,9 +194,8 @@ mod tests {
     fn ev(id: &str, ts: &str, user: &str, ty: &str, qty: f64, extra: &str) -> UsageEvent {
         let types: HashSet<String> = ["api_call", "llm_request", "storage_bytes"].into_iter().map(String::from).collect();
         let ctx = ValidationContext { now: "2030-01-01T00:00:00Z".parse().unwrap(), known_types: &types };
-        let json = format!(
-            r#"{{"id":"{id}","timestamp":"{ts}","organization_id":"o","user_id":"{user}","type":"{ty}","quantity":{qty}{extra}}}"#
-        );
+        let json =
+            format!(r#"{{"id":"{id}","timestamp":"{ts}","organization_id":"o","user_id":"{user}","type":"{ty}","quantity":{qty}{extra}}}"#);
         RawEvent::from_json(&json).unwrap().validate(&ctx).unwrap()
     }
 
@@ -232,8 +230,22 @@ mod tests {
     #[test]
     fn llm_figures_and_months() {
         let events = [
-            ev("1", "2025-01-31T23:00:00Z", "u", "llm_request", 1.0, r#","model":"m","provider":"p","status":"success","input_tokens":10,"output_tokens":3,"cost":"0.5","latency_ms":100"#),
-            ev("2", "2025-02-01T00:30:00Z", "u", "llm_request", 1.0, r#","model":"m","provider":"p","status":"error","input_tokens":1,"cost":"0.25","latency_ms":40"#),
+            ev(
+                "1",
+                "2025-01-31T23:00:00Z",
+                "u",
+                "llm_request",
+                1.0,
+                r#","model":"m","provider":"p","status":"success","input_tokens":10,"output_tokens":3,"cost":"0.5","latency_ms":100"#,
+            ),
+            ev(
+                "2",
+                "2025-02-01T00:30:00Z",
+                "u",
+                "llm_request",
+                1.0,
+                r#","model":"m","provider":"p","status":"error","input_tokens":1,"cost":"0.25","latency_ms":40"#,
+            ),
         ];
         let r = Rollup::of(&events);
         assert_eq!(r.user_months.len(), 2);

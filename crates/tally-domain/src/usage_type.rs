@@ -72,16 +72,17 @@ impl Aggregation {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Sum, Self::Count, Self::Max, Self::Latest, Self::UniqueCount]
-            .into_iter()
-            .find(|a| a.as_str() == text)
+        [Self::Sum, Self::Count, Self::Max, Self::Latest, Self::UniqueCount].into_iter().find(|a| a.as_str() == text)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UsageType {
     pub key: UsageTypeKey,
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub unit: String,
     pub aggregation: Aggregation,
     #[serde(default)]
@@ -108,7 +109,13 @@ impl UsageType {
             Self::builtin("storage_bytes", "Storage", "bytes", Latest, "Bytes stored; each event reports the current total."),
             Self::builtin("asr_seconds", "Speech recognition", "seconds", Sum, "Seconds of audio transcribed."),
             Self::builtin("mt_characters", "Machine translation", "characters", Sum, "Characters machine-translated."),
-            Self::builtin("llm_request", "LLM requests", "requests", Count, "Requests to a large language model, with tokens, cost and latency."),
+            Self::builtin(
+                "llm_request",
+                "LLM requests",
+                "requests",
+                Count,
+                "Requests to a large language model, with tokens, cost and latency.",
+            ),
             Self::builtin("login", "Logins", "logins", Count, "Successful sign-ins."),
         ]
     }

@@ -36,12 +36,7 @@ pub struct GroupCommitter {
 impl GroupCommitter {
     /// Starts the writer task. `max_batch` bounds the events per transaction; `queue_depth`
     /// bounds the requests waiting, beyond which callers are told to back off.
-    pub fn start(
-        store: Arc<dyn Store>,
-        max_batch: usize,
-        queue_depth: usize,
-        observer: Option<CommitObserver>,
-    ) -> (Self, JoinHandle<()>) {
+    pub fn start(store: Arc<dyn Store>, max_batch: usize, queue_depth: usize, observer: Option<CommitObserver>) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(queue_depth);
         let handle = tokio::spawn(run(store, rx, max_batch, observer));
         (GroupCommitter { queue }, handle)

@@ -3,16 +3,16 @@
 //! Every backend maps its driver's errors to [`StoreError`], so nothing above sees a driver type.
 
 mod error;
-mod group_commit;
+pub mod group_commit;
+pub mod postgres;
 mod range;
 mod sql;
-pub mod postgres;
 pub mod sqlite;
 pub mod testing;
 mod types;
 
 pub use error::{Result, StoreError};
-pub use group_commit::{CommitError, GroupCommitter};
+pub use group_commit::{CommitError, CommitObserver, GroupCommitter};
 pub use types::*;
 
 use async_trait::async_trait;

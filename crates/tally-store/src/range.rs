@@ -71,10 +71,7 @@ mod tests {
         assert_eq!(s.hours, Some(range(Some("2025-01-01T01:00:00Z"), Some("2025-01-01T05:00:00Z"))));
         assert_eq!(
             s.edges,
-            vec![
-                (ts("2025-01-01T00:30:00Z"), ts("2025-01-01T01:00:00Z")),
-                (ts("2025-01-01T05:00:00Z"), ts("2025-01-01T05:10:00Z"))
-            ]
+            vec![(ts("2025-01-01T00:30:00Z"), ts("2025-01-01T01:00:00Z")), (ts("2025-01-01T05:00:00Z"), ts("2025-01-01T05:10:00Z"))]
         );
         let open = split(range(Some("2025-01-01T00:30:00Z"), None));
         assert_eq!(open.hours, Some(range(Some("2025-01-01T01:00:00Z"), None)));

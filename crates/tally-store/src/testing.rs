@@ -49,10 +49,7 @@ pub async fn fresh_schema(base: &str) -> Result<String> {
     let (client, connection) =
         tokio_postgres::connect(base, tokio_postgres::NoTls).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
     tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.map_err(|e| StoreError::Internal(e.to_string()))?;
     let sep = if base.contains('?') { '&' } else { '?' };
     Ok(format!("{base}{sep}options=-csearch_path%3D{schema}"))
 }

@@ -63,9 +63,7 @@ fn event(json: &str) -> UsageEvent {
 }
 
 fn api_call(id: &str, org: &str, user: &str, at: &str, qty: f64) -> UsageEvent {
-    event(&format!(
-        r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"{user}","type":"api_call","quantity":{qty}}}"#
-    ))
+    event(&format!(r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"{user}","type":"api_call","quantity":{qty}}}"#))
 }
 
 async fn fresh_store_knows_builtin_usage_types(store: Arc<dyn Store>) {
@@ -178,9 +176,8 @@ async fn events_register_unknown_organizations_users_and_teams(store: Arc<dyn St
     let mut user = User::registered(UserId::parse("u1").unwrap(), org("acme"), ts("2024-01-01T00:00:00Z"));
     user.username = "ada".into();
     store.save_user(&user, Write::Create).await.unwrap();
-    let e = event(
-        r#"{"id":"e1","timestamp":"2025-03-01T10:00:00Z","organization_id":"acme","user_id":"u1","team_id":"t1","type":"login"}"#,
-    );
+    let e =
+        event(r#"{"id":"e1","timestamp":"2025-03-01T10:00:00Z","organization_id":"acme","user_id":"u1","team_id":"t1","type":"login"}"#);
     let f = event(r#"{"id":"e2","timestamp":"2025-02-01T10:00:00Z","organization_id":"acme","user_id":"u2","type":"login"}"#);
     store.record_events(vec![e, f]).await.unwrap();
     assert_eq!(store.organization(&org("acme")).await.unwrap().unwrap().name, "acme");
@@ -233,8 +230,12 @@ async fn totals_are_exact_for_any_range(store: Arc<dyn Store>) {
 
 async fn latest_values_and_llm_figures_roll_up(store: Arc<dyn Store>) {
     let events = vec![
-        event(r#"{"id":"s1","timestamp":"2025-01-01T10:00:00Z","organization_id":"o","user_id":"u","type":"storage_bytes","quantity":500}"#),
-        event(r#"{"id":"s2","timestamp":"2025-01-02T10:00:00Z","organization_id":"o","user_id":"u","type":"storage_bytes","quantity":300}"#),
+        event(
+            r#"{"id":"s1","timestamp":"2025-01-01T10:00:00Z","organization_id":"o","user_id":"u","type":"storage_bytes","quantity":500}"#,
+        ),
+        event(
+            r#"{"id":"s2","timestamp":"2025-01-02T10:00:00Z","organization_id":"o","user_id":"u","type":"storage_bytes","quantity":300}"#,
+        ),
         event(
             r#"{"id":"l1","timestamp":"2025-01-02T10:00:00Z","organization_id":"o","user_id":"u","type":"llm_request","model":"gpt-4o","provider":"openai","status":"error","input_tokens":7,"output_tokens":0,"cost":"0.000001","latency_ms":900}"#,
         ),

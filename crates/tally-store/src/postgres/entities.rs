@@ -58,10 +58,7 @@ async fn save(conn: &Client, what: String, write: Write, insert: &str, update: &
 // ---- usage types
 
 pub(super) async fn usage_types(conn: &Client) -> Result<Vec<UsageType>> {
-    let rows = conn
-        .query("SELECT key, name, unit, aggregation, description FROM usage_types ORDER BY key", &[])
-        .await
-        .map_err(map_err)?;
+    let rows = conn.query("SELECT key, name, unit, aggregation, description FROM usage_types ORDER BY key", &[]).await.map_err(map_err)?;
     rows.iter()
         .map(|r| {
             let aggregation: String = r.get(3);
@@ -371,17 +368,12 @@ pub(super) async fn api_key_by_digest(conn: &Client, digest: &str) -> Result<Opt
 }
 
 pub(super) async fn api_keys(conn: &Client) -> Result<Vec<ApiKey>> {
-    let rows = conn
-        .query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id"), &[])
-        .await
-        .map_err(map_err)?;
+    let rows = conn.query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id"), &[]).await.map_err(map_err)?;
     rows.iter().map(key_row).collect()
 }
 
 pub(super) async fn revoke_api_key(conn: &Client, id: &str, at: jiff::Timestamp) -> Result<bool> {
-    let n = conn
-        .execute("UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL", &[&id, &at])
-        .await
-        .map_err(map_err)?;
+    let n =
+        conn.execute("UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL", &[&id, &at]).await.map_err(map_err)?;
     Ok(n == 1)
 }

@@ -148,8 +148,7 @@ const AGG_TYPES: [&str; 12] =
 
 fn upsert_sql(table: &str, keys: &[&str], key_types: &[&str]) -> String {
     let columns: Vec<&str> = keys.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect();
-    let arrays: Vec<String> =
-        key_types.iter().chain(AGG_TYPES.iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+    let arrays: Vec<String> = key_types.iter().chain(AGG_TYPES.iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
     format!(
         "INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays}) {merge}",
         cols = columns.join(", "),
@@ -223,9 +222,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup) -> Result<()> {
     let aggs = AggArrays::of(months.iter().map(|(_, a)| a));
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty, &month];
     params.extend(aggs.params());
-    tx.execute(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]), &params)
-        .await
-        .map_err(map_err)?;
+    tx.execute(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]), &params).await.map_err(map_err)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use tokio_postgres::error::SqlState;
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
 /// Serializes schema changes when several `tally serve` processes start at once.
-const MIGRATION_LOCK: i64 = 0x7461_6c6c_79;
+const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
 const POOL_SIZE: usize = 16;
 
 pub struct PostgresStore {
@@ -62,9 +62,7 @@ impl PostgresStore {
                 .get::<_, bool>(0);
             if !applied {
                 tx.batch_execute(sql).await.map_err(map_err)?;
-                tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())", &[version])
-                    .await
-                    .map_err(map_err)?;
+                tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())", &[version]).await.map_err(map_err)?;
                 tracing::info!(version, "postgres migration applied");
             }
         }

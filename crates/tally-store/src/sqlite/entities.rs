@@ -75,9 +75,8 @@ fn col<T: rusqlite::types::FromSql>(row: &Row, i: usize) -> Result<T> {
 // ---- usage types
 
 pub(super) fn usage_types(conn: &Connection) -> Result<Vec<UsageType>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT key, name, unit, aggregation, description FROM usage_types ORDER BY key")
-        .map_err(map_err)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT key, name, unit, aggregation, description FROM usage_types ORDER BY key").map_err(map_err)?;
     let mut rows = stmt.query([]).map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
@@ -100,7 +99,9 @@ pub(super) fn save_usage_type(conn: &Connection, t: &UsageType, write: Write) ->
         format!("usage type {}", t.key),
         write,
         &format!("{INSERT} ON CONFLICT DO NOTHING"),
-        &format!("{INSERT} ON CONFLICT (key) DO UPDATE SET name = excluded.name, unit = excluded.unit, aggregation = excluded.aggregation, description = excluded.description"),
+        &format!(
+            "{INSERT} ON CONFLICT (key) DO UPDATE SET name = excluded.name, unit = excluded.unit, aggregation = excluded.aggregation, description = excluded.description"
+        ),
         params![t.key.as_str(), t.name, t.unit, t.aggregation.as_str(), t.description],
     )
 }
@@ -126,7 +127,9 @@ pub(super) fn save_organization(conn: &Connection, o: &Organization, write: Writ
         format!("organization {}", o.id),
         write,
         &format!("{insert} ON CONFLICT DO NOTHING"),
-        &format!("{insert} ON CONFLICT (organization_id) DO UPDATE SET name = excluded.name, is_active = excluded.is_active, metadata = excluded.metadata"),
+        &format!(
+            "{insert} ON CONFLICT (organization_id) DO UPDATE SET name = excluded.name, is_active = excluded.is_active, metadata = excluded.metadata"
+        ),
         params![o.id.as_str(), o.name, o.is_active, o.metadata.to_string(), micros(o.created_at)],
     )
 }
@@ -405,4 +408,3 @@ pub(super) fn revoke_api_key(conn: &Connection, id: &str, at: jiff::Timestamp) -
         .map_err(map_err)?;
     Ok(n == 1)
 }
-

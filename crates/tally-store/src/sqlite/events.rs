@@ -157,11 +157,9 @@ pub(super) fn totals(conn: &Connection, subject: &Subject, range: TimeRange) -> 
     if let Some(hours) = parts.hours {
         let rows = match (user, hours.from, hours.to) {
             // A user's all-time totals are kept ready in user_usage.
-            (Some(u), None, None) => grouped(
-                conn,
-                "SELECT usage_type, count, sum FROM user_usage WHERE organization_id = ?1 AND user_id = ?2",
-                params![org, u],
-            )?,
+            (Some(u), None, None) => {
+                grouped(conn, "SELECT usage_type, count, sum FROM user_usage WHERE organization_id = ?1 AND user_id = ?2", params![org, u])?
+            }
             _ => grouped(
                 conn,
                 "SELECT usage_type, sum(count), sum(sum) FROM usage_hourly WHERE organization_id = ?1 \

@@ -100,9 +100,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
         .map_err(map_err)?;
     for (version, sql) in MIGRATIONS {
-        let applied: bool = tx
-            .query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
-            .map_err(map_err)?;
+        let applied: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0)).map_err(map_err)?;
         if !applied {
             tx.execute_batch(sql).map_err(map_err)?;
             tx.execute(

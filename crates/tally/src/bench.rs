@@ -1,0 +1,250 @@
+//! `tally bench ingest`: HTTP ingest from concurrent clients, `tally import` of the same events,
+//! and PostgreSQL's own `COPY` of them into a plain indexed table as a reference point.
+
+use crate::app::App;
+use crate::config::{Config, Secret, StoreArgs};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use futures_util::SinkExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Instant;
+use tally_domain::Scope;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Events per second over HTTP and through `tally import`, on SQLite and (with --postgres) PostgreSQL.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Distinct events to send.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Events per HTTP request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub organizations: usize,
+    #[arg(long, default_value_t = 200_000)]
+    pub users: usize,
+    /// Also run against PostgreSQL (each run uses a fresh schema in this database).
+    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
+    pub postgres: Option<String>,
+    /// Skip the HTTP part (measure import only).
+    #[arg(long)]
+    pub import_only: bool,
+}
+
+/// Peak resident memory of this process, from the kernel's high-water mark.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Deterministic synthetic events: every usage type, a fifth of them LLM requests.
+pub fn generate(n: usize, organizations: usize, users: usize) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(42);
+    let start = jiff::Timestamp::now().as_second() - 90 * 86_400;
+    let types = ["api_call", "submission", "storage_bytes", "asr_seconds", "mt_characters", "login"];
+    (0..n)
+        .map(|i| {
+            let user = rng.random_range(0..users);
+            let org = user % organizations;
+            let ts = jiff::Timestamp::from_second(start + rng.random_range(0..90 * 86_400)).expect("in range");
+            let team = user % 7;
+            if i % 5 == 0 {
+                let input = rng.random_range(10..4000);
+                let output = rng.random_range(0..1500);
+                format!(
+                    r#"{{"id":"b{i}","timestamp":"{ts}","organization_id":"org{org}","user_id":"u{user}","team_id":"t{team}","type":"llm_request","model":"gpt-4o-mini","provider":"openai","status":"{}","input_tokens":{input},"output_tokens":{output},"cost":"0.000{}","latency_ms":{}}}"#,
+                    if i % 23 == 0 { "error" } else { "success" },
+                    rng.random_range(100..999),
+                    rng.random_range(100..5000),
+                )
+            } else {
+                let ty = types[i % types.len()];
+                format!(
+                    r#"{{"id":"b{i}","timestamp":"{ts}","organization_id":"org{org}","user_id":"u{user}","team_id":"t{team}","type":"{ty}","quantity":{}}}"#,
+                    rng.random_range(1..100)
+                )
+            }
+        })
+        .collect()
+}
+
+pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Ingest(args) = cmd;
+    eprintln!("generating {} events…", args.events);
+    let lines = generate(args.events, args.organizations, args.users);
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, lines.join("\n"))?;
+
+    let mut rows = Vec::new();
+    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
+    if let Some(pg) = &args.postgres {
+        backends.push(("postgres", Some(pg.clone())));
+    }
+    for (name, pg) in &backends {
+        if !args.import_only {
+            let url = fresh_url(dir.path(), name, pg.as_deref(), "http").await?;
+            let (rate, secs) = http_ingest(&url, &lines, &args).await?;
+            rows.push(format!(
+                "| {name} | HTTP ingest, {} clients × {} events/request | {} | {secs:.2} s | {rate:.0} |",
+                args.clients, args.batch, args.events
+            ));
+        }
+        let url = fresh_url(dir.path(), name, pg.as_deref(), "import").await?;
+        let summary = import(&url, &file)?;
+        rows.push(format!(
+            "| {name} | `tally import` (NDJSON) | {} | {:.2} s | {:.0} (peak RSS {:.0} MB) |",
+            summary["read"],
+            summary["seconds"].as_f64().unwrap_or(0.0),
+            summary["events_per_second"].as_f64().unwrap_or(0.0),
+            summary["peak_rss_mb"].as_f64().unwrap_or(0.0)
+        ));
+        if let Some(pg) = pg {
+            let (rate, secs) = copy_reference(pg, &lines).await?;
+            rows.push(format!("| postgres | reference: bare `COPY` into a table with PK + 1 index (no dedup, no aggregates) | {} | {secs:.2} s | {rate:.0} |", args.events));
+        }
+    }
+    println!("| backend | what | events | time | events/s |\n|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+async fn fresh_url(dir: &std::path::Path, backend: &str, pg: Option<&str>, label: &str) -> anyhow::Result<String> {
+    Ok(match pg {
+        None => format!("sqlite://{}", dir.join(format!("{backend}-{label}.db")).display()),
+        Some(base) => tally_store::testing::fresh_schema(base).await?,
+    })
+}
+
+async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::Result<(f64, f64)> {
+    let store = tally_store::open(url).await?;
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        database_url: Secret::new(url.to_owned()),
+        log_format: Default::default(),
+        max_batch_events: Config::MAX_BATCH_EVENTS,
+        max_body_bytes: Config::MAX_BODY_BYTES,
+    };
+    let key = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
+    let (app, writer) = App::start(store.clone(), &config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    let bodies: Vec<String> = lines.chunks(args.batch).map(|c| format!("[{}]", c.join(","))).collect();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (bodies, next, client, key) = (bodies.clone(), next.clone(), client.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                loop {
+                    let response = client
+                        .post(format!("http://{addr}/v1/events"))
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    anyhow::ensure!(response.status().is_success(), "ingest answered {}", response.status());
+                    break;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    server.await??;
+    writer.await?;
+    let stored = store.event_count().await?;
+    anyhow::ensure!(stored as usize == lines.len(), "stored {stored} events, sent {} distinct", lines.len());
+    Ok((lines.len() as f64 / secs, secs))
+}
+
+fn import(url: &str, file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .args(["import", "--json", "--database-url", url])
+        .arg(file)
+        .output()
+        .context("running tally import")?;
+    anyhow::ensure!(output.status.success(), "tally import failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+async fn copy_reference(base: &str, lines: &[String]) -> anyhow::Result<(f64, f64)> {
+    let url = tally_store::testing::fresh_schema(base).await?;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE copy_ref (organization_id text NOT NULL, event_id text NOT NULL, ts timestamptz NOT NULL, user_id text NOT NULL,
+             team_id text, usage_type text NOT NULL, quantity float8 NOT NULL, model text, provider text, status text,
+             input_tokens int8, output_tokens int8, cost numeric, latency_ms int8, PRIMARY KEY (organization_id, event_id));
+             CREATE INDEX ON copy_ref (organization_id, ts);",
+        )
+        .await?;
+    // The same events as CSV rows, prepared before the clock starts.
+    let mut csv = String::with_capacity(lines.len() * 120);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let s = |k: &str| v.get(k).map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string())).unwrap_or_default();
+        csv.push_str(
+            &[
+                s("organization_id"),
+                s("id"),
+                s("timestamp"),
+                s("user_id"),
+                s("team_id"),
+                s("type"),
+                if v.get("quantity").is_some() { s("quantity") } else { "1".into() },
+                s("model"),
+                s("provider"),
+                s("status"),
+                s("input_tokens"),
+                s("output_tokens"),
+                s("cost"),
+                s("latency_ms"),
+            ]
+            .join(","),
+        );
+        csv.push('\n');
+    }
+    let started = Instant::now();
+    let sink = client.copy_in("COPY copy_ref FROM STDIN WITH (FORMAT csv)").await?;
+    futures_util::pin_mut!(sink);
+    for chunk in csv.as_bytes().chunks(1 << 20) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((lines.len() as f64 / secs, secs))
+}

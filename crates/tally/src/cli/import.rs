@@ -1,0 +1,152 @@
+//! `tally import FILE`: the ingest path without HTTP. A reader thread decodes and validates
+//! while the store commits the previous batch, so both cores stay busy.
+
+use crate::ingest::{self, IngestReport, Rejected};
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tally_domain::RawEvent;
+use tally_domain::event::{EventRejection, ValidationContext};
+use tally_store::Store;
+
+const BATCH: usize = 20_000;
+const SHOWN_REJECTIONS: usize = 20;
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON or CSV file; `-` for standard input.
+    pub file: PathBuf,
+    /// Input format; guessed from the extension (.csv is CSV, anything else NDJSON).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub read: usize,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+pub async fn run(store: Arc<dyn Store>, args: ImportArgs) -> anyhow::Result<()> {
+    let format = args.format.unwrap_or(match args.file.extension().and_then(|e| e.to_str()) {
+        Some("csv") => Format::Csv,
+        _ => Format::Ndjson,
+    });
+    let (input, size): (Box<dyn Read + Send>, Option<u64>) = if args.file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let file = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let progress = match size {
+        Some(bytes) => ProgressBar::new(bytes)
+            .with_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {per_sec} eta {eta}").expect("valid template")),
+        None => ProgressBar::new_spinner(),
+    };
+    let known: std::collections::HashSet<String> = store.usage_types().await?.into_iter().map(|t| t.key.to_string()).collect();
+
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<tally_domain::UsageEvent>, Vec<Rejected>)>(2);
+    let bar = progress.clone();
+    let reader = std::thread::spawn(move || -> anyhow::Result<usize> {
+        let ctx = ValidationContext { now: jiff::Timestamp::now(), known_types: &known };
+        let mut read = 0usize;
+        let mut batch: Vec<Result<RawEvent, EventRejection>> = Vec::with_capacity(BATCH);
+        let flush = |batch: &mut Vec<Result<RawEvent, EventRejection>>, read: usize| -> bool {
+            let first = read - batch.len();
+            let (events, rejected) = ingest::validate(std::mem::take(batch), &ctx);
+            tx.blocking_send((first, events, rejected)).is_ok()
+        };
+        match format {
+            Format::Ndjson => {
+                let mut lines = BufReader::with_capacity(1 << 20, input);
+                let mut line = Vec::with_capacity(1024);
+                let mut number = 0usize;
+                loop {
+                    line.clear();
+                    let n = lines.read_until(b'\n', &mut line)?;
+                    if n == 0 {
+                        break;
+                    }
+                    number += 1;
+                    bar.inc(n as u64);
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    batch.push(ingest::decode_line(number, &line));
+                    read += 1;
+                    if batch.len() == BATCH && !flush(&mut batch, read) {
+                        return Ok(read);
+                    }
+                }
+            }
+            Format::Csv => {
+                for row in ingest::csv::decode(bar.wrap_read(input)) {
+                    batch.push(row);
+                    read += 1;
+                    if batch.len() == BATCH && !flush(&mut batch, read) {
+                        return Ok(read);
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            flush(&mut batch, read);
+        }
+        Ok(read)
+    });
+
+    let mut report = IngestReport::default();
+    while let Some((first, events, rejected)) = rx.recv().await {
+        let stored = store.record_events(events).await?;
+        let accepted = stored.iter().filter(|s| **s).count();
+        report.merge(IngestReport { accepted, duplicates: stored.len() - accepted, rejected }, first);
+    }
+    let read = reader.join().map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    for r in report.rejected.iter().take(SHOWN_REJECTIONS) {
+        eprintln!("rejected event {}: {}", r.index, r.reason);
+    }
+    if report.rejected.len() > SHOWN_REJECTIONS {
+        eprintln!("… and {} more rejected", report.rejected.len() - SHOWN_REJECTIONS);
+    }
+    let summary = Summary {
+        read,
+        accepted: report.accepted,
+        duplicates: report.duplicates,
+        rejected: report.rejected.len(),
+        seconds,
+        events_per_second: read as f64 / seconds.max(1e-9),
+        peak_rss_mb: crate::bench::peak_rss_mb(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "imported {} events in {:.2} s ({:.0} events/s): {} accepted, {} duplicates, {} rejected",
+            summary.read, summary.seconds, summary.events_per_second, summary.accepted, summary.duplicates, summary.rejected
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The command line: one binary, a subcommand per role.
+
+mod import;
+mod keys;
+
+pub use keys::create as create_key;
+
+use crate::app::App;
+use crate::config::{Config, LogFormat, StoreArgs};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tally_store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about = "Self-hosted usage analytics and billing reporting")]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (embedded SQLite under ./tally-data unless --database-url is given).
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Import usage events from an NDJSON or CSV file (`-` reads standard input).
+    Import(import::ImportArgs),
+    /// Fill an empty store with a realistic demo dataset.
+    Demo,
+    /// Maintain the aggregates.
+    #[command(subcommand)]
+    Aggregates(AggregatesCommand),
+    /// Apply pending schema migrations and exit.
+    Migrate,
+    /// Measure throughput; prints a report for BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "TALLY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Load demo data into an empty store and print a demo admin key.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AggregatesCommand {
+    /// Recompute every aggregate from the raw events.
+    Rebuild,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&cli.store, args).await,
+        Command::Keys(cmd) => keys::run(open(&cli.store).await?, cmd).await,
+        Command::Import(args) => {
+            init_logging(LogFormat::Text, "warn");
+            import::run(open(&cli.store).await?, args).await
+        }
+        Command::Demo => {
+            init_logging(LogFormat::Text, "info");
+            let summary = crate::demo::load(open(&cli.store).await?.as_ref()).await?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Aggregates(AggregatesCommand::Rebuild) => {
+            init_logging(LogFormat::Text, "info");
+            let store = open(&cli.store).await?;
+            let started = std::time::Instant::now();
+            let n = store.rebuild_aggregates().await?;
+            println!("rebuilt aggregates from {n} events in {:.2} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Migrate => {
+            init_logging(LogFormat::Text, "info");
+            let store = open(&cli.store).await?;
+            println!("{} schema is up to date", store.backend());
+            Ok(())
+        }
+        Command::Bench(cmd) => {
+            init_logging(LogFormat::Text, "warn");
+            crate::bench::run(&cli.store, cmd).await
+        }
+    }
+}
+
+/// Opens the store the configuration names (running migrations).
+pub async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let config = Config::load(args, None, None)?;
+    tally_store::open(config.database_url.expose()).await.context("opening the store")
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(store_args, args.listen, args.log_format)?;
+    init_logging(config.log_format, "info,tower_http=warn");
+    let store = tally_store::open(config.database_url.expose()).await.context("opening the store")?;
+    if args.demo {
+        let summary = crate::demo::load(store.as_ref()).await?;
+        tracing::info!("{summary}");
+        let key = keys::create(store.as_ref(), tally_domain::Scope::Admin, "demo").await?;
+        println!("demo admin key: {key}");
+    }
+    let (app, writer) = App::start(store.clone(), &config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "tally listening");
+    crate::http::serve(listener, app, shutdown_signal()).await?;
+    // Every request is answered; let the writer finish its last batch.
+    writer.await.context("writer task")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,151 @@
+//! Layered configuration: defaults, then an optional `tally.toml`, then `TALLY_*` environment
+//! variables, then flags; a later source wins. Clap reads the last two (a flag beats its
+//! variable); this module lays them over the file and the defaults.
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "tally-data";
+pub const DEFAULT_CONFIG: &str = "tally.toml";
+
+/// A value that must never reach a log line: `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the data lives; shared by every subcommand that opens the store.
+#[derive(Debug, Clone, Args, Default)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite database (used unless --database-url is given).
+    #[arg(long, env = "TALLY_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user:pass@host/db); the embedded SQLite store is used without it.
+    #[arg(long, env = "TALLY_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Configuration file; `./tally.toml` is read when present.
+    #[arg(long, env = "TALLY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// What `tally.toml` may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub max_batch_events: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: Secret,
+    pub log_format: LogFormat,
+    /// Events per ingest request.
+    pub max_batch_events: usize,
+    /// Bytes per ingest request body.
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub const MAX_BATCH_EVENTS: usize = 10_000;
+    pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+    /// Resolves the layers. `listen` and `log_format` come from `tally serve`'s flags.
+    pub fn load(store: &StoreArgs, listen: Option<SocketAddr>, log_format: Option<LogFormat>) -> anyhow::Result<Config> {
+        let file = read_file(store.config.as_deref())?;
+        let database_url = match store.database_url.clone().or(file.database_url) {
+            Some(url) => url,
+            None => {
+                let dir = store.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                format!("sqlite://{}", dir.join("tally.db").display())
+            }
+        };
+        Ok(Config {
+            listen: listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            database_url: Secret::new(database_url),
+            log_format: log_format.or(file.log_format).unwrap_or_default(),
+            max_batch_events: file.max_batch_events.unwrap_or(Self::MAX_BATCH_EVENTS),
+            max_body_bytes: file.max_body_bytes.unwrap_or(Self::MAX_BODY_BYTES),
+        })
+    }
+}
+
+fn read_file(explicit: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let path = match explicit {
+        Some(p) => p.to_owned(),
+        None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => return Ok(FileConfig::default()),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("postgres://u:pw@h/db".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        let c = Config::load(&StoreArgs { database_url: Some("postgres://u:pw@h/db".into()), ..Default::default() }, None, None).unwrap();
+        assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tally.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/tally\"\nmax_batch_events = 50\n").unwrap();
+        let args = StoreArgs { config: Some(file.clone()), ..Default::default() };
+        let c = Config::load(&args, None, None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.database_url.expose(), "sqlite:///srv/tally/tally.db");
+        assert_eq!(c.max_batch_events, 50);
+        let args = StoreArgs { config: Some(file), data_dir: Some("/data".into()), ..Default::default() };
+        let c = Config::load(&args, Some("0.0.0.0:1".parse().unwrap()), None).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:1");
+        assert_eq!(c.database_url.expose(), "sqlite:///data/tally.db");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tally.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let err = Config::load(&StoreArgs { config: Some(file), ..Default::default() }, None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"));
+    }
+}

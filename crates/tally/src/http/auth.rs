@@ -1,0 +1,48 @@
+//! Who is calling: the API key in `Authorization: Bearer …`, looked up by its digest.
+
+use super::error::ApiError;
+use crate::app::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use tally_domain::Scope;
+
+/// The authenticated caller.
+pub struct Caller {
+    pub scope: Scope,
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.scope.is_admin() { Ok(()) } else { Err(ApiError::forbidden("this needs an admin key")) }
+    }
+
+    /// Read access to anything beyond ingestion: admin, org and user keys.
+    pub fn require_reader(&self) -> Result<(), ApiError> {
+        match self.scope {
+            Scope::Admin | Scope::Organization(_) | Scope::User(_) => Ok(()),
+            _ => Err(ApiError::forbidden(format!("a {} key cannot read data", self.scope))),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <api key>` header"))?;
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <api key>`"))?;
+        let digest = tally_domain::key::digest(secret);
+        let key = app.store.api_key_by_digest(&digest).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        Ok(Caller { scope: key.scope })
+    }
+}

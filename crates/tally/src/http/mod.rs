@@ -1,0 +1,47 @@
+//! The HTTP API: routes, and serving them with graceful shutdown. Handlers only parse,
+//! authorize, call the store or a service, and shape the answer.
+
+pub mod auth;
+pub mod error;
+mod events;
+mod ops;
+pub mod resources;
+mod usage;
+
+use crate::app::AppState;
+use axum::Router;
+use axum::routing::{get, post};
+use error::ApiError;
+use std::future::Future;
+use tally_domain::UsageType;
+use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))
+        .route("/v1/users/{id}/usage/totals", get(usage::user_totals))
+        .merge(resources::routes::<Organization>("/v1/organizations"))
+        .merge(resources::routes::<Team>("/v1/teams"))
+        .merge(resources::routes::<User>("/v1/users"))
+        .merge(resources::routes::<Plan>("/v1/plans"))
+        .merge(resources::routes::<Subscription>("/v1/subscriptions"))
+        .merge(resources::routes::<UsageType>("/v1/usage-types"))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            axum::response::IntoResponse::into_response(error::internal("handler panicked"))
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, app: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}

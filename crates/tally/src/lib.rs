@@ -1,0 +1,11 @@
+//! The `tally` binary's library: configuration, the HTTP API, ingestion, the CLI commands, demo
+//! data and benchmarks. Domain logic lives in `tally-domain`, storage in `tally-store`.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod ingest;
+pub mod metrics;

@@ -1,0 +1,125 @@
+//! A real server on port 0 over a fresh store, and a small JSON client for tests.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::sync::Arc;
+use tally::app::App;
+use tally::config::{Config, Secret};
+use tally_domain::Scope;
+use tally_store::Store;
+use tally_store::testing::TestStore;
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub store: Arc<dyn Store>,
+    pub client: reqwest::Client,
+    _store: TestStore,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn(test_store: TestStore) -> TestApp {
+    let store = test_store.store.clone();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Secret::new(test_store.url.clone()),
+        log_format: Default::default(),
+        max_batch_events: Config::MAX_BATCH_EVENTS,
+        max_body_bytes: Config::MAX_BODY_BYTES,
+    };
+    let admin = tally::cli::create_key(store.as_ref(), Scope::Admin, "test").await.unwrap();
+    let (app, _writer) = App::start(store.clone(), &config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tally::http::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    TestApp { base, admin, store, client: reqwest::Client::new(), _store: test_store, stop: Some(stop) }
+}
+
+impl TestApp {
+    pub async fn key(&self, scope: &str) -> String {
+        tally::cli::create_key(self.store.as_ref(), Scope::parse(scope).unwrap(), "test").await.unwrap()
+    }
+
+    pub async fn request(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, Some(&self.admin.clone()), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request("POST", path, Some(&self.admin.clone()), Some(body)).await
+    }
+
+    pub async fn raw_post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+/// Instantiates each async test fn for SQLite and (when configured) PostgreSQL.
+#[macro_export]
+macro_rules! http_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let app = $crate::support::spawn(tally_store::testing::sqlite().await).await;
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(store) = tally_store::testing::postgres().await else {
+                        eprintln!("skipped: {} is not set", tally_store::testing::TEST_DATABASE_ENV);
+                        return;
+                    };
+                    let app = $crate::support::spawn(store).await;
+                    super::$name(app).await;
+                }
+            )*
+        }
+    };
+}
