@@ -71,6 +71,40 @@ pub struct LlmFields {
     pub latency_ms: Option<i64>,
 }
 
+/// The LLM columns of a stored event, as the store reads them back.
+#[derive(Debug, Default)]
+pub struct LlmColumns {
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<String>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_nanos: Option<i64>,
+    pub latency_ms: Option<i64>,
+}
+
+impl LlmFields {
+    /// Rebuilds the LLM facts from stored columns; `None` when the event had none.
+    pub fn from_columns(c: LlmColumns) -> Option<LlmFields> {
+        let any = c.model.is_some()
+            || c.provider.is_some()
+            || c.status.is_some()
+            || c.input_tokens.is_some()
+            || c.output_tokens.is_some()
+            || c.cost_nanos.is_some()
+            || c.latency_ms.is_some();
+        any.then(|| LlmFields {
+            model: c.model,
+            provider: c.provider,
+            status: c.status.as_deref().and_then(LlmStatus::parse),
+            input_tokens: c.input_tokens.unwrap_or(0),
+            output_tokens: c.output_tokens.unwrap_or(0),
+            cost: c.cost_nanos.map(Money::from_nanos),
+            latency_ms: c.latency_ms,
+        })
+    }
+}
+
 /// A validated usage event. Built only by [`RawEvent::validate`] (or the store, reading back).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageEvent {

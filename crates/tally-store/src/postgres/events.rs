@@ -7,7 +7,7 @@ use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, Usage
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::{BTreeMap, HashSet};
-use tally_domain::event::LlmStatus;
+use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::rollup::{Aggregate, Rollup};
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 use tokio_postgres::types::ToSql;
@@ -301,20 +301,15 @@ pub(super) async fn rebuild(conn: &mut Client) -> Result<u64> {
 }
 
 fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
-    let model: Option<String> = r.get(7);
-    let provider: Option<String> = r.get(8);
-    let status: Option<String> = r.get(9);
-    let input_tokens: Option<i64> = r.get(10);
-    let output_tokens: Option<i64> = r.get(11);
-    let cost: Option<i64> = r.get(12);
-    let latency_ms: Option<i64> = r.get(13);
-    let has_llm = model.is_some()
-        || provider.is_some()
-        || status.is_some()
-        || input_tokens.is_some()
-        || output_tokens.is_some()
-        || cost.is_some()
-        || latency_ms.is_some();
+    let llm = LlmColumns {
+        model: r.get(7),
+        provider: r.get(8),
+        status: r.get(9),
+        input_tokens: r.get(10),
+        output_tokens: r.get(11),
+        cost_nanos: r.get(12),
+        latency_ms: r.get(13),
+    };
     let corrupt = |e: tally_domain::ids::IdError| StoreError::corrupt(e);
     Ok(UsageEvent {
         organization_id: OrganizationId::parse(r.get::<_, String>(0)).map_err(corrupt)?,
@@ -325,15 +320,7 @@ fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
         usage_type: UsageTypeKey::parse(r.get::<_, String>(5)).map_err(StoreError::corrupt)?,
         quantity: r.get(6),
         properties: None,
-        llm: has_llm.then(|| LlmFields {
-            model,
-            provider,
-            status: status.as_deref().and_then(LlmStatus::parse),
-            input_tokens: input_tokens.unwrap_or(0),
-            output_tokens: output_tokens.unwrap_or(0),
-            cost: cost.map(Money::from_nanos),
-            latency_ms,
-        }),
+        llm: LlmFields::from_columns(llm),
     })
 }
 

@@ -6,7 +6,7 @@ use crate::sql::{self, Dialect};
 use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of, sorted};
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
-use tally_domain::event::LlmStatus;
+use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::rollup::{Aggregate, Rollup};
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
@@ -230,20 +230,15 @@ pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
 /// Reads the columns the roll-up needs (properties are left out) from a row starting at index 1.
 fn event_row(r: &rusqlite::Row<'_>) -> Result<UsageEvent> {
     let get_str = |i: usize| -> Result<String> { r.get(i).map_err(map_err) };
-    let status: Option<String> = r.get(10).map_err(map_err)?;
-    let model: Option<String> = r.get(8).map_err(map_err)?;
-    let provider: Option<String> = r.get(9).map_err(map_err)?;
-    let input_tokens: Option<i64> = r.get(11).map_err(map_err)?;
-    let output_tokens: Option<i64> = r.get(12).map_err(map_err)?;
-    let cost: Option<i64> = r.get(13).map_err(map_err)?;
-    let latency_ms: Option<i64> = r.get(14).map_err(map_err)?;
-    let has_llm = model.is_some()
-        || provider.is_some()
-        || status.is_some()
-        || input_tokens.is_some()
-        || output_tokens.is_some()
-        || cost.is_some()
-        || latency_ms.is_some();
+    let llm = LlmColumns {
+        model: r.get(8).map_err(map_err)?,
+        provider: r.get(9).map_err(map_err)?,
+        status: r.get(10).map_err(map_err)?,
+        input_tokens: r.get(11).map_err(map_err)?,
+        output_tokens: r.get(12).map_err(map_err)?,
+        cost_nanos: r.get(13).map_err(map_err)?,
+        latency_ms: r.get(14).map_err(map_err)?,
+    };
     let team: Option<String> = r.get(5).map_err(map_err)?;
     Ok(UsageEvent {
         organization_id: OrganizationId::parse(get_str(1)?).map_err(StoreError::corrupt)?,
@@ -254,15 +249,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> Result<UsageEvent> {
         usage_type: UsageTypeKey::parse(get_str(6)?).map_err(StoreError::corrupt)?,
         quantity: r.get(7).map_err(map_err)?,
         properties: None,
-        llm: has_llm.then(|| LlmFields {
-            model,
-            provider,
-            status: status.as_deref().and_then(LlmStatus::parse),
-            input_tokens: input_tokens.unwrap_or(0),
-            output_tokens: output_tokens.unwrap_or(0),
-            cost: cost.map(Money::from_nanos),
-            latency_ms,
-        }),
+        llm: LlmFields::from_columns(llm),
     })
 }
 

@@ -89,6 +89,7 @@ fn connect(path: &Path) -> Result<Connection> {
          PRAGMA busy_timeout = 10000;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 8000;
          PRAGMA foreign_keys = OFF;",
     )
     .map_err(map_err)?;
