@@ -11,28 +11,14 @@ pub const TEST_DATABASE_ENV: &str = "TALLY_TEST_DATABASE_URL";
 pub struct TestStore {
     pub store: Arc<dyn Store>,
     pub url: String,
-    _dir: Option<tempfile_dir::TempDir>,
-}
-
-mod tempfile_dir {
-    pub use std::path::PathBuf;
-
-    /// A directory removed on drop (a tiny stand-in so the library does not depend on tempfile).
-    pub struct TempDir(pub PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn sqlite() -> TestStore {
-    let dir = std::env::temp_dir().join(format!("tally-test-{}", random_suffix()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let url = format!("sqlite://{}", dir.join("tally.db").display());
+    let dir = tempfile::Builder::new().prefix("tally-test-").tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
     let store = crate::open(&url).await.expect("open sqlite");
-    TestStore { store, url, _dir: Some(tempfile_dir::TempDir(dir)) }
+    TestStore { store, url, _dir: Some(dir) }
 }
 
 /// A store in a new schema of the test database, or `None` when no test database is configured.

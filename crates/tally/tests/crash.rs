@@ -86,27 +86,10 @@ async fn crash_and_recover(db: Vec<String>) {
     wait_ready(&client, port).await;
     // Every acknowledged event must already be there: sending it again finds only duplicates.
     for body in &acked {
-        let r: Value = client
-            .post(format!("http://127.0.0.1:{port}/v1/events"))
-            .bearer_auth(&key)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = json_of(client.post(format!("http://127.0.0.1:{port}/v1/events")).bearer_auth(&key).json(body)).await;
         assert_eq!(r["accepted"], 0, "an acknowledged event was lost: {r}");
     }
-    let totals: Value = client
-        .get(format!("http://127.0.0.1:{port}/v1/organizations/crash/usage/totals"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let totals = json_of(client.get(format!("http://127.0.0.1:{port}/v1/organizations/crash/usage/totals")).bearer_auth(&key)).await;
     server.kill().unwrap();
     server.wait().unwrap();
 
@@ -118,6 +101,10 @@ async fn crash_and_recover(db: Vec<String>) {
     let live = store.aggregates_fingerprint().await.unwrap();
     store.rebuild_aggregates().await.unwrap();
     assert_eq!(live, store.aggregates_fingerprint().await.unwrap());
+}
+
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 fn db_url(db: &[String]) -> String {

@@ -23,8 +23,7 @@ const INSERT_EVENTS: &str = "INSERT INTO events (organization_id, event_id, ts, 
 pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<Vec<bool>> {
     let (candidates, mut stored) = first_occurrences(events);
     let picked: Vec<&UsageEvent> = candidates.iter().map(|&i| &events[i]).collect();
-    let llm = |e: &&UsageEvent| e.llm.clone().unwrap_or_default();
-    let has_llm = |e: &&UsageEvent| e.llm.is_some();
+    let llms: Vec<Option<&LlmFields>> = picked.iter().map(|e| e.llm.as_ref()).collect();
     let orgs: Vec<&str> = picked.iter().map(|e| e.organization_id.as_str()).collect();
     let ids: Vec<&str> = picked.iter().map(|e| e.id.as_str()).collect();
     let times: Vec<Timestamp> = picked.iter().map(|e| e.timestamp).collect();
@@ -33,13 +32,13 @@ pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<V
     let types: Vec<&str> = picked.iter().map(|e| e.usage_type.as_str()).collect();
     let quantities: Vec<f64> = picked.iter().map(|e| e.quantity).collect();
     let properties: Vec<Option<&str>> = picked.iter().map(|e| e.properties.as_deref()).collect();
-    let models: Vec<Option<String>> = picked.iter().map(|e| llm(e).model).collect();
-    let providers: Vec<Option<String>> = picked.iter().map(|e| llm(e).provider).collect();
-    let statuses: Vec<Option<&str>> = picked.iter().map(|e| llm(e).status.map(LlmStatus::as_str)).collect();
-    let input: Vec<Option<i64>> = picked.iter().map(|e| has_llm(e).then(|| llm(e).input_tokens)).collect();
-    let output: Vec<Option<i64>> = picked.iter().map(|e| has_llm(e).then(|| llm(e).output_tokens)).collect();
-    let costs: Vec<Option<i64>> = picked.iter().map(|e| llm(e).cost.map(Money::nanos)).collect();
-    let latencies: Vec<Option<i64>> = picked.iter().map(|e| llm(e).latency_ms).collect();
+    let models: Vec<Option<&str>> = llms.iter().map(|l| l.and_then(|l| l.model.as_deref())).collect();
+    let providers: Vec<Option<&str>> = llms.iter().map(|l| l.and_then(|l| l.provider.as_deref())).collect();
+    let statuses: Vec<Option<&str>> = llms.iter().map(|l| l.and_then(|l| l.status.map(LlmStatus::as_str))).collect();
+    let input: Vec<Option<i64>> = llms.iter().map(|l| l.map(|l| l.input_tokens)).collect();
+    let output: Vec<Option<i64>> = llms.iter().map(|l| l.map(|l| l.output_tokens)).collect();
+    let costs: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.cost.map(Money::nanos))).collect();
+    let latencies: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.latency_ms)).collect();
     let received_at = Timestamp::now();
 
     let tx = conn.transaction().await.map_err(map_err)?;

@@ -53,7 +53,11 @@ pub async fn organization_totals(
     if !caller.scope.can_read_organization(&org) || app.store.organization(&org).await?.is_none() {
         return Err(ApiError::not_found(format!("organization {id:?}")));
     }
-    let totals = app.store.usage_totals(&Subject::Organization(org), range).await?;
+    answer(&app, Subject::Organization(org), range).await
+}
+
+async fn answer(app: &AppState, subject: Subject, range: TimeRange) -> ApiResult<Json<TotalsResponse>> {
+    let totals = app.store.usage_totals(&subject, range).await?;
     Ok(Json(TotalsResponse { from: range.from, to: range.to, totals }))
 }
 
@@ -70,7 +74,5 @@ pub async fn user_totals(
     if !caller.scope.can_read_user(&user.organization_id, &user.id) {
         return Err(not_found());
     }
-    let subject = Subject::User { organization_id: user.organization_id, user_id };
-    let totals = app.store.usage_totals(&subject, range).await?;
-    Ok(Json(TotalsResponse { from: range.from, to: range.to, totals }))
+    answer(&app, Subject::User { organization_id: user.organization_id, user_id }, range).await
 }
