@@ -75,68 +75,92 @@ impl Aggregate {
     }
 }
 
-/// The finest grain: organization × hour × usage type × team × user × model × provider.
+/// Hash maps keyed by strings borrowed from the batch: folding a batch allocates no keys.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The finest grain: organization × user × hour × usage type × team × model × provider, in the
+/// order of the table's primary key so that sorted upserts walk the B-tree left to right.
 /// Absent team, model and provider are the empty string so the key has no NULLs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HourlyKey {
-    pub organization_id: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HourlyKey<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
     pub hour: Timestamp,
-    pub usage_type: String,
-    pub team_id: String,
-    pub user_id: String,
-    pub model: String,
-    pub provider: String,
+    pub usage_type: &'a str,
+    pub team_id: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserTypeKey {
-    pub organization_id: String,
-    pub user_id: String,
-    pub usage_type: String,
+/// The organization-wide hourly grain: the same cell without the user, so organization and team
+/// series read one row per hour and dimension instead of one per active user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgHourlyKey<'a> {
+    pub organization_id: &'a str,
+    pub hour: Timestamp,
+    pub usage_type: &'a str,
+    pub team_id: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserMonthKey {
-    pub organization_id: String,
-    pub user_id: String,
-    pub usage_type: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserTypeKey<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
+    pub usage_type: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserMonthKey<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
+    pub usage_type: &'a str,
     pub month: Date,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserRef {
-    pub organization_id: String,
-    pub user_id: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserRef<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TeamRef {
-    pub organization_id: String,
-    pub team_id: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TeamRef<'a> {
+    pub organization_id: &'a str,
+    pub team_id: &'a str,
 }
 
-/// Everything a batch of new events changes.
+/// Everything a batch of new events changes, borrowing its keys from the events.
 #[derive(Debug, Default)]
-pub struct Rollup {
-    pub hourly: HashMap<HourlyKey, Aggregate>,
-    pub user_totals: HashMap<UserTypeKey, Aggregate>,
-    pub user_months: HashMap<UserMonthKey, Aggregate>,
+pub struct Rollup<'a> {
+    pub hourly: Map<HourlyKey<'a>, Aggregate>,
+    pub org_hourly: Map<OrgHourlyKey<'a>, Aggregate>,
+    pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
+    pub user_months: Map<UserMonthKey<'a>, Aggregate>,
     /// Users seen, with the latest event time in the batch (their last activity).
-    pub users: HashMap<UserRef, Timestamp>,
-    pub teams: HashMap<TeamRef, Timestamp>,
-    pub organizations: HashMap<String, Timestamp>,
+    pub users: Map<UserRef<'a>, Timestamp>,
+    pub teams: Map<TeamRef<'a>, Timestamp>,
+    pub organizations: Map<&'a str, Timestamp>,
 }
 
-fn add<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Aggregate>, key: K, agg: &Aggregate) {
+fn add<K: Eq + std::hash::Hash>(map: &mut Map<K, Aggregate>, key: K, agg: &Aggregate) {
     map.entry(key).and_modify(|a| a.merge(agg)).or_insert(*agg);
 }
 
-fn latest<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Timestamp>, key: K, ts: Timestamp) {
+fn latest<K: Eq + std::hash::Hash>(map: &mut Map<K, Timestamp>, key: K, ts: Timestamp) {
     map.entry(key).and_modify(|t| *t = (*t).max(ts)).or_insert(ts);
 }
 
-impl Rollup {
-    pub fn of<'a>(events: impl IntoIterator<Item = &'a UsageEvent>) -> Rollup {
+/// A map's entries in key order: the order in which the store writes them.
+pub fn sorted<K: Ord + Copy, V: Copy>(map: &Map<K, V>) -> Vec<(K, V)> {
+    let mut rows: Vec<(K, V)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+    rows.sort_unstable_by_key(|row| row.0);
+    rows
+}
+
+impl<'a> Rollup<'a> {
+    pub fn of(events: impl IntoIterator<Item = &'a UsageEvent>) -> Rollup<'a> {
         let mut rollup = Rollup::default();
         for event in events {
             rollup.add(event);
@@ -144,44 +168,25 @@ impl Rollup {
         rollup
     }
 
-    pub fn add(&mut self, e: &UsageEvent) {
+    pub fn add(&mut self, e: &'a UsageEvent) {
         let agg = Aggregate::of(e);
-        let org = e.organization_id.as_str();
-        let user = e.user_id.as_str();
+        let organization_id = e.organization_id.as_str();
+        let user_id = e.user_id.as_str();
         let usage_type = e.usage_type.as_str();
-        let team = e.team_id.as_ref().map_or("", |t| t.as_str());
+        let team_id = e.team_id.as_ref().map_or("", |t| t.as_str());
         let (model, provider) =
             e.llm.as_ref().map_or(("", ""), |l| (l.model.as_deref().unwrap_or(""), l.provider.as_deref().unwrap_or("")));
-        add(
-            &mut self.hourly,
-            HourlyKey {
-                organization_id: org.to_owned(),
-                hour: hour_start(e.timestamp),
-                usage_type: usage_type.to_owned(),
-                team_id: team.to_owned(),
-                user_id: user.to_owned(),
-                model: model.to_owned(),
-                provider: provider.to_owned(),
-            },
-            &agg,
-        );
-        let user_type = UserTypeKey { organization_id: org.to_owned(), user_id: user.to_owned(), usage_type: usage_type.to_owned() };
-        add(
-            &mut self.user_months,
-            UserMonthKey {
-                organization_id: user_type.organization_id.clone(),
-                user_id: user_type.user_id.clone(),
-                usage_type: user_type.usage_type.clone(),
-                month: month_start(e.timestamp),
-            },
-            &agg,
-        );
-        add(&mut self.user_totals, user_type, &agg);
-        latest(&mut self.users, UserRef { organization_id: org.to_owned(), user_id: user.to_owned() }, e.timestamp);
-        if !team.is_empty() {
-            latest(&mut self.teams, TeamRef { organization_id: org.to_owned(), team_id: team.to_owned() }, e.timestamp);
+        let hour = hour_start(e.timestamp);
+        add(&mut self.hourly, HourlyKey { organization_id, user_id, hour, usage_type, team_id, model, provider }, &agg);
+        add(&mut self.org_hourly, OrgHourlyKey { organization_id, hour, usage_type, team_id, model, provider }, &agg);
+        let month = month_start(e.timestamp);
+        add(&mut self.user_months, UserMonthKey { organization_id, user_id, usage_type, month }, &agg);
+        add(&mut self.user_totals, UserTypeKey { organization_id, user_id, usage_type }, &agg);
+        latest(&mut self.users, UserRef { organization_id, user_id }, e.timestamp);
+        if !team_id.is_empty() {
+            latest(&mut self.teams, TeamRef { organization_id, team_id }, e.timestamp);
         }
-        latest(&mut self.organizations, org.to_owned(), e.timestamp);
+        latest(&mut self.organizations, organization_id, e.timestamp);
     }
 }
 
@@ -208,11 +213,12 @@ mod tests {
         ];
         let r = Rollup::of(&events);
         assert_eq!(r.hourly.len(), 2);
+        assert_eq!(r.org_hourly.len(), 2);
         let first = r.hourly.iter().find(|(k, _)| k.hour.to_string() == "2025-01-01T10:00:00Z").unwrap().1;
         assert_eq!((first.count, first.sum, first.min, first.max), (2, 7.0, 2.0, 5.0));
-        let total = &r.user_totals[&UserTypeKey { organization_id: "o".into(), user_id: "u".into(), usage_type: "api_call".into() }];
+        let total = &r.user_totals[&UserTypeKey { organization_id: "o", user_id: "u", usage_type: "api_call" }];
         assert_eq!((total.count, total.sum), (3, 8.0));
-        assert_eq!(r.users[&UserRef { organization_id: "o".into(), user_id: "u".into() }].to_string(), "2025-01-01T11:00:00Z");
+        assert_eq!(r.users[&UserRef { organization_id: "o", user_id: "u" }].to_string(), "2025-01-01T11:00:00Z");
     }
 
     #[test]
@@ -222,7 +228,7 @@ mod tests {
         let c = ev("3", "2025-01-01T10:00:00Z", "u", "storage_bytes", 50.0, "");
         let forward = Rollup::of([&a, &b, &c]);
         let backward = Rollup::of([&c, &b, &a]);
-        let key = UserTypeKey { organization_id: "o".into(), user_id: "u".into(), usage_type: "storage_bytes".into() };
+        let key = UserTypeKey { organization_id: "o", user_id: "u", usage_type: "storage_bytes" };
         assert_eq!(forward.user_totals[&key], backward.user_totals[&key]);
         assert_eq!(forward.user_totals[&key].last_value, 100.0);
     }

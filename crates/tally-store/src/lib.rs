@@ -109,12 +109,6 @@ pub fn redact_url(url: &str) -> String {
 
 /// Applies a roll-up helper shared by the backends: sorted so that concurrent writers take row
 /// locks in the same order and cannot deadlock.
-pub(crate) fn sorted<K: Ord + Clone, V: Clone>(map: &std::collections::HashMap<K, V>) -> Vec<(K, V)> {
-    let mut rows: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    rows
-}
-
 /// Splits a deduplicated batch into the events to insert, remembering each one's position.
 pub(crate) fn first_occurrences(events: &[UsageEvent]) -> (Vec<usize>, Vec<bool>) {
     let mut seen = std::collections::HashSet::with_capacity(events.len());
@@ -127,7 +121,7 @@ pub(crate) fn first_occurrences(events: &[UsageEvent]) -> (Vec<usize>, Vec<bool>
     (candidates, vec![false; events.len()])
 }
 
-pub(crate) fn rollup_of(events: &[UsageEvent], stored: &[bool]) -> Rollup {
+pub(crate) fn rollup_of<'a>(events: &'a [UsageEvent], stored: &[bool]) -> Rollup<'a> {
     Rollup::of(events.iter().zip(stored).filter(|(_, s)| **s).map(|(e, _)| e))
 }
 

@@ -64,8 +64,9 @@ pub fn merge_clause(dialect: Dialect, table: &str, keys: &[&str]) -> String {
     )
 }
 
-/// Key columns of the three roll-up tables.
-pub const HOURLY_KEYS: [&str; 7] = ["organization_id", "hour", "usage_type", "team_id", "user_id", "model", "provider"];
+/// Key columns of the roll-up tables, in primary-key order.
+pub const HOURLY_KEYS: [&str; 7] = ["organization_id", "user_id", "hour", "usage_type", "team_id", "model", "provider"];
+pub const ORG_HOURLY_KEYS: [&str; 6] = ["organization_id", "hour", "usage_type", "team_id", "model", "provider"];
 pub const USER_KEYS: [&str; 3] = ["organization_id", "user_id", "usage_type"];
 pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "month"];
 
@@ -82,4 +83,9 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(count(*) AS BIGINT) FROM user_usage_monthly), \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM user_usage_monthly), \
     (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM user_usage), \
-    (SELECT CAST(count(*) AS BIGINT) FROM users WHERE last_activity IS NOT NULL)";
+    (SELECT CAST(count(*) AS BIGINT) FROM users WHERE last_activity IS NOT NULL), \
+    (SELECT CAST(count(*) AS BIGINT) FROM usage_hourly_org), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_hourly_org), \
+    (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_hourly_org), \
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_hourly_org), \
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_hourly_org)";

@@ -87,4 +87,9 @@ pub struct AggregatesFingerprint {
     pub month_count: i64,
     pub latest_values_sum: f64,
     pub users_with_activity: i64,
+    pub org_hourly_rows: i64,
+    pub org_hourly_count: i64,
+    pub org_hourly_sum: f64,
+    pub org_hourly_cost_nanos: i64,
+    pub org_latest_values_sum: f64,
 }

@@ -13,7 +13,8 @@ use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/postgres/0001_core.sql")), (2, include_str!("../../migrations/postgres/0002_hourly_by_user.sql"))];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
 const POOL_SIZE: usize = 16;

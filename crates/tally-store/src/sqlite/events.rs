@@ -3,11 +3,13 @@
 use super::{map_err, micros, timestamp};
 use crate::range::split;
 use crate::sql::{self, Dialect};
-use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of, sorted};
+use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of};
+use rusqlite::ToSql;
+use rusqlite::types::Value;
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use tally_domain::event::{LlmColumns, LlmStatus};
-use tally_domain::rollup::{Aggregate, Rollup};
+use tally_domain::rollup::{Aggregate, Rollup, sorted};
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
 const INSERT_EVENT: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
@@ -52,7 +54,7 @@ pub(super) fn record(conn: &mut Connection, events: &[UsageEvent]) -> Result<Vec
 }
 
 fn bind_aggregate(stmt: &mut Statement<'_>, first: usize, a: &Aggregate) -> Result<()> {
-    let values: [rusqlite::types::Value; 12] = [
+    let values: [Value; 12] = [
         a.count.into(),
         a.sum.into(),
         a.min.into(),
@@ -84,7 +86,7 @@ fn upsert_sql(table: &str, keys: &[&str]) -> String {
 }
 
 /// Applies a roll-up inside the caller's transaction.
-pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup) -> Result<()> {
+pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut org = tx
         .prepare_cached("INSERT INTO organizations (organization_id, name, created_at) VALUES (?1, ?1, ?2) ON CONFLICT DO NOTHING")
         .map_err(map_err)?;
@@ -109,33 +111,32 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup) -> Result<()> {
 
     let mut hourly = tx.prepare_cached(&upsert_sql("usage_hourly", &sql::HOURLY_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.hourly) {
-        hourly.raw_bind_parameter(1, &k.organization_id).map_err(map_err)?;
-        hourly.raw_bind_parameter(2, micros(k.hour)).map_err(map_err)?;
-        hourly.raw_bind_parameter(3, &k.usage_type).map_err(map_err)?;
-        hourly.raw_bind_parameter(4, &k.team_id).map_err(map_err)?;
-        hourly.raw_bind_parameter(5, &k.user_id).map_err(map_err)?;
-        hourly.raw_bind_parameter(6, &k.model).map_err(map_err)?;
-        hourly.raw_bind_parameter(7, &k.provider).map_err(map_err)?;
-        bind_aggregate(&mut hourly, 8, &a)?;
-        hourly.raw_execute().map_err(map_err)?;
+        let keys: [&dyn ToSql; 7] = [&k.organization_id, &k.user_id, &micros(k.hour), &k.usage_type, &k.team_id, &k.model, &k.provider];
+        upsert(&mut hourly, &keys, &a)?;
+    }
+    let mut org_hourly = tx.prepare_cached(&upsert_sql("usage_hourly_org", &sql::ORG_HOURLY_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.org_hourly) {
+        let keys: [&dyn ToSql; 6] = [&k.organization_id, &micros(k.hour), &k.usage_type, &k.team_id, &k.model, &k.provider];
+        upsert(&mut org_hourly, &keys, &a)?;
     }
     let mut totals = tx.prepare_cached(&upsert_sql("user_usage", &sql::USER_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.user_totals) {
-        totals.raw_bind_parameter(1, &k.organization_id).map_err(map_err)?;
-        totals.raw_bind_parameter(2, &k.user_id).map_err(map_err)?;
-        totals.raw_bind_parameter(3, &k.usage_type).map_err(map_err)?;
-        bind_aggregate(&mut totals, 4, &a)?;
-        totals.raw_execute().map_err(map_err)?;
+        upsert(&mut totals, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
     }
     let mut months = tx.prepare_cached(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.user_months) {
-        months.raw_bind_parameter(1, &k.organization_id).map_err(map_err)?;
-        months.raw_bind_parameter(2, &k.user_id).map_err(map_err)?;
-        months.raw_bind_parameter(3, &k.usage_type).map_err(map_err)?;
-        months.raw_bind_parameter(4, k.month.to_string()).map_err(map_err)?;
-        bind_aggregate(&mut months, 5, &a)?;
-        months.raw_execute().map_err(map_err)?;
+        upsert(&mut months, &[&k.organization_id, &k.user_id, &k.usage_type, &k.month.to_string()], &a)?;
     }
+    Ok(())
+}
+
+/// Binds a cell's key values, then its aggregate, and runs the upsert.
+fn upsert(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<()> {
+    for (i, key) in keys.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, key).map_err(map_err)?;
+    }
+    bind_aggregate(stmt, keys.len() + 1, a)?;
+    stmt.raw_execute().map_err(map_err)?;
     Ok(())
 }
 
@@ -160,24 +161,26 @@ pub(super) fn totals(conn: &Connection, subject: &Subject, range: TimeRange) -> 
             (Some(u), None, None) => {
                 grouped(conn, "SELECT usage_type, count, sum FROM user_usage WHERE organization_id = ?1 AND user_id = ?2", params![org, u])?
             }
-            _ => grouped(
+            (Some(u), from, to) => grouped(
                 conn,
                 "SELECT usage_type, sum(count), sum(sum) FROM usage_hourly WHERE organization_id = ?1 \
-                 AND (?2 IS NULL OR user_id = ?2) AND hour >= ?3 AND hour < ?4 GROUP BY usage_type",
-                params![org, user, hours.from.map_or(i64::MIN, micros), hours.to.map_or(i64::MAX, micros)],
+                 AND user_id = ?2 AND hour >= ?3 AND hour < ?4 GROUP BY usage_type",
+                params![org, u, from.map_or(i64::MIN, micros), to.map_or(i64::MAX, micros)],
+            )?,
+            (None, from, to) => grouped(
+                conn,
+                "SELECT usage_type, sum(count), sum(sum) FROM usage_hourly_org WHERE organization_id = ?1 \
+                 AND hour >= ?2 AND hour < ?3 GROUP BY usage_type",
+                params![org, from.map_or(i64::MIN, micros), to.map_or(i64::MAX, micros)],
             )?,
         };
         add(rows);
     }
     for (from, to) in parts.edges {
-        let sql = if user.is_some() {
-            "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = ?1 AND user_id = ?2 \
-             AND ts >= ?3 AND ts < ?4 GROUP BY usage_type"
-        } else {
-            "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = ?1 AND ?2 IS NULL \
-             AND ts >= ?3 AND ts < ?4 GROUP BY usage_type"
-        };
-        add(grouped(conn, sql, params![org, user, micros(from), micros(to)])?);
+        // An edge is under an hour of one organization's events: the time index narrows it enough.
+        let sql = "SELECT usage_type, count(*), sum(quantity) FROM events WHERE organization_id = ?1 \
+             AND ts >= ?2 AND ts < ?3 AND (?4 IS NULL OR user_id = ?4) GROUP BY usage_type";
+        add(grouped(conn, sql, params![org, micros(from), micros(to), user])?);
     }
     Ok(merged.into_iter().map(|(usage_type, (count, sum))| UsageTotal { usage_type, count, sum }).collect())
 }
@@ -197,7 +200,7 @@ pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
     const BATCH: i64 = 50_000;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     tx.execute_batch(
-        "DELETE FROM usage_hourly; DELETE FROM user_usage; DELETE FROM user_usage_monthly; UPDATE users SET last_activity = NULL;",
+        "DELETE FROM usage_hourly; DELETE FROM usage_hourly_org; DELETE FROM user_usage; DELETE FROM user_usage_monthly; UPDATE users SET last_activity = NULL;",
     )
     .map_err(map_err)?;
     let mut after = i64::MIN;
@@ -268,6 +271,11 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             month_count: r.get(9)?,
             latest_values_sum: r.get(10)?,
             users_with_activity: r.get(11)?,
+            org_hourly_rows: r.get(12)?,
+            org_hourly_count: r.get(13)?,
+            org_hourly_sum: r.get(14)?,
+            org_hourly_cost_nanos: r.get(15)?,
+            org_latest_values_sum: r.get(16)?,
         })
     })
     .map_err(map_err)

@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode. One writer connection (SQLite allows one
 //! writer at a time; the group committer feeds it big transactions) and a small pool of readers.
 
+mod checkpoint;
 mod entities;
 mod events;
 
@@ -9,13 +10,15 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_core.sql")), (2, include_str!("../../migrations/sqlite/0002_hourly_by_user.sql"))];
 const IDLE_READERS: usize = 8;
 
 pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -29,7 +32,10 @@ impl SqliteStore {
             }
             let mut writer = connect(&path)?;
             migrate(&mut writer)?;
-            Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::default() })
+            // The writer leaves checkpoints to the checkpoint thread.
+            writer.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(map_err)?;
+            let checkpointer = Arc::new(checkpoint::Checkpointer::start(path.clone()));
+            Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::default(), checkpointer })
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
@@ -69,9 +75,12 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let writer = self.writer.clone();
+        let checkpointer = self.checkpointer.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut conn)
+            let result = f(&mut conn);
+            checkpointer.nudge();
+            result
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -89,7 +98,7 @@ fn connect(path: &Path) -> Result<Connection> {
          PRAGMA busy_timeout = 10000;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -65536;
-         PRAGMA wal_autocheckpoint = 8000;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA foreign_keys = OFF;",
     )
     .map_err(map_err)?;
