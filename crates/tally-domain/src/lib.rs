@@ -9,6 +9,7 @@ pub mod money;
 pub mod role;
 pub mod rollup;
 pub mod scope;
+pub mod series;
 pub mod time;
 pub mod usage_type;
 

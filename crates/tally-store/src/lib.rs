@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use std::sync::Arc;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::rollup::Rollup;
+use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
 /// Tables that are small, global reference data: copied to every node when sharded. Every other
@@ -72,6 +73,13 @@ pub trait Store: Send + Sync + 'static {
     /// Totals per usage type over `[from, to)` (all time when both are `None`), exact to the
     /// microsecond: whole hours from the hourly aggregates, partial hours from raw events.
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>>;
+
+    /// Hourly aggregate cells with `hour` in `[from, to)`, with the user dimension when `per_user`
+    /// (or when the filter names a user).
+    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
+
+    /// Raw events in `[from, to)` (without their properties), for sub-hour pieces of a series.
+    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>>;
 
     async fn event_count(&self) -> Result<u64>;
 

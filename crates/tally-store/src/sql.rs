@@ -1,6 +1,8 @@
 //! SQL text shared by both backends: the aggregate upserts differ only in how each dialect
 //! spells "the smaller of two values", so they are generated here once.
 
+use crate::UsageFilter;
+
 /// The aggregate columns, in the order [`crate::sql::AGG_COLUMNS`] binds them.
 pub const AGG_COLUMNS: [&str; 12] = [
     "count",
@@ -89,3 +91,71 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_hourly_org)";
+
+/// The aggregate columns of a cell read, after its seven key columns.
+pub const CELL_COLUMNS: &str = "count, sum, min, max, last_ts, last_value, llm_successes, llm_failures, input_tokens, output_tokens, \
+     cost_nanos, latency_ms_sum";
+
+/// `AND …` conditions for a usage filter, with numbered placeholders from `first` (`?N` and `$N`
+/// are both numbered), and the text values they bind, in order.
+pub fn usage_conditions(dialect: Dialect, filter: &UsageFilter, first: usize) -> (String, Vec<String>) {
+    let mark = |n: usize| match dialect {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    };
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    let mut push = |column: &str, value: &str, values: &mut Vec<String>| {
+        values.push(value.to_owned());
+        sql.push_str(&format!(" AND {column} = {}", mark(first + values.len() - 1)));
+    };
+    if let Some(o) = &filter.organization_id {
+        push("organization_id", o.as_str(), &mut values);
+    }
+    if let Some(t) = &filter.team_id {
+        push("team_id", t.as_str(), &mut values);
+    }
+    if let Some(u) = &filter.user_id {
+        push("user_id", u.as_str(), &mut values);
+    }
+    if !filter.usage_types.is_empty() {
+        let marks: Vec<String> = filter.usage_types.iter().enumerate().map(|(i, _)| mark(first + values.len() + i)).collect();
+        sql.push_str(&format!(" AND usage_type IN ({})", marks.join(", ")));
+        values.extend(filter.usage_types.iter().map(|t| t.as_str().to_owned()));
+    }
+    (sql, values)
+}
+
+/// Hourly cells of a usage filter in `[from, to)`: the time bounds are the first two parameters.
+pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (String, Vec<String>) {
+    let (conditions, values) = usage_conditions(dialect, filter, 3);
+    let (p1, p2) = match dialect {
+        Dialect::Sqlite => ("?1", "?2"),
+        Dialect::Postgres => ("$1", "$2"),
+    };
+    let (table, user) = if per_user || filter.user_id.is_some() { ("usage_hourly", "user_id") } else { ("usage_hourly_org", "''") };
+    let sql = format!(
+        "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
+         WHERE hour >= {p1} AND hour < {p2}{conditions}"
+    );
+    (sql, values)
+}
+
+/// Raw events of a usage filter in `[from, to)`, in the column order of each backend's event
+/// reader (SQLite's reads a row id first, PostgreSQL's starts at the organization).
+pub fn events_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
+    let (conditions, values) = usage_conditions(dialect, filter, 3);
+    let (p1, p2) = match dialect {
+        Dialect::Sqlite => ("?1", "?2"),
+        Dialect::Postgres => ("$1", "$2"),
+    };
+    let lead = match dialect {
+        Dialect::Sqlite => "0, ",
+        Dialect::Postgres => "",
+    };
+    let sql = format!(
+        "SELECT {lead}organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+         input_tokens, output_tokens, cost_nanos, latency_ms FROM events WHERE ts >= {p1} AND ts < {p2}{conditions}"
+    );
+    (sql, values)
+}

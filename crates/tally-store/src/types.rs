@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tally_domain::{OrganizationId, Scope, UserId};
+use tally_domain::{OrganizationId, Scope, TeamId, UsageTypeKey, UserId};
 
 /// Whether a save creates a new row (failing with `AlreadyExists`) or creates-or-replaces one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,4 +92,14 @@ pub struct AggregatesFingerprint {
     pub org_hourly_sum: f64,
     pub org_hourly_cost_nanos: i64,
     pub org_latest_values_sum: f64,
+}
+
+/// Which usage a series query reads. Absent fields do not filter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageFilter {
+    pub organization_id: Option<OrganizationId>,
+    pub team_id: Option<TeamId>,
+    pub user_id: Option<UserId>,
+    /// Empty: every usage type.
+    pub usage_types: Vec<UsageTypeKey>,
 }

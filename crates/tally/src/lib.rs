@@ -9,3 +9,4 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod series;

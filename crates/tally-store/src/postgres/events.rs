@@ -3,12 +3,13 @@
 use super::map_err;
 use crate::range::split;
 use crate::sql::{self, Dialect};
-use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of};
+use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::{BTreeMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::rollup::{Aggregate, Rollup, sorted};
+use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
@@ -337,6 +338,46 @@ fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
         properties: None,
         llm: LlmFields::from_columns(llm),
     })
+}
+
+pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    let rows = conn.query(&sql, &params).await.map_err(map_err)?;
+    Ok(rows
+        .iter()
+        .map(|r| Cell {
+            at: r.get(0),
+            organization_id: r.get(1),
+            user_id: r.get(2),
+            usage_type: r.get(3),
+            team_id: r.get(4),
+            model: r.get(5),
+            provider: r.get(6),
+            aggregate: Aggregate {
+                count: r.get(7),
+                sum: r.get(8),
+                min: r.get(9),
+                max: r.get(10),
+                last_ts: r.get(11),
+                last_value: r.get(12),
+                llm_successes: r.get(13),
+                llm_failures: r.get(14),
+                input_tokens: r.get(15),
+                output_tokens: r.get(16),
+                cost_nanos: r.get(17),
+                latency_ms_sum: r.get(18),
+            },
+        })
+        .collect())
+}
+
+pub(super) async fn events_between(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
+    let (sql, values) = sql::events_query(Dialect::Postgres, filter);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    conn.query(&sql, &params).await.map_err(map_err)?.iter().map(event_row).collect()
 }
 
 pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> {

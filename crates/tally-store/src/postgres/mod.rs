@@ -4,11 +4,13 @@
 mod entities;
 mod events;
 
-use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageTotal, Write};
+use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, Write};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use jiff::Timestamp;
 use std::time::Duration;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -189,6 +191,14 @@ impl Store for PostgresStore {
 
     async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>> {
         events::record(&mut **self.conn().await?, &events).await
+    }
+
+    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+        events::cells(&**self.conn().await?, filter, from, to, per_user).await
+    }
+
+    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
+        events::events_between(&**self.conn().await?, filter, from, to).await
     }
 
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {

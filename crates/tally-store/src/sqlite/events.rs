@@ -3,13 +3,15 @@
 use super::{map_err, micros, timestamp};
 use crate::range::split;
 use crate::sql::{self, Dialect};
-use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageTotal, first_occurrences, rollup_of};
+use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of};
+use jiff::Timestamp;
 use rusqlite::ToSql;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::rollup::{Aggregate, Rollup, sorted};
+use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
 const INSERT_EVENT: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
@@ -189,6 +191,64 @@ fn grouped(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
     let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
     let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(map_err)?;
     rows.collect::<rusqlite::Result<_>>().map_err(map_err)
+}
+
+/// Reads the twelve aggregate columns starting at `first`.
+fn aggregate_row(r: &rusqlite::Row<'_>, first: usize) -> Result<Aggregate> {
+    let int = |i: usize| r.get::<_, i64>(first + i).map_err(map_err);
+    let real = |i: usize| r.get::<_, f64>(first + i).map_err(map_err);
+    Ok(Aggregate {
+        count: int(0)?,
+        sum: real(1)?,
+        min: real(2)?,
+        max: real(3)?,
+        last_ts: timestamp(int(4)?)?,
+        last_value: real(5)?,
+        llm_successes: int(6)?,
+        llm_failures: int(7)?,
+        input_tokens: int(8)?,
+        output_tokens: int(9)?,
+        cost_nanos: int(10)?,
+        latency_ms_sum: int(11)?,
+    })
+}
+
+/// Runs a filtered query whose first two parameters are the time bounds, mapping each row.
+fn filtered<T>(
+    conn: &Connection,
+    (sql, values): (String, Vec<String>),
+    from: Timestamp,
+    to: Timestamp,
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let bounds = [micros(from), micros(to)];
+    let params: Vec<&dyn ToSql> = bounds.iter().map(|b| b as &dyn ToSql).chain(values.iter().map(|v| v as &dyn ToSql)).collect();
+    let mut rows = stmt.query(params.as_slice()).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        out.push(row(r)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user), from, to, |r| {
+        Ok(Cell {
+            at: timestamp(r.get(0).map_err(map_err)?)?,
+            organization_id: r.get(1).map_err(map_err)?,
+            user_id: r.get(2).map_err(map_err)?,
+            usage_type: r.get(3).map_err(map_err)?,
+            team_id: r.get(4).map_err(map_err)?,
+            model: r.get(5).map_err(map_err)?,
+            provider: r.get(6).map_err(map_err)?,
+            aggregate: aggregate_row(r, 7)?,
+        })
+    })
+}
+
+pub(super) fn events_between(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
+    filtered(conn, sql::events_query(Dialect::Sqlite, filter), from, to, event_row)
 }
 
 pub(super) fn event_count(conn: &Connection) -> Result<u64> {

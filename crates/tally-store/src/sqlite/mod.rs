@@ -156,9 +156,11 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
     jiff::Timestamp::from_microsecond(micros).map_err(StoreError::corrupt)
 }
 
-use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Store, Subject, TimeRange, UsageTotal, Write};
+use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Store, Subject, TimeRange, UsageFilter, UsageTotal, Write};
 use async_trait::async_trait;
+use jiff::Timestamp;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
 #[async_trait]
@@ -274,6 +276,16 @@ impl Store for SqliteStore {
 
     async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>> {
         self.write(move |c| events::record(c, &events)).await
+    }
+
+    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+        let filter = filter.clone();
+        self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
+    }
+
+    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
+        let filter = filter.clone();
+        self.read(move |c| events::events_between(c, &filter, from, to)).await
     }
 
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {

@@ -1,13 +1,16 @@
-//! Usage totals for an organization or a user, from the live aggregates.
+//! Usage totals and time series for organizations, teams and users, from the live aggregates.
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::app::AppState;
+use crate::series::{ParamError, SeriesParams};
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tally_domain::{OrganizationId, UserId};
+use tally_domain::{OrganizationId, Scope, UserId};
 use tally_store::{Subject, TimeRange, UsageTotal};
 
 #[derive(Debug, Deserialize)]
@@ -75,4 +78,57 @@ pub async fn user_totals(
         return Err(not_found());
     }
     answer(&app, Subject::User { organization_id: user.organization_id, user_id }, range).await
+}
+
+/// `GET /v1/usage`: usage time series with breakdowns (see `crate::series`).
+pub async fn series(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let mut params = SeriesParams::from_pairs(pairs).map_err(param_error)?;
+    scope_params(&app, &caller.scope, &mut params).await?;
+    let types = app.store.usage_types().await?;
+    let query = params.parse(Timestamp::now(), &types).map_err(param_error)?;
+    if let Some(org) = &query.filter.organization_id
+        && app.store.organization(org).await?.is_none()
+    {
+        return Err(ApiError::not_found(format!("organization {:?}", org.as_str())));
+    }
+    let answer = crate::series::run(app.store.as_ref(), &query, &types).await?;
+    if query.csv {
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], crate::series::to_csv(&answer)).into_response());
+    }
+    Ok(Json(answer).into_response())
+}
+
+pub fn param_error(e: ParamError) -> ApiError {
+    ApiError::bad_parameter(&e.parameter, e.detail)
+}
+
+/// Narrows a query to what the caller's key may read: an `org:` key its organization, a `user:`
+/// key its own usage. Asking for anything else is refused, not silently narrowed.
+async fn scope_params(app: &AppState, scope: &Scope, params: &mut SeriesParams) -> ApiResult<()> {
+    match scope {
+        Scope::Admin => Ok(()),
+        Scope::Organization(org) => match &params.organization_id {
+            Some(asked) if asked != org.as_str() => {
+                Err(ApiError::forbidden(format!("this key reads organization {:?} only", org.as_str())))
+            }
+            _ => {
+                params.organization_id = Some(org.as_str().to_owned());
+                Ok(())
+            }
+        },
+        Scope::User(user_id) => {
+            if params.user_id.as_deref().is_some_and(|u| u != user_id.as_str()) {
+                return Err(ApiError::forbidden(format!("this key reads user {:?} only", user_id.as_str())));
+            }
+            let user = app.store.user(user_id).await?.ok_or_else(|| ApiError::forbidden("this key's user no longer exists"))?;
+            if params.organization_id.as_deref().is_some_and(|o| o != user.organization_id.as_str()) {
+                return Err(ApiError::forbidden(format!("this key reads user {:?} only", user_id.as_str())));
+            }
+            params.organization_id = Some(user.organization_id.as_str().to_owned());
+            params.user_id = Some(user_id.as_str().to_owned());
+            Ok(())
+        }
+        Scope::Ingest | Scope::Server(_) => Err(ApiError::forbidden(format!("a {scope} key cannot read data"))),
+    }
 }

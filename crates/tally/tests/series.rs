@@ -1,0 +1,240 @@
+//! `GET /v1/usage` through HTTP, on SQLite and PostgreSQL.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::TestApp;
+
+http_tests!(
+    days_have_every_bucket_and_exact_ragged_ends,
+    buckets_follow_the_zone_across_dst_and_half_hours,
+    breakdowns_limit_and_other,
+    compare_with_the_previous_period,
+    llm_breakdowns_by_model_and_status,
+    gauges_sum_each_users_latest_value,
+    keys_narrow_what_a_series_reads,
+    bad_parameters_name_themselves,
+    csv_has_a_row_per_bucket,
+);
+
+fn ev(id: &str, user: &str, team: &str, ty: &str, qty: f64, at: &str) -> Value {
+    json!({"id": id, "timestamp": at, "organization_id": "acme", "user_id": user, "team_id": team, "type": ty, "quantity": qty})
+}
+
+async fn send(app: &TestApp, events: Value) {
+    let (status, body) = app.post("/v1/events", events).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn usage(app: &TestApp, query: &str) -> Value {
+    let (status, body) = app.get(&format!("/v1/usage?{query}")).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body
+}
+
+fn data(series: &Value) -> Vec<f64> {
+    series["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+async fn days_have_every_bucket_and_exact_ragged_ends(app: TestApp) {
+    send(
+        &app,
+        json!([
+            ev("1", "u1", "t1", "api_call", 2.0, "2025-01-01T10:15:00Z"),
+            ev("2", "u2", "t1", "api_call", 3.0, "2025-01-01T23:59:59Z"),
+            ev("3", "u1", "t1", "api_call", 5.0, "2025-01-03T08:10:00Z"),
+            ev("4", "u1", "t1", "api_call", 7.0, "2025-01-03T08:50:00Z"),
+            ev("5", "u1", "t1", "submission", 1.0, "2025-01-02T00:00:00Z"),
+        ]),
+    )
+    .await;
+    let body = usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-01-01&date_to=2025-01-03").await;
+    assert_eq!(body["interval"], "day");
+    assert_eq!(body["timezone"], "UTC");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    let s = &results[0];
+    assert_eq!(s["dates"], json!(["2025-01-01T00:00:00+00:00", "2025-01-02T00:00:00+00:00", "2025-01-03T00:00:00+00:00"]));
+    assert_eq!(data(s), [5.0, 0.0, 12.0]);
+    assert_eq!(s["count"], 12.0 + 5.0);
+    assert_eq!(s["label"], "api_call");
+    assert_eq!(s["breakdown_value"], Value::Null);
+    // Ending mid-hour: 08:10 is in, 08:50 is not.
+    let body = usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-01-03&date_to=2025-01-03T08:30:00Z").await;
+    assert_eq!(data(&body["results"][0]), [5.0]);
+    // A team and a user filter read the same figures here.
+    let team = usage(&app, "organization_id=acme&team_id=t1&usage_type=api_call&date_from=2025-01-01&date_to=2025-01-03").await;
+    assert_eq!(data(&team["results"][0]), [5.0, 0.0, 12.0]);
+    let user = usage(&app, "organization_id=acme&user_id=u2&usage_type=api_call&date_from=2025-01-01&date_to=2025-01-03").await;
+    assert_eq!(data(&user["results"][0]), [3.0, 0.0, 0.0]);
+    // No data at all still answers every bucket.
+    let empty = usage(&app, "organization_id=acme&usage_type=login&date_from=2025-01-01&date_to=2025-01-03").await;
+    assert_eq!(empty["results"], json!([]));
+}
+
+async fn buckets_follow_the_zone_across_dst_and_half_hours(app: TestApp) {
+    send(
+        &app,
+        json!([
+            // 2025-10-26 00:30 CEST and 23:30 CET: both on the 25-hour 26th in Berlin.
+            ev("1", "u1", "", "api_call", 1.0, "2025-10-25T22:30:00Z"),
+            ev("2", "u1", "", "api_call", 10.0, "2025-10-26T22:30:00Z"),
+            ev("3", "u1", "", "api_call", 100.0, "2025-10-26T23:30:00Z"),
+            // Kolkata is +05:30: 18:15 UTC is 23:45 on the 1st, 18:45 UTC 00:15 on the 2nd.
+            ev("4", "u1", "", "submission", 1.0, "2025-01-01T18:15:00Z"),
+            ev("5", "u1", "", "submission", 2.0, "2025-01-01T18:45:00Z"),
+        ]),
+    )
+    .await;
+    let body = usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-10-26&date_to=2025-10-27&timezone=Europe/Berlin").await;
+    let s = &body["results"][0];
+    assert_eq!(s["dates"], json!(["2025-10-26T00:00:00+02:00", "2025-10-27T00:00:00+01:00"]));
+    assert_eq!(data(s), [11.0, 100.0]);
+    assert_eq!(body["timezone"], "Europe/Berlin");
+    let body =
+        usage(&app, "organization_id=acme&usage_type=submission&date_from=2025-01-01&date_to=2025-01-02&timezone=Asia/Kolkata").await;
+    assert_eq!(data(&body["results"][0]), [1.0, 2.0]);
+    let hours = usage(
+        &app,
+        "organization_id=acme&usage_type=submission&interval=hour&date_from=2025-01-01T23:00:00%2B05:30&date_to=2025-01-02T01:00:00%2B05:30&timezone=Asia/Kolkata",
+    )
+    .await;
+    assert_eq!(data(&hours["results"][0]), [1.0, 2.0]);
+}
+
+async fn breakdowns_limit_and_other(app: TestApp) {
+    let mut events = vec![];
+    for (i, (team, qty)) in [("t1", 1.0), ("t2", 10.0), ("t3", 5.0), ("t4", 2.0)].into_iter().enumerate() {
+        events.push(ev(&format!("a{i}"), "u1", team, "api_call", qty, "2025-02-03T10:00:00Z"));
+        events.push(ev(&format!("s{i}"), "u1", team, "submission", qty * 2.0, "2025-02-04T10:00:00Z"));
+    }
+    send(&app, Value::Array(events)).await;
+    let q = "organization_id=acme&usage_type=api_call&breakdowns=%5B%22team%22%5D&date_from=2025-02-03&date_to=2025-02-04&limit=2";
+    let body = usage(&app, q).await;
+    let results = body["results"].as_array().unwrap();
+    let labels: Vec<&str> = results.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["t2", "t3", "other"]);
+    assert_eq!(results[0]["breakdown_type"], json!(["team"]));
+    assert_eq!(results[0]["breakdown_value"], json!(["t2"]));
+    assert_eq!(data(&results[2]), [3.0, 0.0]);
+    assert_eq!(results[2]["id"], "$other");
+    // Every type, broken down by type and week.
+    let body = usage(&app, "organization_id=acme&breakdowns=type&interval=week&date_from=2025-02-03&date_to=2025-02-09").await;
+    let by_type: Vec<(String, f64)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["label"].as_str().unwrap().to_owned(), r["count"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(by_type, [("submission".to_owned(), 36.0), ("api_call".to_owned(), 18.0)]);
+    // Two types without a type breakdown are two series, never one sum.
+    let body = usage(&app, "organization_id=acme&usage_type=api_call,submission&date_from=2025-02-03&date_to=2025-02-04").await;
+    assert_eq!(body["results"].as_array().unwrap().len(), 2);
+    assert_eq!(body["results"][0]["breakdown_type"], json!(["type"]));
+}
+
+async fn compare_with_the_previous_period(app: TestApp) {
+    send(
+        &app,
+        json!([ev("1", "u1", "", "api_call", 4.0, "2025-03-09T12:00:00Z"), ev("2", "u1", "", "api_call", 6.0, "2025-03-12T12:00:00Z"),]),
+    )
+    .await;
+    let body =
+        usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-03-11&date_to=2025-03-13&compare=previous_period").await;
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["compare_label"], "current");
+    assert_eq!(data(&results[0]), [0.0, 6.0, 0.0]);
+    assert_eq!(results[1]["compare_label"], "previous");
+    assert_eq!(results[1]["dates"][0], "2025-03-08T00:00:00+00:00");
+    assert_eq!(data(&results[1]), [0.0, 4.0, 0.0]);
+}
+
+async fn llm_breakdowns_by_model_and_status(app: TestApp) {
+    let llm = |id: &str, model: &str, status: &str| {
+        json!({"id": id, "timestamp": "2025-04-01T10:00:00Z", "organization_id": "acme", "user_id": "u1", "type": "llm_request",
+               "model": model, "provider": "openai", "status": status, "input_tokens": 10, "output_tokens": 5, "cost": "0.01"})
+    };
+    send(&app, json!([llm("1", "gpt-4o", "success"), llm("2", "gpt-4o", "error"), llm("3", "gpt-4o-mini", "success")])).await;
+    let body =
+        usage(&app, "organization_id=acme&usage_type=llm_request&breakdowns=model,status&date_from=2025-04-01&date_to=2025-04-01").await;
+    let mut got: Vec<(Value, f64)> =
+        body["results"].as_array().unwrap().iter().map(|r| (r["breakdown_value"].clone(), r["count"].as_f64().unwrap())).collect();
+    got.sort_by_key(|g| g.0.to_string());
+    assert_eq!(got, [(json!(["gpt-4o", "error"]), 1.0), (json!(["gpt-4o", "success"]), 1.0), (json!(["gpt-4o-mini", "success"]), 1.0)]);
+}
+
+async fn gauges_sum_each_users_latest_value(app: TestApp) {
+    send(
+        &app,
+        json!([
+            ev("1", "u1", "", "storage_bytes", 100.0, "2025-05-01T01:00:00Z"),
+            ev("2", "u1", "", "storage_bytes", 150.0, "2025-05-01T05:00:00Z"),
+            ev("3", "u2", "", "storage_bytes", 40.0, "2025-05-01T03:00:00Z"),
+            ev("4", "u2", "", "storage_bytes", 60.0, "2025-05-02T03:00:00Z"),
+        ]),
+    )
+    .await;
+    let body = usage(&app, "organization_id=acme&usage_type=storage_bytes&date_from=2025-05-01&date_to=2025-05-02").await;
+    assert_eq!(data(&body["results"][0]), [190.0, 60.0]);
+    assert_eq!(body["results"][0]["aggregation"], "latest");
+}
+
+async fn keys_narrow_what_a_series_reads(app: TestApp) {
+    send(
+        &app,
+        json!([ev("1", "u1", "", "api_call", 1.0, "2025-06-01T10:00:00Z"), ev("2", "u2", "", "api_call", 2.0, "2025-06-01T10:00:00Z")]),
+    )
+    .await;
+    let q = "usage_type=api_call&date_from=2025-06-01&date_to=2025-06-01";
+    let org = app.key("org:acme").await;
+    let (status, body) = app.request("GET", &format!("/v1/usage?{q}"), Some(&org), None).await;
+    assert_eq!((status, data(&body["results"][0])), (200, vec![3.0]));
+    let (status, _) = app.request("GET", &format!("/v1/usage?{q}&organization_id=globex"), Some(&org), None).await;
+    assert_eq!(status, 403);
+    let user = app.key("user:u2").await;
+    let (status, body) = app.request("GET", &format!("/v1/usage?{q}"), Some(&user), None).await;
+    assert_eq!((status, data(&body["results"][0])), (200, vec![2.0]));
+    let (status, _) = app.request("GET", &format!("/v1/usage?{q}&user_id=u1"), Some(&user), None).await;
+    assert_eq!(status, 403);
+    let ingest = app.key("ingest").await;
+    assert_eq!(app.request("GET", &format!("/v1/usage?{q}"), Some(&ingest), None).await.0, 403);
+    assert_eq!(app.request("GET", &format!("/v1/usage?{q}"), None, None).await.0, 401);
+    // An admin may read across organizations.
+    let body = usage(&app, q).await;
+    assert_eq!(data(&body["results"][0]), [3.0]);
+    assert_eq!(app.get(&format!("/v1/usage?{q}&organization_id=nobody")).await.0, 404);
+}
+
+async fn bad_parameters_name_themselves(app: TestApp) {
+    for (query, parameter) in [
+        ("organization_id=acme", "usage_type"),
+        ("usage_type=unknown", "usage_type"),
+        ("usage_type=api_call&interval=minute", "interval"),
+        ("usage_type=api_call&breakdowns=%5B%22colour%22%5D", "breakdowns"),
+        ("usage_type=api_call&date_from=2025-02-01&date_to=2025-01-01", "date_to"),
+        ("usage_type=api_call&interval=hour&date_from=-60d", "interval"),
+        ("usage_type=api_call&timezone=Nowhere/Land", "timezone"),
+        ("usage_type=api_call&limit=-1", "limit"),
+        ("usage_type=api_call&bogus=1", "bogus"),
+    ] {
+        let (status, body) = app.get(&format!("/v1/usage?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+        assert_eq!(body["type"], "urn:tally:problem:invalid-parameter");
+    }
+    let (_, body) = app.get("/v1/usage?usage_type=nope").await;
+    assert!(body["detail"].as_str().unwrap().contains("api_call"), "lists the known types: {body}");
+}
+
+async fn csv_has_a_row_per_bucket(app: TestApp) {
+    send(&app, json!([ev("1", "u1", "", "api_call", 2.0, "2025-07-01T10:00:00Z")])).await;
+    let (status, body) =
+        app.get("/v1/usage?organization_id=acme&usage_type=api_call&date_from=2025-07-01&date_to=2025-07-02&format=csv").await;
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "series,label,usage_type,compare,date,value");
+    assert_eq!(lines[1], "api_call,api_call,api_call,,2025-07-01T00:00:00+00:00,2");
+    assert_eq!(lines.len(), 3);
+}
