@@ -3,6 +3,7 @@
 
 use crate::ids::{OrganizationId, TeamId, UserId};
 use crate::money::Money;
+use crate::pricing::Charge;
 use crate::role::Role;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -116,15 +117,28 @@ impl User {
     }
 }
 
-/// A plan's terms for one usage type: an optional limit per billing period and a unit price.
+/// A plan's terms for one usage type: an optional quota per billing period, and its price: a
+/// free allowance per period, then a charge model (`unit_price` is shorthand for a standard one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanUsage {
-    /// Units included per period; `None` is unlimited.
+    /// Quota per period; `None` is unlimited.
     #[serde(default)]
     pub limit: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_price: Option<Money>,
+    /// Units free of charge per period.
+    #[serde(default)]
+    pub included: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<Charge>,
+}
+
+impl PlanUsage {
+    /// The charge model, if the usage is priced at all.
+    pub fn charge(&self) -> Option<Charge> {
+        self.charge.clone().or(self.unit_price.map(|unit_price| Charge::Standard { unit_price }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -160,6 +174,32 @@ pub struct Plan {
     pub metadata: Value,
     #[serde(default = "now")]
     pub created_at: Timestamp,
+}
+
+impl Plan {
+    pub fn check(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > 128 {
+            return Err("`id` must be 1 to 128 characters".into());
+        }
+        for (key, terms) in &self.usage {
+            if terms.limit.is_some_and(|l| !l.is_finite() || l < 0.0) {
+                return Err(format!("`usage.{key}.limit` must be a non-negative number or null"));
+            }
+            if terms.unit_price.is_some() && terms.charge.is_some() {
+                return Err(format!("`usage.{key}`: give either `unit_price` or `charge`, not both"));
+            }
+            if !(terms.included.is_finite() && terms.included >= 0.0) {
+                return Err(format!("`usage.{key}.included` must not be negative"));
+            }
+            if let Some(charge) = &terms.charge {
+                charge.check().map_err(|e| format!("`usage.{key}.charge`: {e}"))?;
+            }
+        }
+        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!("`currency` must be an ISO 4217 code such as USD, got {:?}", self.currency));
+        }
+        Ok(())
+    }
 }
 
 fn usd() -> String {

@@ -6,6 +6,7 @@ pub mod event;
 pub mod ids;
 pub mod key;
 pub mod money;
+pub mod pricing;
 pub mod role;
 pub mod rollup;
 pub mod scope;

@@ -28,21 +28,26 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    pub fn of(event: &UsageEvent) -> Self {
-        let mut agg = Aggregate {
+    /// One quantity at one instant, with no LLM figures.
+    pub fn single(quantity: f64, at: Timestamp) -> Self {
+        Aggregate {
             count: 1,
-            sum: event.quantity,
-            min: event.quantity,
-            max: event.quantity,
-            last_ts: event.timestamp,
-            last_value: event.quantity,
+            sum: quantity,
+            min: quantity,
+            max: quantity,
+            last_ts: at,
+            last_value: quantity,
             llm_successes: 0,
             llm_failures: 0,
             input_tokens: 0,
             output_tokens: 0,
             cost_nanos: 0,
             latency_ms_sum: 0,
-        };
+        }
+    }
+
+    pub fn of(event: &UsageEvent) -> Self {
+        let mut agg = Aggregate::single(event.quantity, event.timestamp);
         if let Some(llm) = &event.llm {
             match llm.status {
                 Some(LlmStatus::Error) => agg.llm_failures = 1,

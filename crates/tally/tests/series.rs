@@ -15,6 +15,7 @@ http_tests!(
     keys_narrow_what_a_series_reads,
     bad_parameters_name_themselves,
     csv_has_a_row_per_bucket,
+    spend_prices_every_charge_model,
 );
 
 fn ev(id: &str, user: &str, team: &str, ty: &str, qty: f64, at: &str) -> Value {
@@ -237,4 +238,92 @@ async fn csv_has_a_row_per_bucket(app: TestApp) {
     assert_eq!(lines[0], "series,label,usage_type,compare,date,value");
     assert_eq!(lines[1], "api_call,api_call,api_call,,2025-07-01T00:00:00+00:00,2");
     assert_eq!(lines.len(), 3);
+}
+
+fn money(v: &Value) -> f64 {
+    v.as_str().unwrap_or_else(|| panic!("money is a string: {v}")).parse().unwrap()
+}
+
+async fn spend_prices_every_charge_model(app: TestApp) {
+    let plan = json!({"id": "metered", "currency": "EUR", "usage": {
+        "api_call": {"included": 100, "unit_price": "0.01"},
+        "submission": {"charge": {"model": "graduated", "tiers": [
+            {"up_to": 10, "unit_price": "1"}, {"up_to": null, "unit_price": "0.5", "flat_fee": "2"}]}},
+        "mt_characters": {"charge": {"model": "package", "package_size": 1000, "price": "2.5", "free_units": 500}},
+        "asr_seconds": {"charge": {"model": "volume", "tiers": [{"up_to": 60, "unit_price": "0.10"}, {"up_to": null, "unit_price": "0.05"}]}}
+    }});
+    assert_eq!(app.post("/v1/plans", plan).await.0, 201);
+    assert_eq!(app.post("/v1/organizations", json!({"id": "acme"})).await.0, 201);
+    let sub = json!({"id": "s1", "organization_id": "acme", "plan_id": "metered", "status": "active",
+        "current_period_start": "2025-08-01T00:00:00Z", "current_period_end": "2025-09-01T00:00:00Z", "created_at": "2025-08-01T00:00:00Z"});
+    let (status, body) = app.post("/v1/subscriptions", sub).await;
+    assert_eq!(status, 201, "{body}");
+    let day2 = "2025-08-02T10:00:00Z";
+    let day3 = "2025-08-03T10:00:00Z";
+    send(
+        &app,
+        json!([
+            ev("a1", "u1", "", "api_call", 150.0, day2),
+            ev("a2", "u1", "", "api_call", 50.0, day3),
+            ev("s1", "u1", "", "submission", 8.0, day2),
+            ev("s2", "u1", "", "submission", 6.0, day3),
+            ev("m1", "u1", "", "mt_characters", 1200.0, day2),
+            ev("m2", "u1", "", "mt_characters", 400.0, day3),
+            ev("r1", "u1", "", "asr_seconds", 50.0, day2),
+            ev("r2", "u1", "", "asr_seconds", 30.0, day3),
+            ev("x1", "u1", "", "login", 1.0, day2),
+        ]),
+    )
+    .await;
+    let spend = |q: String| {
+        let app = &app;
+        async move {
+            let (status, body) = app.get(&format!("/v1/spend?{q}")).await;
+            assert_eq!(status, 200, "{q}: {body}");
+            body
+        }
+    };
+    let body = spend("organization_id=acme&breakdowns=type&date_from=2025-08-02&date_to=2025-08-03".into()).await;
+    let mut got: Vec<(String, Vec<f64>, f64)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["currency"], "EUR");
+            (r["label"].as_str().unwrap().to_owned(), r["data"].as_array().unwrap().iter().map(money).collect(), money(&r["count"]))
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            // 100 free, then 0.01 each: 50 and 50 billable.
+            ("api_call".to_owned(), vec![0.5, 0.5], 1.0),
+            // 50 s at 0.10 = 5; at 80 s every second drops to 0.05 = 4, so day 3 gives 1 back.
+            ("asr_seconds".to_owned(), vec![5.0, -1.0], 4.0),
+            // 500 free, then a started package of 1000 at 2.50: 700 billable → 1, 1100 → 2.
+            ("mt_characters".to_owned(), vec![2.5, 2.5], 5.0),
+            // 8 × 1; then 2 × 1 + 4 × 0.5 + 2 flat for entering the second tier.
+            ("submission".to_owned(), vec![8.0, 6.0], 14.0),
+        ]
+    );
+    // Starting mid-period still counts the period from its beginning.
+    let body = spend("organization_id=acme&usage_type=api_call&date_from=2025-08-03&date_to=2025-08-03".into()).await;
+    assert_eq!(body["results"][0]["data"].as_array().unwrap().iter().map(money).collect::<Vec<_>>(), [0.5]);
+    // Without breakdowns, money adds up across usage types.
+    let body = spend("organization_id=acme&date_from=2025-08-02&date_to=2025-08-03".into()).await;
+    assert_eq!(body["results"].as_array().unwrap().len(), 1);
+    assert_eq!(money(&body["results"][0]["count"]), 24.0);
+    // No subscription, no spend.
+    send(&app, json!([{"id": "g1", "timestamp": day2, "organization_id": "globex", "user_id": "u9", "type": "api_call", "quantity": 500}]))
+        .await;
+    let body = spend("organization_id=globex&date_from=2025-08-02&date_to=2025-08-03".into()).await;
+    assert_eq!(body["results"], json!([]));
+    let (status, body) = app.get("/v1/spend?organization_id=acme&breakdowns=status").await;
+    assert_eq!((status, body["parameter"].as_str()), (400, Some("breakdowns")));
+    let (status, _) = app.get("/v1/spend?organization_id=acme&date_from=2025-08-02&date_to=2025-08-03&format=csv").await;
+    assert_eq!(status, 200);
+    // Nonsense tiers are refused when the plan is saved.
+    let bad = json!({"id": "bad", "usage": {"api_call": {"charge": {"model": "graduated", "tiers": [{"up_to": 5, "unit_price": "1"}]}}}});
+    assert_eq!(app.post("/v1/plans", bad).await.0, 400);
 }

@@ -78,7 +78,8 @@ impl Dimension {
         self == Dimension::User
     }
 
-    fn value(self, c: &Cell) -> &str {
+    /// The cell's value in this dimension (not for `Status`, which splits a cell).
+    pub fn value(self, c: &Cell) -> &str {
         match self {
             Dimension::Type => &c.usage_type,
             Dimension::Team => &c.team_id,
@@ -229,7 +230,7 @@ fn figure(aggregation: Aggregation, acc: &Acc) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::grid::Interval;
     use super::*;
     use jiff::tz::TimeZone;
@@ -238,22 +239,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn cell(at: &str, user: &str, ty: &str, team: &str, qty: f64) -> Cell {
+    pub(crate) fn cell(at: &str, user: &str, ty: &str, team: &str, qty: f64) -> Cell {
         let t = ts(at);
-        let a = Aggregate {
-            count: 1,
-            sum: qty,
-            min: qty,
-            max: qty,
-            last_ts: t,
-            last_value: qty,
-            llm_successes: 0,
-            llm_failures: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_nanos: 0,
-            latency_ms_sum: 0,
-        };
         Cell {
             at: t,
             organization_id: "o".into(),
@@ -262,7 +249,7 @@ mod tests {
             team_id: team.into(),
             model: String::new(),
             provider: String::new(),
-            aggregate: a,
+            aggregate: Aggregate::single(qty, t),
         }
     }
 

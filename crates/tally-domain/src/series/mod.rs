@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod grid;
+pub mod spend;
 
 pub use build::{Cell, Dimension, Series, build};
 pub use grid::{Grid, Interval, ReadPlan, parse_instant};

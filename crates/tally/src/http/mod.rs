@@ -26,6 +26,7 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/events", post(events::post_events))
         .route("/v1/usage", get(usage::series))
+        .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))
         .route("/v1/users/{id}/usage/totals", get(usage::user_totals))
         .merge(resources::routes::<Organization>("/v1/organizations"))

@@ -302,16 +302,7 @@ impl Resource for Plan {
         None
     }
     fn check(&self) -> Result<(), String> {
-        if self.id.is_empty() || self.id.len() > 128 {
-            return Err("`id` must be 1 to 128 characters".into());
-        }
-        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(format!("`currency` must be an ISO 4217 code such as USD, got {:?}", self.currency));
-        }
-        match self.usage.iter().find(|(_, u)| u.limit.is_some_and(|l| !l.is_finite() || l < 0.0)) {
-            Some((key, _)) => Err(format!("`usage.{key}.limit` must be a non-negative number or null")),
-            None => Ok(()),
-        }
+        Plan::check(self)
     }
     async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
         store.plan(id).await

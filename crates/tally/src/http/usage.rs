@@ -3,14 +3,14 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::app::AppState;
-use crate::series::{ParamError, SeriesParams};
+use crate::series::{CsvRows, Measure, ParamError, SeriesAnswer, SeriesParams, SeriesQuery};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tally_domain::{OrganizationId, Scope, UserId};
+use tally_domain::{OrganizationId, Scope, UsageType, UserId};
 use tally_store::{Subject, TimeRange, UsageTotal};
 
 #[derive(Debug, Deserialize)]
@@ -82,21 +82,42 @@ pub async fn user_totals(
 
 /// `GET /v1/usage`: usage time series with breakdowns (see `crate::series`).
 pub async fn series(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
+    let (query, types) = series_query(&app, &caller, pairs, Measure::Usage).await?;
+    let answer = crate::series::run(app.store.as_ref(), &query, &types).await?;
+    Ok(respond(&query, answer))
+}
+
+/// `GET /v1/spend`: the same series in money, priced by the plan in force at the time.
+pub async fn spend(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
+    let (query, types) = series_query(&app, &caller, pairs, Measure::Spend).await?;
+    let answer = crate::series::run_spend(app.store.as_ref(), &query, &types).await?;
+    Ok(respond(&query, answer))
+}
+
+async fn series_query(
+    app: &AppState,
+    caller: &Caller,
+    pairs: Vec<(String, String)>,
+    measure: Measure,
+) -> ApiResult<(SeriesQuery, Vec<UsageType>)> {
     caller.require_reader()?;
     let mut params = SeriesParams::from_pairs(pairs).map_err(param_error)?;
-    scope_params(&app, &caller.scope, &mut params).await?;
+    scope_params(app, &caller.scope, &mut params).await?;
     let types = app.store.usage_types().await?;
-    let query = params.parse(Timestamp::now(), &types).map_err(param_error)?;
+    let query = params.parse(measure, Timestamp::now(), &types).map_err(param_error)?;
     if let Some(org) = &query.filter.organization_id
         && app.store.organization(org).await?.is_none()
     {
         return Err(ApiError::not_found(format!("organization {:?}", org.as_str())));
     }
-    let answer = crate::series::run(app.store.as_ref(), &query, &types).await?;
+    Ok((query, types))
+}
+
+fn respond<R: Serialize + CsvRows>(query: &SeriesQuery, answer: SeriesAnswer<R>) -> Response {
     if query.csv {
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], crate::series::to_csv(&answer)).into_response());
+        return ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], crate::series::to_csv(&answer)).into_response();
     }
-    Ok(Json(answer).into_response())
+    Json(answer).into_response()
 }
 
 pub fn param_error(e: ParamError) -> ApiError {

@@ -3,13 +3,15 @@
 
 mod params;
 
-pub use params::{ParamError, SeriesParams, SeriesQuery};
+pub use params::{Measure, ParamError, SeriesParams, SeriesQuery};
 
 use serde::Serialize;
 use std::collections::HashMap;
+use tally_domain::entities::{Plan, Subscription};
+use tally_domain::series::spend::{self, PlanTimeline};
 use tally_domain::series::{Cell, Dimension, Grid, Series, build};
-use tally_domain::{Aggregation, UsageType};
-use tally_store::{Store, StoreError, UsageFilter};
+use tally_domain::{Aggregation, Money, UsageType};
+use tally_store::{Page, Store, StoreError, UsageFilter};
 
 /// Reads every cell a grid needs: whole hours from the aggregates, cut hours from raw events.
 pub async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool) -> Result<Vec<Cell>, StoreError> {
@@ -36,43 +38,154 @@ pub struct SeriesResult {
     pub compare_label: Option<&'static str>,
 }
 
+/// One spend series: money per bucket, exact, as decimal strings.
 #[derive(Debug, Serialize)]
-pub struct SeriesAnswer {
-    pub results: Vec<SeriesResult>,
+pub struct SpendResult {
+    pub id: String,
+    pub label: String,
+    pub breakdown_type: Option<Vec<&'static str>>,
+    pub breakdown_value: Option<Vec<String>>,
+    pub currency: String,
+    pub dates: Vec<String>,
+    pub data: Vec<Money>,
+    pub count: Money,
+    pub compare_label: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeriesAnswer<R = SeriesResult> {
+    pub results: Vec<R>,
     pub interval: tally_domain::series::Interval,
     pub date_from: String,
     pub date_to: String,
     pub timezone: String,
 }
 
-/// Runs a validated query.
-pub async fn run(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Result<SeriesAnswer, StoreError> {
-    let aggregation: HashMap<&str, Aggregation> = types.iter().map(|t| (t.key.as_str(), t.aggregation)).collect();
-    let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
-    let per_user = q.breakdowns.iter().any(|d| d.needs_users())
+/// Whether the query needs cells per user: to filter or break down by user, or for aggregations
+/// that look at each user (latest values, distinct users).
+fn per_user(q: &SeriesQuery, aggregation: &HashMap<&str, Aggregation>) -> bool {
+    q.breakdowns.iter().any(|d| d.needs_users())
         || q.filter.user_id.is_some()
         || aggregation.iter().any(|(key, a)| {
             matches!(a, Aggregation::Latest | Aggregation::UniqueCount)
                 && (q.filter.usage_types.is_empty() || q.filter.usage_types.iter().any(|t| t.as_str() == *key))
-        });
-    let mut periods = vec![(q.grid.clone(), None)];
-    if q.compare {
-        periods = vec![(q.grid.clone(), Some("current")), (q.grid.previous(), Some("previous"))];
-    }
+        })
+}
+
+/// The grids to answer: the asked one, and with `compare` the previous period too.
+fn periods(q: &SeriesQuery) -> Vec<(Grid, Option<&'static str>)> {
+    if q.compare { vec![(q.grid.clone(), Some("current")), (q.grid.previous(), Some("previous"))] } else { vec![(q.grid.clone(), None)] }
+}
+
+fn aggregations(types: &[UsageType]) -> HashMap<&str, Aggregation> {
+    types.iter().map(|t| (t.key.as_str(), t.aggregation)).collect()
+}
+
+/// Runs a validated usage query.
+pub async fn run(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Result<SeriesAnswer, StoreError> {
+    let aggregation = aggregations(types);
+    let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
+    let per_user = per_user(q, &aggregation);
     let mut results = Vec::new();
-    for (grid, compare_label) in periods {
+    for (grid, compare_label) in periods(q) {
         let cells = cells(store, &q.filter, &grid, per_user).await?;
         let series = build(&grid, &cells, &q.breakdowns, aggregation_of, q.limit);
-        let dates: Vec<String> = grid.starts.iter().map(|z| z.timestamp().display_with_offset(z.offset()).to_string()).collect();
+        let dates = dates(&grid);
         results.extend(series.into_iter().map(|s| labelled(s, &q.breakdowns, dates.clone(), compare_label)));
     }
-    Ok(SeriesAnswer {
+    Ok(answer(q, results))
+}
+
+fn answer<R>(q: &SeriesQuery, results: Vec<R>) -> SeriesAnswer<R> {
+    SeriesAnswer {
         results,
         interval: q.grid.interval,
         date_from: in_zone(q, q.grid.from()),
         date_to: in_zone(q, q.grid.end),
         timezone: q.timezone.iana_name().unwrap_or("UTC").to_owned(),
-    })
+    }
+}
+
+fn dates(grid: &Grid) -> Vec<String> {
+    grid.starts.iter().map(|z| z.timestamp().display_with_offset(z.offset()).to_string()).collect()
+}
+
+/// Every subscription of the organization asked for, or of all organizations.
+async fn subscriptions(store: &dyn Store, filter: &UsageFilter) -> Result<Vec<Subscription>, StoreError> {
+    let mut all = Vec::new();
+    let mut page = Page::all();
+    loop {
+        let listed = store.subscriptions(filter.organization_id.as_ref(), page).await?;
+        let got = listed.results.len();
+        all.extend(listed.results);
+        if got < page.limit as usize {
+            return Ok(all);
+        }
+        page.offset += got as u64;
+    }
+}
+
+async fn plans(store: &dyn Store) -> Result<Vec<Plan>, StoreError> {
+    let mut all = Vec::new();
+    let mut page = Page::all();
+    loop {
+        let listed = store.plans(page).await?;
+        let got = listed.results.len();
+        all.extend(listed.results);
+        if got < page.limit as usize {
+            return Ok(all);
+        }
+        page.offset += got as u64;
+    }
+}
+
+/// Runs a validated spend query: usage priced by the plan in force at the time. Each billing
+/// period is read from its start, even before the range, so allowances and tiers are right.
+pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Result<SeriesAnswer<SpendResult>, StoreError> {
+    let aggregation = aggregations(types);
+    let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
+    let per_user = per_user(q, &aggregation);
+    let (subscriptions, plans) = (subscriptions(store, &q.filter).await?, plans(store).await?);
+    let timeline = PlanTimeline::new(&subscriptions, &plans);
+    let mut results = Vec::new();
+    for (grid, compare_label) in periods(q) {
+        let period_start = timeline.earliest_period_start(grid.from());
+        let mut read = grid.clone();
+        if period_start < grid.from() {
+            read.starts.insert(0, period_start.to_zoned(q.timezone.clone()));
+        }
+        let cells = cells(store, &q.filter, &read, per_user).await?;
+        let priced = spend::price(&cells, &timeline, aggregation_of);
+        let dates = dates(&grid);
+        for s in spend::series(&grid, &priced, &q.breakdowns, q.limit) {
+            let (label, breakdown_type, breakdown_value) = labels(&s.breakdown_value, &q.breakdowns, "spend");
+            let mut id = if s.other { "$other".to_owned() } else { format!("{}:{}", s.currency, s.breakdown_value.join("::")) };
+            if let Some(c) = compare_label {
+                id = format!("{c}:{id}");
+            }
+            results.push(SpendResult {
+                id,
+                label,
+                breakdown_type,
+                breakdown_value,
+                currency: s.currency,
+                dates: dates.clone(),
+                data: s.data,
+                count: s.count,
+                compare_label,
+            });
+        }
+    }
+    Ok(answer(q, results))
+}
+
+/// A series' label and breakdown fields; `plain` labels a series without breakdowns.
+fn labels(values: &[String], breakdowns: &[Dimension], plain: &str) -> (String, Option<Vec<&'static str>>, Option<Vec<String>>) {
+    if breakdowns.is_empty() {
+        return (plain.to_owned(), None, None);
+    }
+    let shown: Vec<String> = values.iter().map(|v| if v.is_empty() { "none".to_owned() } else { v.clone() }).collect();
+    (shown.join(" · "), Some(breakdowns.iter().map(|d| d.as_str()).collect()), Some(shown))
 }
 
 /// RFC 3339 with the zone's offset at that instant.
@@ -81,13 +194,7 @@ fn in_zone(q: &SeriesQuery, ts: jiff::Timestamp) -> String {
 }
 
 fn labelled(s: Series, breakdowns: &[Dimension], dates: Vec<String>, compare_label: Option<&'static str>) -> SeriesResult {
-    let shown = |v: &str| if v.is_empty() { "none".to_owned() } else { v.to_owned() };
-    let (label, breakdown_type, breakdown_value) = if breakdowns.is_empty() {
-        (s.usage_type.clone(), None, None)
-    } else {
-        let values: Vec<String> = s.breakdown_value.iter().map(|v| shown(v)).collect();
-        (values.join(" · "), Some(breakdowns.iter().map(|d| d.as_str()).collect()), Some(values))
-    };
+    let (label, breakdown_type, breakdown_value) = labels(&s.breakdown_value, breakdowns, &s.usage_type);
     let mut id = if breakdowns.is_empty() { s.usage_type.clone() } else { s.breakdown_value.join("::") };
     if s.other {
         id = "$other".to_owned();
@@ -109,13 +216,48 @@ fn labelled(s: Series, breakdowns: &[Dimension], dates: Vec<String>, compare_lab
     }
 }
 
+/// What a series contributes to CSV: the columns that name it, and its dated values.
+pub trait CsvRows {
+    const HEADER: [&'static str; 6];
+    fn name(&self) -> [&str; 4];
+    fn dates(&self) -> &[String];
+    fn values(&self) -> Vec<String>;
+}
+
+impl CsvRows for SeriesResult {
+    const HEADER: [&'static str; 6] = ["series", "label", "usage_type", "compare", "date", "value"];
+    fn name(&self) -> [&str; 4] {
+        [&self.id, &self.label, &self.usage_type, self.compare_label.unwrap_or("")]
+    }
+    fn dates(&self) -> &[String] {
+        &self.dates
+    }
+    fn values(&self) -> Vec<String> {
+        self.data.iter().map(f64::to_string).collect()
+    }
+}
+
+impl CsvRows for SpendResult {
+    const HEADER: [&'static str; 6] = ["series", "label", "currency", "compare", "date", "amount"];
+    fn name(&self) -> [&str; 4] {
+        [&self.id, &self.label, &self.currency, self.compare_label.unwrap_or("")]
+    }
+    fn dates(&self) -> &[String] {
+        &self.dates
+    }
+    fn values(&self) -> Vec<String> {
+        self.data.iter().map(Money::to_string).collect()
+    }
+}
+
 /// One CSV row per (series, bucket).
-pub fn to_csv(answer: &SeriesAnswer) -> String {
+pub fn to_csv<R: CsvRows>(answer: &SeriesAnswer<R>) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(["series", "label", "usage_type", "compare", "date", "value"]);
+    let _ = w.write_record(R::HEADER);
     for r in &answer.results {
-        for (date, value) in r.dates.iter().zip(&r.data) {
-            let _ = w.write_record([&r.id, &r.label, &r.usage_type, r.compare_label.unwrap_or(""), date, &value.to_string()]);
+        for (date, value) in r.dates().iter().zip(r.values()) {
+            let [id, label, unit, compare] = r.name();
+            let _ = w.write_record([id, label, unit, compare, date, &value]);
         }
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()

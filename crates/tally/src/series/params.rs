@@ -55,6 +55,13 @@ pub struct SeriesParams {
     pub format: Option<String>,
 }
 
+/// What a series measures: usage in its units, or spend in money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Usage,
+    Spend,
+}
+
 #[derive(Debug, Clone)]
 pub struct SeriesQuery {
     pub filter: UsageFilter,
@@ -93,7 +100,7 @@ impl SeriesParams {
         Ok(p)
     }
 
-    pub fn parse(&self, now: Timestamp, known: &[UsageType]) -> Result<SeriesQuery, ParamError> {
+    pub fn parse(&self, measure: Measure, now: Timestamp, known: &[UsageType]) -> Result<SeriesQuery, ParamError> {
         let timezone = match self.timezone.as_deref() {
             None | Some("") => TimeZone::UTC,
             Some(name) => {
@@ -134,12 +141,26 @@ impl SeriesParams {
             None | Some("") => vec![],
             Some(s) => s.split(',').map(|key| known_type(key.trim(), known)).collect::<Result<Vec<_>, _>>()?,
         };
-        if usage_types.is_empty() && !breakdowns.contains(&Dimension::Type) {
-            return Err(bad("usage_type", "required unless `breakdowns` includes \"type\": sums of different units mean nothing"));
-        }
-        // Several types are never summed together: each gets its own series.
-        if usage_types.len() > 1 && !breakdowns.contains(&Dimension::Type) {
-            breakdowns.insert(0, Dimension::Type);
+        match measure {
+            Measure::Usage => {
+                if usage_types.is_empty() && !breakdowns.contains(&Dimension::Type) {
+                    return Err(bad("usage_type", "required unless `breakdowns` includes \"type\": sums of different units mean nothing"));
+                }
+                // Several types are never summed together: each gets its own series.
+                if usage_types.len() > 1 && !breakdowns.contains(&Dimension::Type) {
+                    breakdowns.insert(0, Dimension::Type);
+                }
+            }
+            // Money adds up across usage types; LLM status is not a priced dimension.
+            Measure::Spend => {
+                if breakdowns.contains(&Dimension::Status) {
+                    let allowed: Vec<&str> = Dimension::ALL.iter().copied().filter(|d| *d != "status").collect();
+                    return Err(bad(
+                        "breakdowns",
+                        format!("spend cannot be broken down by status; the dimensions are {}", allowed.join(", ")),
+                    ));
+                }
+            }
         }
         let limit = match self.limit.as_deref() {
             None => None,
@@ -209,7 +230,7 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> Result<SeriesQuery, ParamError> {
         let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        SeriesParams::from_pairs(pairs)?.parse("2025-06-15T12:34:00Z".parse().unwrap(), &UsageType::builtins())
+        SeriesParams::from_pairs(pairs)?.parse(Measure::Usage, "2025-06-15T12:34:00Z".parse().unwrap(), &UsageType::builtins())
     }
 
     fn rejected(pairs: &[(&str, &str)]) -> String {
@@ -252,6 +273,16 @@ mod tests {
         assert_eq!(rejected(&[("usage_type", "api_call"), ("colour", "red")]), "colour");
         assert_eq!(rejected(&[("usage_type", "api_call"), ("usage_type", "login")]), "usage_type");
         assert_eq!(rejected(&[("usage_type", "api_call"), ("date_from", "yesterday")]), "date_from");
+    }
+
+    #[test]
+    fn spend_needs_no_usage_type_but_refuses_status() {
+        let spend = |pairs: &[(&str, &str)]| {
+            let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            SeriesParams::from_pairs(pairs).unwrap().parse(Measure::Spend, "2025-06-15T12:34:00Z".parse().unwrap(), &UsageType::builtins())
+        };
+        assert!(spend(&[]).is_ok());
+        assert_eq!(spend(&[("breakdowns", "status")]).unwrap_err().parameter, "breakdowns");
     }
 
     #[test]
