@@ -10,11 +10,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tally_domain::RawEvent;
 use tally_domain::event::{EventRejection, ValidationContext};
+use tally_domain::{RawEvent, UsageEvent};
 use tally_store::Store;
 
-const BATCH: usize = 20_000;
+const BATCH: usize = 40_000;
 const SHOWN_REJECTIONS: usize = 20;
 
 #[derive(Debug, Args)]
@@ -33,6 +33,13 @@ pub struct ImportArgs {
 pub enum Format {
     Ndjson,
     Csv,
+}
+
+/// Validated events from `first` on (by position in the input), and the rejected ones.
+struct Batch {
+    first: usize,
+    events: Vec<UsageEvent>,
+    rejected: Vec<Rejected>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,16 +73,24 @@ pub async fn run(store: Arc<dyn Store>, args: ImportArgs) -> anyhow::Result<()> 
     let known: std::collections::HashSet<String> = store.usage_types().await?.into_iter().map(|t| t.key.to_string()).collect();
 
     let started = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<tally_domain::UsageEvent>, Vec<Rejected>)>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
     let bar = progress.clone();
     let reader = std::thread::spawn(move || -> anyhow::Result<usize> {
         let ctx = ValidationContext { now: jiff::Timestamp::now(), known_types: &known };
+        // Each event is validated as it is read, so a batch holds only validated events.
+        let mut batch = Batch { first: 0, events: Vec::with_capacity(BATCH), rejected: Vec::new() };
         let mut read = 0usize;
-        let mut batch: Vec<Result<RawEvent, EventRejection>> = Vec::with_capacity(BATCH);
-        let flush = |batch: &mut Vec<Result<RawEvent, EventRejection>>, read: usize| -> bool {
-            let first = read - batch.len();
-            let (events, rejected) = ingest::validate(std::mem::take(batch), &ctx);
-            tx.blocking_send((first, events, rejected)).is_ok()
+        let mut add = |raw: Result<RawEvent, EventRejection>, read: &mut usize| -> bool {
+            match raw.and_then(|r| r.validate(&ctx)) {
+                Ok(event) => batch.events.push(event),
+                Err(e) => batch.rejected.push(Rejected { index: *read - batch.first, code: e.code, reason: e.message }),
+            }
+            *read += 1;
+            if *read - batch.first < BATCH {
+                return true;
+            }
+            let full = std::mem::replace(&mut batch, Batch { first: *read, events: Vec::with_capacity(BATCH), rejected: Vec::new() });
+            tx.blocking_send(full).is_ok()
         };
         match format {
             Format::Ndjson => {
@@ -93,31 +108,27 @@ pub async fn run(store: Arc<dyn Store>, args: ImportArgs) -> anyhow::Result<()> 
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    batch.push(ingest::decode_line(number, &line));
-                    read += 1;
-                    if batch.len() == BATCH && !flush(&mut batch, read) {
+                    if !add(ingest::decode_line(number, &line), &mut read) {
                         return Ok(read);
                     }
                 }
             }
             Format::Csv => {
                 for row in ingest::csv::decode(bar.wrap_read(input)) {
-                    batch.push(row);
-                    read += 1;
-                    if batch.len() == BATCH && !flush(&mut batch, read) {
+                    if !add(row, &mut read) {
                         return Ok(read);
                     }
                 }
             }
         }
-        if !batch.is_empty() {
-            flush(&mut batch, read);
+        if read > batch.first {
+            let _ = tx.blocking_send(batch);
         }
         Ok(read)
     });
 
     let mut report = IngestReport::default();
-    while let Some((first, events, rejected)) = rx.recv().await {
+    while let Some(Batch { first, events, rejected }) = rx.recv().await {
         let stored = store.record_events(events).await?;
         let accepted = stored.iter().filter(|s| **s).count();
         report.merge(IngestReport { accepted, duplicates: stored.len() - accepted, rejected }, first);
