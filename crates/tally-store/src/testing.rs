@@ -29,6 +29,15 @@ pub async fn postgres() -> Option<TestStore> {
     Some(TestStore { store, url, _dir: None })
 }
 
+/// Like [`postgres`], but connecting through the URL `reroute` makes of the test URL (through a
+/// proxy that a test can cut, say).
+pub async fn postgres_via(reroute: impl FnOnce(&str) -> String) -> Option<TestStore> {
+    let base = std::env::var(TEST_DATABASE_ENV).ok().filter(|u| !u.is_empty())?;
+    let url = reroute(&fresh_schema(&base).await.expect("create test schema"));
+    let store = crate::open(&url).await.expect("open postgres");
+    Some(TestStore { store, url, _dir: None })
+}
+
 /// Creates an empty schema and returns a URL whose connections use it.
 pub async fn fresh_schema(base: &str) -> Result<String> {
     let schema = format!("t_{}", random_suffix());

@@ -103,7 +103,7 @@ fn plans(now: Timestamp) -> Vec<Plan> {
             "starter",
             "Starter",
             serde_json::json!({
-            "submission": {"limit": 1000.0, "unit_price": "0.01"}, "storage_bytes": {"limit": 1e9},
+            "submission": {"limit": 1000.0, "included": 200.0, "unit_price": "0.01"}, "storage_bytes": {"limit": 1e9},
             "asr_seconds": {"limit": 600.0}, "mt_characters": {"limit": 50000.0}, "llm_request": {"limit": 500.0}}),
             "0",
             10,
@@ -112,8 +112,10 @@ fn plans(now: Timestamp) -> Vec<Plan> {
             "pro",
             "Pro",
             serde_json::json!({
-            "submission": {"limit": 25000.0, "unit_price": "0.004"}, "storage_bytes": {"limit": 2e10},
-            "asr_seconds": {"limit": 36000.0, "unit_price": "0.006"}, "mt_characters": {"limit": 2e6, "unit_price": "0.00002"},
+            "submission": {"limit": 25000.0, "included": 1000.0, "unit_price": "0.004"}, "storage_bytes": {"limit": 2e10},
+            "asr_seconds": {"limit": 36000.0, "charge": {"model": "graduated", "tiers": [
+                {"up_to": 3600.0, "unit_price": "0.008"}, {"up_to": null, "unit_price": "0.005"}]}},
+            "mt_characters": {"limit": 2e6, "charge": {"model": "package", "package_size": 10000.0, "price": "0.15", "free_units": 50000.0}},
             "llm_request": {"limit": 20000.0}}),
             "8",
             5,
@@ -124,7 +126,9 @@ fn plans(now: Timestamp) -> Vec<Plan> {
             serde_json::json!({
             "submission": {"limit": 100000.0, "unit_price": "0.002"}, "storage_bytes": {"limit": 1e11},
             "asr_seconds": {"limit": 180000.0, "unit_price": "0.004"}, "mt_characters": {"limit": 1e7, "unit_price": "0.00001"},
-            "llm_request": {}, "api_call": {}}),
+            "llm_request": {"charge": {"model": "volume", "tiers": [
+                {"up_to": 1000.0, "unit_price": "0.002"}, {"up_to": null, "unit_price": "0.001", "flat_fee": "1"}]}},
+            "api_call": {"included": 100000.0, "unit_price": "0.0001"}}),
             "15",
             0,
         ),

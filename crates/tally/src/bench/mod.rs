@@ -1,5 +1,9 @@
-//! `tally bench ingest`: HTTP ingest from concurrent clients, `tally import` of the same events,
-//! and PostgreSQL's own `COPY` of them into a plain indexed table as a reference point.
+//! `tally bench`: measured figures for BENCHMARKS.md. `ingest`: HTTP ingest from concurrent
+//! clients, `tally import` of the same events, and PostgreSQL's own `COPY` of them into a plain
+//! indexed table as a reference point. `series`: usage series queries over a loaded store, side
+//! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events.
+
+mod series;
 
 use crate::app::App;
 use crate::config::{Config, Secret, StoreArgs};
@@ -16,6 +20,8 @@ use tally_domain::Scope;
 pub enum BenchCommand {
     /// Events per second over HTTP and through `tally import`, on SQLite and (with --postgres) PostgreSQL.
     Ingest(IngestArgs),
+    /// Median latency of usage series queries, on SQLite and (with --postgres) PostgreSQL.
+    Series(series::SeriesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,12 +55,19 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Deterministic synthetic events: every usage type, a fifth of them LLM requests.
+/// Deterministic synthetic events over the last 90 days: every usage type, a fifth of them LLM
+/// requests.
 pub fn generate(n: usize, organizations: usize, users: usize) -> Vec<String> {
-    let mut rng = StdRng::seed_from_u64(42);
+    generate_chunk(0, n, organizations, users)
+}
+
+/// Events `first..first + n` of a synthetic stream; chunks can be generated one at a time so a
+/// large load never holds every event in memory.
+pub fn generate_chunk(first: usize, n: usize, organizations: usize, users: usize) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(42 ^ first as u64);
     let start = jiff::Timestamp::now().as_second() - 90 * 86_400;
     let types = ["api_call", "submission", "storage_bytes", "asr_seconds", "mt_characters", "login"];
-    (0..n)
+    (first..first + n)
         .map(|i| {
             let user = rng.random_range(0..users);
             let org = user % organizations;
@@ -81,7 +94,13 @@ pub fn generate(n: usize, organizations: usize, users: usize) -> Vec<String> {
 }
 
 pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ingest(args) = cmd;
+    match cmd {
+        BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::Series(args) => series::run(args).await,
+    }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     eprintln!("generating {} events…", args.events);
     let lines = generate(args.events, args.organizations, args.users);
     let dir = tempfile::tempdir()?;
