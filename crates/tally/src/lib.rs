@@ -4,6 +4,7 @@
 pub mod app;
 pub mod bench;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod demo;
 pub mod http;

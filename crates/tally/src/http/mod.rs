@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 mod events;
+mod lago;
 mod ops;
 pub mod resources;
 mod usage;
@@ -25,6 +26,8 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/events", post(events::post_events))
+        .route("/compat/lago/api/v1/events", post(lago::create))
+        .route("/compat/lago/api/v1/events/batch", post(lago::batch))
         .route("/v1/usage", get(usage::series))
         .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))

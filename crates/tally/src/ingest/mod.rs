@@ -83,6 +83,13 @@ pub fn validate(raws: Vec<Result<RawEvent, EventRejection>>, ctx: &ValidationCon
 
 /// Validates and stores a batch; the report is final only once the events are committed.
 pub async fn ingest(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -> Result<IngestReport, CommitError> {
+    let (events, rejected) = validated(app, raws).await?;
+    commit(app, events, rejected).await
+}
+
+/// Validates raw events against the usage types the store knows (reloaded once if an event names
+/// a type this process has not seen yet).
+pub async fn validated(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -> Result<(Vec<UsageEvent>, Vec<Rejected>), CommitError> {
     let mut known = app.usage_types.known();
     let names_unknown_type = raws.iter().any(|r| matches!(r, Ok(e) if e.usage_type.as_ref().is_some_and(|t| !known.contains(t))));
     if names_unknown_type {
@@ -90,7 +97,11 @@ pub async fn ingest(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -> R
         known = app.usage_types.known();
     }
     let ctx = ValidationContext { now: jiff::Timestamp::now(), known_types: &known };
-    let (events, rejected) = validate(raws, &ctx);
+    Ok(validate(raws, &ctx))
+}
+
+/// Stores validated events (group-committed) and counts the outcome in the metrics.
+pub async fn commit(app: &App, events: Vec<UsageEvent>, rejected: Vec<Rejected>) -> Result<IngestReport, CommitError> {
     let stored = app.committer.commit(events).await?;
     let accepted = stored.iter().filter(|s| **s).count();
     let report = IngestReport { accepted, duplicates: stored.len() - accepted, rejected };
