@@ -1,7 +1,6 @@
 //! The embedded backend: one SQLite file in WAL mode. One writer connection (SQLite allows one
 //! writer at a time; the group committer feeds it big transactions) and a small pool of readers.
 
-mod checkpoint;
 mod entities;
 mod events;
 
@@ -18,7 +17,6 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -32,10 +30,7 @@ impl SqliteStore {
             }
             let mut writer = connect(&path)?;
             migrate(&mut writer)?;
-            // The writer leaves checkpoints to the checkpoint thread.
-            writer.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(map_err)?;
-            let checkpointer = Arc::new(checkpoint::Checkpointer::start(path.clone()));
-            Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::default(), checkpointer })
+            Ok(SqliteStore { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::default() })
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
@@ -75,12 +70,9 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let writer = self.writer.clone();
-        let checkpointer = self.checkpointer.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let result = f(&mut conn);
-            checkpointer.nudge();
-            result
+            f(&mut conn)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -98,6 +90,7 @@ fn connect(path: &Path) -> Result<Connection> {
          PRAGMA busy_timeout = 10000;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 8000;
          PRAGMA journal_size_limit = 67108864;
          PRAGMA foreign_keys = OFF;",
     )
