@@ -157,7 +157,8 @@ fn latest<K: Eq + std::hash::Hash>(map: &mut Map<K, Timestamp>, key: K, ts: Time
     map.entry(key).and_modify(|t| *t = (*t).max(ts)).or_insert(ts);
 }
 
-/// A map's entries in key order: the order in which the store writes them.
+/// A map's entries in key order, the order in which the store writes them: B-tree pages are
+/// visited left to right, and concurrent writers take row locks in one order (no deadlocks).
 pub fn sorted<K: Ord + Copy, V: Copy>(map: &Map<K, V>) -> Vec<(K, V)> {
     let mut rows: Vec<(K, V)> = map.iter().map(|(k, v)| (*k, *v)).collect();
     rows.sort_unstable_by_key(|row| row.0);

@@ -115,8 +115,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Applies a roll-up helper shared by the backends: sorted so that concurrent writers take row
-/// locks in the same order and cannot deadlock.
 /// Splits a deduplicated batch into the events to insert, remembering each one's position.
 pub(crate) fn first_occurrences(events: &[UsageEvent]) -> (Vec<usize>, Vec<bool>) {
     let mut seen = std::collections::HashSet::with_capacity(events.len());

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use tally_domain::entities::{Plan, Subscription};
 use tally_domain::series::spend::{self, PlanTimeline};
 use tally_domain::series::{Cell, Dimension, Grid, Series, build};
-use tally_domain::{Aggregation, Money, UsageType};
+use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
 use tally_store::{Page, Store, StoreError, UsageFilter};
 
 /// Reads every cell a grid needs: whole hours from the aggregates, cut hours from raw events.
@@ -61,15 +61,38 @@ pub struct SeriesAnswer<R = SeriesResult> {
     pub timezone: String,
 }
 
-/// Whether the query needs cells per user: to filter or break down by user, or for aggregations
-/// that look at each user (latest values, distinct users).
-fn per_user(q: &SeriesQuery, aggregation: &HashMap<&str, Aggregation>) -> bool {
-    q.breakdowns.iter().any(|d| d.needs_users())
-        || q.filter.user_id.is_some()
-        || aggregation.iter().any(|(key, a)| {
-            matches!(a, Aggregation::Latest | Aggregation::UniqueCount)
-                && (q.filter.usage_types.is_empty() || q.filter.usage_types.iter().any(|t| t.as_str() == *key))
-        })
+/// Reads the cells a query needs. Per-user cells are many more rows, so they are read only where
+/// needed: for every type when filtering or breaking down by user, else only for the types whose
+/// aggregation looks at each user (latest values, distinct users); the rest come from the
+/// organization-wide cells.
+async fn query_cells(
+    store: &dyn Store,
+    q: &SeriesQuery,
+    grid: &Grid,
+    aggregation: &HashMap<&str, Aggregation>,
+) -> Result<Vec<Cell>, StoreError> {
+    if q.breakdowns.iter().any(|d| d.needs_users()) || q.filter.user_id.is_some() {
+        return cells(store, &q.filter, grid, true).await;
+    }
+    let asked: Vec<UsageTypeKey> = if q.filter.usage_types.is_empty() {
+        let mut all: Vec<UsageTypeKey> = aggregation.keys().filter_map(|k| UsageTypeKey::parse(*k).ok()).collect();
+        all.sort();
+        all
+    } else {
+        q.filter.usage_types.clone()
+    };
+    let (per_user, plain): (Vec<UsageTypeKey>, Vec<UsageTypeKey>) =
+        asked.into_iter().partition(|t| matches!(aggregation.get(t.as_str()), Some(Aggregation::Latest | Aggregation::UniqueCount)));
+    let mut out = Vec::new();
+    for (types, by_user) in [(plain, false), (per_user, true)] {
+        if types.is_empty() {
+            continue;
+        }
+        // Every type is known here, so naming them all reads the same rows as naming none.
+        let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
+        out.extend(cells(store, &filter, grid, by_user).await?);
+    }
+    Ok(out)
 }
 
 /// The grids to answer: the asked one, and with `compare` the previous period too.
@@ -85,10 +108,9 @@ fn aggregations(types: &[UsageType]) -> HashMap<&str, Aggregation> {
 pub async fn run(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Result<SeriesAnswer, StoreError> {
     let aggregation = aggregations(types);
     let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
-    let per_user = per_user(q, &aggregation);
     let mut results = Vec::new();
     for (grid, compare_label) in periods(q) {
-        let cells = cells(store, &q.filter, &grid, per_user).await?;
+        let cells = query_cells(store, q, &grid, &aggregation).await?;
         let series = build(&grid, &cells, &q.breakdowns, aggregation_of, q.limit);
         let dates = dates(&grid);
         results.extend(series.into_iter().map(|s| labelled(s, &q.breakdowns, dates.clone(), compare_label)));
@@ -144,7 +166,6 @@ async fn plans(store: &dyn Store) -> Result<Vec<Plan>, StoreError> {
 pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Result<SeriesAnswer<SpendResult>, StoreError> {
     let aggregation = aggregations(types);
     let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
-    let per_user = per_user(q, &aggregation);
     let (subscriptions, plans) = (subscriptions(store, &q.filter).await?, plans(store).await?);
     let timeline = PlanTimeline::new(&subscriptions, &plans);
     let mut results = Vec::new();
@@ -154,7 +175,7 @@ pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) 
         if period_start < grid.from() {
             read.starts.insert(0, period_start.to_zoned(q.timezone.clone()));
         }
-        let cells = cells(store, &q.filter, &read, per_user).await?;
+        let cells = query_cells(store, q, &read, &aggregation).await?;
         let priced = spend::price(&cells, &timeline, aggregation_of);
         let dates = dates(&grid);
         for s in spend::series(&grid, &priced, &q.breakdowns, q.limit) {
