@@ -1,0 +1,86 @@
+//! Upgrading a store made by an earlier release keeps its figures: the schema-2 migration
+//! re-keys the per-user hourly cells and derives the organization-wide ones from them.
+
+use jiff::Timestamp;
+use tally_domain::OrganizationId;
+use tally_store::{Store, UsageFilter};
+
+const V1_SQLITE: &str = include_str!("../migrations/sqlite/0001_core.sql");
+const V1_POSTGRES: &str = include_str!("../migrations/postgres/0001_core.sql");
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// Two users' cells in the same organization hour, as release 1 stored them.
+const CELLS: [(&str, f64, &str); 2] = [("a", 2.0, "2025-01-01T10:20:00Z"), ("b", 5.0, "2025-01-01T10:40:00Z")];
+
+async fn check(store: &dyn Store) {
+    let filter = UsageFilter { organization_id: Some(OrganizationId::parse("acme").unwrap()), ..Default::default() };
+    let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
+    let org = store.usage_cells(&filter, from, to, false).await.unwrap();
+    assert_eq!(org.len(), 1, "{org:?}");
+    let a = org[0].aggregate;
+    assert_eq!((a.count, a.sum, a.min, a.max, a.last_value), (2, 7.0, 2.0, 5.0, 5.0));
+    assert_eq!(a.last_ts, ts("2025-01-01T10:40:00Z"));
+    let users = store.usage_cells(&filter, from, to, true).await.unwrap();
+    let mut by_user: Vec<(String, f64)> = users.iter().map(|c| (c.user_id.clone(), c.aggregate.sum)).collect();
+    by_user.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(by_user, [("a".to_owned(), 2.0), ("b".to_owned(), 5.0)]);
+}
+
+#[tokio::test]
+async fn sqlite_release_1_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tally.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(V1_SQLITE).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (1, 0);")
+            .unwrap();
+        for (user, qty, at) in CELLS {
+            let at = ts(at).as_microsecond();
+            conn.execute(
+                "INSERT INTO usage_hourly (organization_id, hour, usage_type, team_id, user_id, model, provider, count, sum, min, max, \
+                 last_ts, last_value, llm_successes, llm_failures, input_tokens, output_tokens, cost_nanos, latency_ms_sum) \
+                 VALUES ('acme', ?1, 'api_call', '', ?2, '', '', 1, ?3, ?3, ?3, ?4, ?3, 0, 0, 0, 0, 0, 0)",
+                rusqlite::params![ts("2025-01-01T10:00:00Z").as_microsecond(), user, qty, at],
+            )
+            .unwrap();
+        }
+    }
+    let store = tally_store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    check(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn postgres_release_1_upgrades() {
+    let Ok(base) = std::env::var(tally_store::testing::TEST_DATABASE_ENV) else {
+        eprintln!("skipped: no test database");
+        return;
+    };
+    let url = tally_store::testing::fresh_schema(&base).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(V1_POSTGRES).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL); \
+             INSERT INTO schema_migrations VALUES (1, now());",
+        )
+        .await
+        .unwrap();
+    for (user, qty, at) in CELLS {
+        client
+            .execute(
+                "INSERT INTO usage_hourly (organization_id, hour, usage_type, team_id, user_id, model, provider, count, sum, min, max, \
+                 last_ts, last_value, llm_successes, llm_failures, input_tokens, output_tokens, cost_nanos, latency_ms_sum) \
+                 VALUES ('acme', $1, 'api_call', '', $2, '', '', 1, $3, $3, $3, $4, $3, 0, 0, 0, 0, 0, 0)",
+                &[&ts("2025-01-01T10:00:00Z"), &user, &qty, &ts(at)],
+            )
+            .await
+            .unwrap();
+    }
+    let store = tally_store::open(&url).await.unwrap();
+    check(store.as_ref()).await;
+}
