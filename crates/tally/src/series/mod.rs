@@ -1,5 +1,5 @@
-//! `GET /v1/usage`: parameters → a validated query → cells from the store → series. The HTTP
-//! handler only authorizes and shapes the answer; everything here is testable without a socket.
+//! `GET /v1/usage` and `GET /v1/spend`: parameters → a validated query → cells from the store →
+//! series (of usage, or of money). The HTTP handlers only authorize and shape the answer.
 
 mod params;
 
@@ -11,7 +11,7 @@ use tally_domain::entities::{Plan, Subscription};
 use tally_domain::series::spend::{self, PlanTimeline};
 use tally_domain::series::{Cell, Dimension, Grid, Series, build};
 use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
-use tally_store::{Page, Store, StoreError, UsageFilter};
+use tally_store::{Listed, Page, Store, StoreError, UsageFilter};
 
 /// Reads every cell a grid needs: whole hours from the aggregates, cut hours from raw events.
 pub async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool) -> Result<Vec<Cell>, StoreError> {
@@ -132,26 +132,15 @@ fn dates(grid: &Grid) -> Vec<String> {
     grid.starts.iter().map(|z| z.timestamp().display_with_offset(z.offset()).to_string()).collect()
 }
 
-/// Every subscription of the organization asked for, or of all organizations.
-async fn subscriptions(store: &dyn Store, filter: &UsageFilter) -> Result<Vec<Subscription>, StoreError> {
+/// Every row of a paged listing.
+async fn every<T, Fut>(mut fetch: impl FnMut(Page) -> Fut) -> Result<Vec<T>, StoreError>
+where
+    Fut: std::future::Future<Output = Result<Listed<T>, StoreError>>,
+{
     let mut all = Vec::new();
     let mut page = Page::all();
     loop {
-        let listed = store.subscriptions(filter.organization_id.as_ref(), page).await?;
-        let got = listed.results.len();
-        all.extend(listed.results);
-        if got < page.limit as usize {
-            return Ok(all);
-        }
-        page.offset += got as u64;
-    }
-}
-
-async fn plans(store: &dyn Store) -> Result<Vec<Plan>, StoreError> {
-    let mut all = Vec::new();
-    let mut page = Page::all();
-    loop {
-        let listed = store.plans(page).await?;
+        let listed = fetch(page).await?;
         let got = listed.results.len();
         all.extend(listed.results);
         if got < page.limit as usize {
@@ -166,7 +155,9 @@ async fn plans(store: &dyn Store) -> Result<Vec<Plan>, StoreError> {
 pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Result<SeriesAnswer<SpendResult>, StoreError> {
     let aggregation = aggregations(types);
     let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
-    let (subscriptions, plans) = (subscriptions(store, &q.filter).await?, plans(store).await?);
+    let org = q.filter.organization_id.as_ref();
+    let subscriptions: Vec<Subscription> = every(|page| store.subscriptions(org, page)).await?;
+    let plans: Vec<Plan> = every(|page| store.plans(page)).await?;
     let timeline = PlanTimeline::new(&subscriptions, &plans);
     let mut results = Vec::new();
     for (grid, compare_label) in periods(q) {
