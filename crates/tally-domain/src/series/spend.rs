@@ -12,6 +12,7 @@ use crate::pricing::period_amount;
 use crate::usage_type::Aggregation;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Which plan priced an organization's usage at an instant, and the billing period it fell in.
@@ -85,32 +86,34 @@ pub struct Priced<'c> {
     pub amount: Money,
 }
 
+/// A period's price terms: charge model, included units, currency.
+type PeriodTerms = (crate::pricing::Charge, f64, String);
+
 /// Prices every cell whose organization had a plan pricing its usage type at the time. Cells
 /// before the range of interest must be included (from the period's start) for tiers to be right;
 /// the caller drops them afterwards by bucketing.
 pub fn price<'c>(cells: &'c [Cell], timeline: &PlanTimeline<'_>, aggregation_of: impl Fn(&str) -> Aggregation) -> Vec<Priced<'c>> {
-    // (organization, usage type, period start) → its cells in time order.
-    let mut periods: BTreeMap<(&str, &str, Timestamp), Vec<&Cell>> = BTreeMap::new();
-    let mut terms = HashMap::new();
+    // (organization, usage type, period start) → the terms that price it, and its cells.
+    let mut periods: BTreeMap<(&str, &str, Timestamp), (PeriodTerms, Vec<&Cell>)> = BTreeMap::new();
     for cell in cells {
         let Some((plan, start)) = timeline.at(&cell.organization_id, cell.at) else { continue };
         let Some(usage) = plan.usage.get(&cell.usage_type) else { continue };
-        let Some(charge) = usage.charge() else { continue };
-        terms.entry((cell.organization_id.as_str(), cell.usage_type.as_str(), start)).or_insert((
-            charge,
-            usage.included,
-            plan.currency.clone(),
-        ));
-        periods.entry((&cell.organization_id, &cell.usage_type, start)).or_default().push(cell);
+        match periods.entry((&cell.organization_id, &cell.usage_type, start)) {
+            Entry::Occupied(mut period) => period.get_mut().1.push(cell),
+            // The terms are looked up once per period, not per cell.
+            Entry::Vacant(period) => {
+                let Some(charge) = usage.charge() else { continue };
+                period.insert(((charge, usage.included, plan.currency.clone()), vec![cell]));
+            }
+        }
     }
     let mut priced = Vec::new();
-    for (key, mut period_cells) in periods {
-        let (charge, included, currency) = &terms[&key];
+    for (key, ((charge, included, currency), mut period_cells)) in periods {
         let aggregation = aggregation_of(key.1);
         period_cells.sort_by_key(|c| c.at);
         let mut figure = 0.0;
         let mut users = HashSet::new();
-        let mut charged = period_amount(charge, *included, 0.0);
+        let mut charged = period_amount(&charge, included, 0.0);
         for cell in period_cells {
             let a = &cell.aggregate;
             figure = match aggregation {
@@ -124,7 +127,7 @@ pub fn price<'c>(cells: &'c [Cell], timeline: &PlanTimeline<'_>, aggregation_of:
                     users.len() as f64
                 }
             };
-            let now = period_amount(charge, *included, figure);
+            let now = period_amount(&charge, included, figure);
             let amount = Money::from_nanos(now.nanos() - charged.nanos());
             charged = now;
             priced.push(Priced { cell, currency: currency.clone(), amount });

@@ -158,7 +158,7 @@ fn upsert_sql(table: &str, keys: &[&str], key_types: &[&str]) -> String {
 }
 
 /// One key column of sorted roll-up rows, as an array parameter.
-fn column<K, T>(rows: &[(K, Aggregate)], f: impl Fn(&K) -> T) -> Vec<T> {
+fn column<K, V, T>(rows: &[(K, V)], f: impl Fn(&K) -> T) -> Vec<T> {
     rows.iter().map(|(k, _)| f(k)).collect()
 }
 
@@ -175,8 +175,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     .map_err(map_err)?;
 
     let teams = sorted(&rollup.teams);
-    let orgs: Vec<&str> = teams.iter().map(|(t, _)| t.organization_id).collect();
-    let ids: Vec<&str> = teams.iter().map(|(t, _)| t.team_id).collect();
+    let (orgs, ids) = (column(&teams, |t| t.organization_id), column(&teams, |t| t.team_id));
     let at: Vec<Timestamp> = teams.iter().map(|(_, t)| *t).collect();
     tx.execute(
         "INSERT INTO teams (organization_id, team_id, name, created_at) SELECT o, i, i, t \
@@ -187,8 +186,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     .map_err(map_err)?;
 
     let users = sorted(&rollup.users);
-    let orgs: Vec<&str> = users.iter().map(|(u, _)| u.organization_id).collect();
-    let ids: Vec<&str> = users.iter().map(|(u, _)| u.user_id).collect();
+    let (orgs, ids) = (column(&users, |u| u.organization_id), column(&users, |u| u.user_id));
     let at: Vec<Timestamp> = users.iter().map(|(_, t)| *t).collect();
     tx.execute(
         "INSERT INTO users (organization_id, user_id, username, date_joined, last_activity) SELECT o, i, i, t, t \
@@ -220,19 +218,15 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     tx.execute(&sql, &params).await.map_err(map_err)?;
 
     let totals = sorted(&rollup.user_totals);
-    let org: Vec<&str> = totals.iter().map(|(k, _)| k.organization_id).collect();
-    let user: Vec<&str> = totals.iter().map(|(k, _)| k.user_id).collect();
-    let ty: Vec<&str> = totals.iter().map(|(k, _)| k.usage_type).collect();
+    let (org, user, ty) = (column(&totals, |k| k.organization_id), column(&totals, |k| k.user_id), column(&totals, |k| k.usage_type));
     let aggs = AggArrays::of(totals.iter().map(|(_, a)| a));
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty];
     params.extend(aggs.params());
     tx.execute(&upsert_sql("user_usage", &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
 
     let months = sorted(&rollup.user_months);
-    let org: Vec<&str> = months.iter().map(|(k, _)| k.organization_id).collect();
-    let user: Vec<&str> = months.iter().map(|(k, _)| k.user_id).collect();
-    let ty: Vec<&str> = months.iter().map(|(k, _)| k.usage_type).collect();
-    let month: Vec<Date> = months.iter().map(|(k, _)| k.month).collect();
+    let (org, user, ty) = (column(&months, |k| k.organization_id), column(&months, |k| k.user_id), column(&months, |k| k.usage_type));
+    let month: Vec<Date> = column(&months, |k| k.month);
     let aggs = AggArrays::of(months.iter().map(|(_, a)| a));
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty, &month];
     params.extend(aggs.params());

@@ -14,7 +14,7 @@ use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
 use tally_store::{Listed, Page, Store, StoreError, UsageFilter};
 
 /// Reads every cell a grid needs: whole hours from the aggregates, cut hours from raw events.
-pub async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool) -> Result<Vec<Cell>, StoreError> {
+async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool) -> Result<Vec<Cell>, StoreError> {
     let plan = grid.plan();
     let mut cells = store.usage_cells(filter, plan.hours_from, plan.hours_to, per_user).await?;
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
