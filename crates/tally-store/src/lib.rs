@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use std::sync::Arc;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::meter::Meter;
 use tally_domain::rollup::Rollup;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
@@ -58,6 +59,15 @@ pub trait Store: Send + Sync + 'static {
     async fn subscription(&self, id: &str) -> Result<Option<Subscription>>;
     async fn subscriptions(&self, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Subscription>>;
 
+    /// Meters of the OpenMeter-compatible API; `Write::Create` fails if the slug or id is taken.
+    async fn save_meter(&self, org: &OrganizationId, meter: &Meter, write: Write) -> Result<()>;
+    /// The organization's meter with this id or slug.
+    async fn meter(&self, org: &OrganizationId, id_or_slug: &str) -> Result<Option<Meter>>;
+    /// Every meter of the organization, by slug.
+    async fn meters(&self, org: &OrganizationId) -> Result<Vec<Meter>>;
+    /// Returns whether the meter existed.
+    async fn delete_meter(&self, org: &OrganizationId, slug: &str) -> Result<bool>;
+
     async fn create_api_key(&self, key: &ApiKey) -> Result<()>;
     /// The key with this digest, unless it was revoked.
     async fn api_key_by_digest(&self, digest: &str) -> Result<Option<ApiKey>>;
@@ -78,8 +88,9 @@ pub trait Store: Send + Sync + 'static {
     /// (or when the filter names a user).
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
 
-    /// Raw events in `[from, to)` (without their properties), for sub-hour pieces of a series.
-    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>>;
+    /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
+    /// for meter queries (with them).
+    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>>;
 
     async fn event_count(&self) -> Result<u64>;
 

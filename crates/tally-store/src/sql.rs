@@ -142,8 +142,9 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (S
 }
 
 /// Raw events of a usage filter in `[from, to)`, in the column order of each backend's event
-/// reader (SQLite's reads a row id first, PostgreSQL's starts at the organization).
-pub fn events_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
+/// reader (SQLite's reads a row id first, PostgreSQL's starts at the organization), with the
+/// properties as JSON text last when asked for.
+pub fn events_query(dialect: Dialect, filter: &UsageFilter, with_properties: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
         Dialect::Sqlite => ("?1", "?2"),
@@ -153,9 +154,14 @@ pub fn events_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<Stri
         Dialect::Sqlite => "0, ",
         Dialect::Postgres => "",
     };
+    let properties = match (with_properties, dialect) {
+        (false, _) => "",
+        (true, Dialect::Sqlite) => ", properties",
+        (true, Dialect::Postgres) => ", properties::text",
+    };
     let sql = format!(
         "SELECT {lead}organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
-         input_tokens, output_tokens, cost_nanos, latency_ms FROM events WHERE ts >= {p1} AND ts < {p2}{conditions}"
+         input_tokens, output_tokens, cost_nanos, latency_ms{properties} FROM events WHERE ts >= {p1} AND ts < {p2}{conditions}"
     );
     (sql, values)
 }

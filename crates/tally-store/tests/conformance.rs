@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::event::ValidationContext;
+use tally_domain::meter::{Meter, MeterCreate};
 use tally_domain::{OrganizationId, RawEvent, Role, Scope, TeamId, UsageEvent, UserId};
-use tally_store::{ApiKey, Page, Store, StoreError, Subject, TimeRange, Write};
+use tally_store::{ApiKey, Page, Store, StoreError, Subject, TimeRange, UsageFilter, Write};
 
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -45,6 +46,7 @@ store_tests!(
     totals_are_exact_for_any_range,
     rebuild_reproduces_live_aggregates,
     latest_values_and_llm_figures_roll_up,
+    meters_are_per_organization_and_events_keep_their_properties,
 );
 
 fn ts(s: &str) -> Timestamp {
@@ -275,4 +277,48 @@ async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {
     assert_eq!(live, rebuilt);
     assert_eq!(live.hourly_count, 500);
     assert_eq!(live.user_count, 500);
+}
+
+fn meter(slug: &str, id: &str) -> Meter {
+    let create: MeterCreate = serde_json::from_value(serde_json::json!({
+        "slug": slug, "aggregation": "SUM", "eventType": "prompt", "valueProperty": "$.tokens", "groupBy": {"model": "$.model"}
+    }))
+    .unwrap();
+    create.into_meter(id.to_owned(), ts("2025-01-01T00:00:00Z")).unwrap()
+}
+
+async fn meters_are_per_organization_and_events_keep_their_properties(store: Arc<dyn Store>) {
+    let (acme, globex) = (org("acme"), org("globex"));
+    let tokens = meter("tokens", "01TOKENS");
+    store.save_meter(&acme, &tokens, Write::Create).await.unwrap();
+    assert!(matches!(store.save_meter(&acme, &meter("tokens", "01OTHER"), Write::Create).await, Err(StoreError::AlreadyExists(_))));
+    // Another organization has its own namespace.
+    store.save_meter(&globex, &meter("tokens", "01GLOBEX"), Write::Create).await.unwrap();
+    store.save_meter(&acme, &meter("calls", "01CALLS"), Write::Create).await.unwrap();
+
+    assert_eq!(store.meter(&acme, "tokens").await.unwrap(), Some(tokens.clone()));
+    assert_eq!(store.meter(&acme, "01TOKENS").await.unwrap(), Some(tokens.clone()));
+    assert_eq!(store.meter(&globex, "01TOKENS").await.unwrap(), None);
+    let slugs: Vec<String> = store.meters(&acme).await.unwrap().into_iter().map(|m| m.slug.to_string()).collect();
+    assert_eq!(slugs, ["calls", "tokens"]);
+
+    let mut renamed = tokens.clone();
+    renamed.name = "Tokens".into();
+    store.save_meter(&acme, &renamed, Write::Replace).await.unwrap();
+    assert_eq!(store.meter(&acme, "tokens").await.unwrap().unwrap().name, "Tokens");
+    assert!(store.delete_meter(&acme, "tokens").await.unwrap());
+    assert!(!store.delete_meter(&acme, "tokens").await.unwrap());
+    assert_eq!(store.meter(&acme, "tokens").await.unwrap(), None);
+    assert!(store.meter(&globex, "tokens").await.unwrap().is_some());
+
+    let e = event(
+        r#"{"id":"p1","timestamp":"2025-02-01T10:00:00Z","organization_id":"acme","user_id":"ann","type":"api_call","properties":{"model":"gpt-4o","tokens":"0.1"}}"#,
+    );
+    store.record_events(vec![e]).await.unwrap();
+    let filter = UsageFilter { organization_id: Some(acme), ..Default::default() };
+    let (from, to) = (ts("2025-02-01T00:00:00Z"), ts("2025-02-02T00:00:00Z"));
+    let with = store.usage_events(&filter, from, to, true).await.unwrap();
+    let properties: serde_json::Value = serde_json::from_str(with[0].properties.as_deref().unwrap()).unwrap();
+    assert_eq!(properties, serde_json::json!({"model": "gpt-4o", "tokens": "0.1"}));
+    assert_eq!(store.usage_events(&filter, from, to, false).await.unwrap()[0].properties, None);
 }

@@ -3,6 +3,7 @@
 use super::map_err;
 use crate::{ApiKey, Listed, Page, Result, StoreError, Write};
 use tally_domain::entities::{Organization, Plan, Subscription, SubscriptionStatus, Team, User};
+use tally_domain::meter::Meter;
 use tally_domain::{Aggregation, OrganizationId, Role, Scope, TeamId, UsageType, UsageTypeKey, UserId};
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row, Transaction};
@@ -270,6 +271,45 @@ pub(super) async fn plan(conn: &Client, id: &str) -> Result<Option<Plan>> {
 
 pub(super) async fn plans(conn: &Client, page: Page) -> Result<Listed<Plan>> {
     listed(conn, "SELECT count(*) FROM plans", "SELECT body FROM plans ORDER BY plan_id", &[], page, plan_row).await
+}
+
+// ---- meters (a handful per organization: stored whole as JSON)
+
+fn meter_row(r: &Row) -> Result<Meter> {
+    Ok(r.get::<_, Json<Meter>>(0).0)
+}
+
+pub(super) async fn save_meter(conn: &Client, org: &OrganizationId, m: &Meter, write: Write) -> Result<()> {
+    save(
+        conn,
+        format!("meter {}", m.slug),
+        write,
+        "INSERT INTO meters (organization_id, slug, meter_id, event_type, body) VALUES ($1, $2, $3, $4, $5)",
+        "ON CONFLICT (organization_id, slug) DO UPDATE SET body = excluded.body",
+        &[&org.as_str(), &m.slug.as_str(), &m.id, &m.event_type, &Json(m)],
+    )
+    .await
+}
+
+pub(super) async fn meter(conn: &Client, org: &OrganizationId, id_or_slug: &str) -> Result<Option<Meter>> {
+    one(
+        conn,
+        "SELECT body FROM meters WHERE organization_id = $1 AND (slug = $2 OR meter_id = $2) ORDER BY slug = $2 DESC LIMIT 1",
+        &[&org.as_str(), &id_or_slug],
+        meter_row,
+    )
+    .await
+}
+
+pub(super) async fn meters(conn: &Client, org: &OrganizationId) -> Result<Vec<Meter>> {
+    let rows = conn.query("SELECT body FROM meters WHERE organization_id = $1 ORDER BY slug", &[&org.as_str()]).await.map_err(map_err)?;
+    rows.iter().map(meter_row).collect()
+}
+
+pub(super) async fn delete_meter(conn: &Client, org: &OrganizationId, slug: &str) -> Result<bool> {
+    let deleted =
+        conn.execute("DELETE FROM meters WHERE organization_id = $1 AND slug = $2", &[&org.as_str(), &slug]).await.map_err(map_err)?;
+    Ok(deleted > 0)
 }
 
 // ---- subscriptions

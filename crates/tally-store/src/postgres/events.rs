@@ -367,11 +367,26 @@ pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, 
         .collect())
 }
 
-pub(super) async fn events_between(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
-    let (sql, values) = sql::events_query(Dialect::Postgres, filter);
+pub(super) async fn events_between(
+    conn: &Client,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    with_properties: bool,
+) -> Result<Vec<UsageEvent>> {
+    let (sql, values) = sql::events_query(Dialect::Postgres, filter, with_properties);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    conn.query(&sql, &params).await.map_err(map_err)?.iter().map(event_row).collect()
+    let rows = conn.query(&sql, &params).await.map_err(map_err)?;
+    rows.iter()
+        .map(|r| {
+            let mut event = event_row(r)?;
+            if with_properties {
+                event.properties = r.get(14);
+            }
+            Ok(event)
+        })
+        .collect()
 }
 
 pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> {

@@ -10,13 +10,17 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use jiff::Timestamp;
 use std::time::Duration;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::meter::Meter;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_core.sql")), (2, include_str!("../../migrations/postgres/0002_hourly_by_user.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_core.sql")),
+    (2, include_str!("../../migrations/postgres/0002_hourly_by_user.sql")),
+    (3, include_str!("../../migrations/postgres/0003_meters.sql")),
+];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
 const POOL_SIZE: usize = 16;
@@ -157,6 +161,22 @@ impl Store for PostgresStore {
         entities::plan(&**self.conn().await?, id).await
     }
 
+    async fn save_meter(&self, org: &OrganizationId, meter: &Meter, write: Write) -> Result<()> {
+        entities::save_meter(&**self.conn().await?, org, meter, write).await
+    }
+
+    async fn meter(&self, org: &OrganizationId, id_or_slug: &str) -> Result<Option<Meter>> {
+        entities::meter(&**self.conn().await?, org, id_or_slug).await
+    }
+
+    async fn meters(&self, org: &OrganizationId) -> Result<Vec<Meter>> {
+        entities::meters(&**self.conn().await?, org).await
+    }
+
+    async fn delete_meter(&self, org: &OrganizationId, slug: &str) -> Result<bool> {
+        entities::delete_meter(&**self.conn().await?, org, slug).await
+    }
+
     async fn plans(&self, page: Page) -> Result<Listed<Plan>> {
         entities::plans(&**self.conn().await?, page).await
     }
@@ -197,8 +217,8 @@ impl Store for PostgresStore {
         events::cells(&**self.conn().await?, filter, from, to, per_user).await
     }
 
-    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
-        events::events_between(&**self.conn().await?, filter, from, to).await
+    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {
+        events::events_between(&**self.conn().await?, filter, from, to, with_properties).await
     }
 
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {

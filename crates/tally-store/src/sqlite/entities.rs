@@ -5,6 +5,7 @@ use crate::{ApiKey, Listed, Page, Result, StoreError, Write};
 use rusqlite::{Connection, Params, Row, params};
 use serde_json::Value;
 use tally_domain::entities::{Organization, Plan, Subscription, SubscriptionStatus, Team, User};
+use tally_domain::meter::Meter;
 use tally_domain::{Aggregation, OrganizationId, Role, Scope, TeamId, UsageType, UsageTypeKey, UserId};
 
 pub(super) fn seed_usage_types(conn: &Connection) -> Result<()> {
@@ -290,6 +291,50 @@ pub(super) fn plan(conn: &Connection, id: &str) -> Result<Option<Plan>> {
 
 pub(super) fn plans(conn: &Connection, page: Page) -> Result<Listed<Plan>> {
     listed(conn, "SELECT count(*) FROM plans", "SELECT body FROM plans ORDER BY plan_id", (), page, plan_row)
+}
+
+// ---- meters (a handful per organization: stored whole as JSON)
+
+fn meter_row(r: &Row) -> Result<Meter> {
+    serde_json::from_str(&col::<String>(r, 0)?).map_err(StoreError::corrupt)
+}
+
+pub(super) fn save_meter(conn: &Connection, org: &OrganizationId, m: &Meter, write: Write) -> Result<()> {
+    let body = serde_json::to_string(m).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let insert = "INSERT INTO meters (organization_id, slug, meter_id, event_type, body) VALUES (?1, ?2, ?3, ?4, ?5)";
+    save(
+        conn,
+        format!("meter {}", m.slug),
+        write,
+        &format!("{insert} ON CONFLICT DO NOTHING"),
+        &format!("{insert} ON CONFLICT (organization_id, slug) DO UPDATE SET body = excluded.body"),
+        params![org.as_str(), m.slug.as_str(), m.id, m.event_type, body],
+    )
+}
+
+pub(super) fn meter(conn: &Connection, org: &OrganizationId, id_or_slug: &str) -> Result<Option<Meter>> {
+    one(
+        conn,
+        "SELECT body FROM meters WHERE organization_id = ?1 AND (slug = ?2 OR meter_id = ?2) ORDER BY slug = ?2 DESC LIMIT 1",
+        params![org.as_str(), id_or_slug],
+        meter_row,
+    )
+}
+
+pub(super) fn meters(conn: &Connection, org: &OrganizationId) -> Result<Vec<Meter>> {
+    let mut stmt = conn.prepare_cached("SELECT body FROM meters WHERE organization_id = ?1 ORDER BY slug").map_err(map_err)?;
+    let mut rows = stmt.query([org.as_str()]).map_err(map_err)?;
+    let mut meters = Vec::new();
+    while let Some(row) = rows.next().map_err(map_err)? {
+        meters.push(meter_row(row)?);
+    }
+    Ok(meters)
+}
+
+pub(super) fn delete_meter(conn: &Connection, org: &OrganizationId, slug: &str) -> Result<bool> {
+    let deleted =
+        conn.execute("DELETE FROM meters WHERE organization_id = ?1 AND slug = ?2", params![org.as_str(), slug]).map_err(map_err)?;
+    Ok(deleted > 0)
 }
 
 // ---- subscriptions

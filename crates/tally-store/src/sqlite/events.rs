@@ -247,8 +247,20 @@ pub(super) fn cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to
     })
 }
 
-pub(super) fn events_between(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
-    filtered(conn, sql::events_query(Dialect::Sqlite, filter), from, to, event_row)
+pub(super) fn events_between(
+    conn: &Connection,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    with_properties: bool,
+) -> Result<Vec<UsageEvent>> {
+    filtered(conn, sql::events_query(Dialect::Sqlite, filter, with_properties), from, to, |r| {
+        let mut event = event_row(r)?;
+        if with_properties {
+            event.properties = r.get(15).map_err(map_err)?;
+        }
+        Ok(event)
+    })
 }
 
 pub(super) fn event_count(conn: &Connection) -> Result<u64> {

@@ -9,8 +9,11 @@ use rusqlite::{Connection, OpenFlags, ffi};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_core.sql")), (2, include_str!("../../migrations/sqlite/0002_hourly_by_user.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_core.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_hourly_by_user.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_meters.sql")),
+];
 const IDLE_READERS: usize = 8;
 
 pub struct SqliteStore {
@@ -153,6 +156,7 @@ use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Store, Subject, TimeRan
 use async_trait::async_trait;
 use jiff::Timestamp;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::meter::Meter;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
@@ -229,6 +233,26 @@ impl Store for SqliteStore {
         self.read(move |c| entities::plan(c, &id)).await
     }
 
+    async fn save_meter(&self, org: &OrganizationId, meter: &Meter, write: Write) -> Result<()> {
+        let (org, meter) = (org.clone(), meter.clone());
+        self.write(move |c| entities::save_meter(c, &org, &meter, write)).await
+    }
+
+    async fn meter(&self, org: &OrganizationId, id_or_slug: &str) -> Result<Option<Meter>> {
+        let (org, id_or_slug) = (org.clone(), id_or_slug.to_owned());
+        self.read(move |c| entities::meter(c, &org, &id_or_slug)).await
+    }
+
+    async fn meters(&self, org: &OrganizationId) -> Result<Vec<Meter>> {
+        let org = org.clone();
+        self.read(move |c| entities::meters(c, &org)).await
+    }
+
+    async fn delete_meter(&self, org: &OrganizationId, slug: &str) -> Result<bool> {
+        let (org, slug) = (org.clone(), slug.to_owned());
+        self.write(move |c| entities::delete_meter(c, &org, &slug)).await
+    }
+
     async fn plans(&self, page: Page) -> Result<Listed<Plan>> {
         self.read(move |c| entities::plans(c, page)).await
     }
@@ -276,9 +300,9 @@ impl Store for SqliteStore {
         self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
     }
 
-    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<UsageEvent>> {
+    async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {
         let filter = filter.clone();
-        self.read(move |c| events::events_between(c, &filter, from, to)).await
+        self.read(move |c| events::events_between(c, &filter, from, to, with_properties)).await
     }
 
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {

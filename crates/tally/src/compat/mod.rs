@@ -2,3 +2,4 @@
 //! working, pointed at Tally.
 
 pub mod lago;
+pub mod openmeter;

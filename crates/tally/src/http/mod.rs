@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 mod events;
 mod lago;
+mod openmeter;
 mod ops;
 pub mod resources;
 mod usage;
@@ -28,6 +29,13 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/events", post(events::post_events))
         .route("/compat/lago/api/v1/events", post(lago::create))
         .route("/compat/lago/api/v1/events/batch", post(lago::batch))
+        .route("/compat/openmeter/api/v1/events", post(openmeter::ingest_events))
+        .route("/compat/openmeter/api/v1/meters", get(openmeter::list_meters).post(openmeter::create_meter))
+        .route(
+            "/compat/openmeter/api/v1/meters/{id}",
+            get(openmeter::get_meter).put(openmeter::update_meter).delete(openmeter::delete_meter),
+        )
+        .route("/compat/openmeter/api/v1/meters/{id}/query", get(openmeter::query_get).post(openmeter::query_post))
         .route("/v1/usage", get(usage::series))
         .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))

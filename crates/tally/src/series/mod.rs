@@ -19,7 +19,7 @@ async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: b
     let mut cells = store.usage_cells(filter, plan.hours_from, plan.hours_to, per_user).await?;
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
     for (from, to) in plan.raw {
-        cells.extend(store.usage_events(filter, from, to).await?.iter().map(Cell::of_event));
+        cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
     }
     Ok(cells)
 }
