@@ -202,10 +202,7 @@ pub fn run<'a>(meter: &CompiledMeter, query: &MeterQuery, events: impl IntoItera
         }
         let parsed = event.data.and_then(|d| serde_json::from_str::<Value>(d).ok());
         let data = parsed.as_ref().unwrap_or(&empty);
-        let kept = query
-            .filter_group_by
-            .iter()
-            .all(|(key, allowed)| meter.group_value(key, data).is_some_and(|v| allowed.contains(&v)));
+        let kept = query.filter_group_by.iter().all(|(key, allowed)| meter.group_value(key, data).is_some_and(|v| allowed.contains(&v)));
         if !kept {
             continue;
         }
