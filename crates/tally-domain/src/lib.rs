@@ -8,6 +8,7 @@ pub mod key;
 pub mod meter;
 pub mod money;
 pub mod pricing;
+pub mod report;
 pub mod role;
 pub mod rollup;
 pub mod scope;
