@@ -6,6 +6,7 @@ mod error;
 pub mod group_commit;
 pub mod postgres;
 mod range;
+pub mod report;
 mod sql;
 pub mod sqlite;
 pub mod testing;
@@ -91,6 +92,12 @@ pub trait Store: Send + Sync + 'static {
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>>;
+
+    /// The users a report query selects, in its order, and how many match if asked.
+    async fn report_users(&self, query: &report::ReportQuery) -> Result<report::ReportKeys>;
+
+    /// What the report shows of these users, in the same order (users that vanished are skipped).
+    async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<ReportRow>>;
 
     async fn event_count(&self) -> Result<u64>;
 

@@ -92,6 +92,12 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_hourly_org)";
 
+pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
+     is_superuser, date_joined, last_login, last_activity, metadata";
+
+pub const SUBSCRIPTION_COLUMNS: &str =
+    "subscription_id, organization_id, plan_id, status, current_period_start, current_period_end, trial_end, add_ons, created_at";
+
 /// The aggregate columns of a cell read, after its seven key columns.
 pub const CELL_COLUMNS: &str = "count, sum, min, max, last_ts, last_value, llm_successes, llm_failures, input_tokens, output_tokens, \
      cost_nanos, latency_ms_sum";

@@ -103,3 +103,18 @@ pub struct UsageFilter {
     /// Empty: every usage type.
     pub usage_types: Vec<UsageTypeKey>,
 }
+
+/// What a user report shows of one user, before it is shaped for the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub user: tally_domain::entities::User,
+    pub organization_name: String,
+    /// The organization's subscriptions, latest period first.
+    pub subscriptions: Vec<tally_domain::entities::Subscription>,
+    /// The billing period the `current` figures cover.
+    pub period: (Timestamp, Timestamp),
+    /// Per usage type, all time (from `user_usage`).
+    pub all_time: Vec<(String, tally_domain::rollup::Aggregate)>,
+    /// Per usage type, in the billing period (from the hourly aggregates).
+    pub current: Vec<(String, tally_domain::rollup::Aggregate)>,
+}

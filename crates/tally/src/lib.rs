@@ -10,4 +10,5 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod reports;
 pub mod series;

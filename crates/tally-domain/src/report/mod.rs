@@ -1,6 +1,8 @@
 //! User reports: the `q` filter language ([`q`]), the fields it can name and their types
-//! ([`fields`]). Compiling a typed filter to SQL is the store's job.
+//! ([`fields`]), billing periods and balances ([`balance`]). Compiling a typed filter to SQL is
+//! the store's job.
 
+pub mod balance;
 pub mod fields;
 pub mod q;
 

@@ -1,6 +1,7 @@
 //! Reference entities and API keys on PostgreSQL.
 
 use super::map_err;
+use crate::sql::{SUBSCRIPTION_COLUMNS, USER_COLUMNS};
 use crate::{ApiKey, Listed, Page, Result, StoreError, Write};
 use tally_domain::entities::{Organization, Plan, Subscription, SubscriptionStatus, Team, User};
 use tally_domain::meter::Meter;
@@ -174,10 +175,7 @@ pub(super) async fn teams(conn: &Client, org: Option<&OrganizationId>, page: Pag
 
 // ---- users
 
-const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
-     is_superuser, date_joined, last_login, last_activity, metadata";
-
-fn user_row(r: &Row) -> Result<User> {
+pub(super) fn user_row(r: &Row) -> Result<User> {
     let role: i16 = r.get(6);
     Ok(User {
         id: parse(UserId::parse(r.get::<_, String>(0)))?,
@@ -314,10 +312,7 @@ pub(super) async fn delete_meter(conn: &Client, org: &OrganizationId, slug: &str
 
 // ---- subscriptions
 
-const SUBSCRIPTION_COLUMNS: &str =
-    "subscription_id, organization_id, plan_id, status, current_period_start, current_period_end, trial_end, add_ons, created_at";
-
-fn subscription_row(r: &Row) -> Result<Subscription> {
+pub(super) fn subscription_row(r: &Row) -> Result<Subscription> {
     let status: String = r.get(3);
     Ok(Subscription {
         id: r.get(0),

@@ -3,6 +3,7 @@
 
 mod entities;
 mod events;
+mod report;
 
 use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, Write};
 use async_trait::async_trait;
@@ -94,8 +95,11 @@ pub(crate) fn map_err(error: tokio_postgres::Error) -> StoreError {
             StoreError::Unavailable(error.to_string())
         }
         Some(_) => StoreError::Internal(error.to_string()),
-        // No SQLSTATE: the connection itself failed.
-        None => StoreError::Unavailable(error.to_string()),
+        // No SQLSTATE: the connection failed, or (a bug, not an outage) a value did not convert.
+        None => {
+            let io = std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());
+            if error.is_closed() || io { StoreError::Unavailable(error.to_string()) } else { StoreError::Internal(error.to_string()) }
+        }
     }
 }
 
@@ -223,6 +227,14 @@ impl Store for PostgresStore {
 
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
         events::totals(&**self.conn().await?, subject, range).await
+    }
+
+    async fn report_users(&self, query: &crate::report::ReportQuery) -> Result<crate::report::ReportKeys> {
+        report::users(&**self.conn().await?, query).await
+    }
+
+    async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {
+        report::rows(&**self.conn().await?, users, now).await
     }
 
     async fn event_count(&self) -> Result<u64> {

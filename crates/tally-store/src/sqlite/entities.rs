@@ -1,6 +1,7 @@
 //! Reference entities and API keys on SQLite.
 
 use super::{map_err, micros, timestamp};
+use crate::sql::{SUBSCRIPTION_COLUMNS, USER_COLUMNS};
 use crate::{ApiKey, Listed, Page, Result, StoreError, Write};
 use rusqlite::{Connection, Params, Row, params};
 use serde_json::Value;
@@ -194,10 +195,7 @@ pub(super) fn teams(conn: &Connection, org: Option<&OrganizationId>, page: Page)
 
 // ---- users
 
-const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
-     is_superuser, date_joined, last_login, last_activity, metadata";
-
-fn user_row(r: &Row) -> Result<User> {
+pub(super) fn user_row(r: &Row) -> Result<User> {
     let role: i64 = col(r, 6)?;
     Ok(User {
         id: UserId::parse(col::<String>(r, 0)?).map_err(StoreError::corrupt)?,
@@ -339,10 +337,7 @@ pub(super) fn delete_meter(conn: &Connection, org: &OrganizationId, slug: &str) 
 
 // ---- subscriptions
 
-const SUBSCRIPTION_COLUMNS: &str =
-    "subscription_id, organization_id, plan_id, status, current_period_start, current_period_end, trial_end, add_ons, created_at";
-
-fn subscription_row(r: &Row) -> Result<Subscription> {
+pub(super) fn subscription_row(r: &Row) -> Result<Subscription> {
     let status: String = col(r, 3)?;
     Ok(Subscription {
         id: col(r, 0)?,

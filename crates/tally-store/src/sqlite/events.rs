@@ -194,7 +194,7 @@ fn grouped(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 }
 
 /// Reads the twelve aggregate columns starting at `first`.
-fn aggregate_row(r: &rusqlite::Row<'_>, first: usize) -> Result<Aggregate> {
+pub(super) fn aggregate_row(r: &rusqlite::Row<'_>, first: usize) -> Result<Aggregate> {
     let int = |i: usize| r.get::<_, i64>(first + i).map_err(map_err);
     let real = |i: usize| r.get::<_, f64>(first + i).map_err(map_err);
     Ok(Aggregate {

@@ -3,6 +3,7 @@
 
 mod entities;
 mod events;
+mod report;
 
 use crate::{Result, StoreError};
 use rusqlite::{Connection, OpenFlags, ffi};
@@ -312,6 +313,16 @@ impl Store for SqliteStore {
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
         let subject = subject.clone();
         self.read(move |c| events::totals(c, &subject, range)).await
+    }
+
+    async fn report_users(&self, query: &crate::report::ReportQuery) -> Result<crate::report::ReportKeys> {
+        let query = query.clone();
+        self.read(move |c| report::users(c, &query)).await
+    }
+
+    async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {
+        let users = users.to_vec();
+        self.read(move |c| report::rows(c, &users, now)).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -7,6 +7,7 @@ mod events;
 mod lago;
 mod openmeter;
 mod ops;
+mod reports;
 pub mod resources;
 mod usage;
 
@@ -36,6 +37,7 @@ pub fn router(app: AppState) -> Router {
             get(openmeter::get_meter).put(openmeter::update_meter).delete(openmeter::delete_meter),
         )
         .route("/compat/openmeter/api/v1/meters/{id}/query", get(openmeter::query_get).post(openmeter::query_post))
+        .route("/v1/user-reports", get(reports::user_reports))
         .route("/v1/usage", get(usage::series))
         .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))

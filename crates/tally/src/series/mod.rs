@@ -133,7 +133,7 @@ fn dates(grid: &Grid) -> Vec<String> {
 }
 
 /// Every row of a paged listing.
-async fn every<T, Fut>(mut fetch: impl FnMut(Page) -> Fut) -> Result<Vec<T>, StoreError>
+pub async fn every<T, Fut>(mut fetch: impl FnMut(Page) -> Fut) -> Result<Vec<T>, StoreError>
 where
     Fut: std::future::Future<Output = Result<Listed<T>, StoreError>>,
 {

@@ -1,0 +1,422 @@
+//! User reports in SQL: a typed `q` filter and an ordering compiled to one parameterized query
+//! over the live aggregates, the same text for both backends but for a few dialect spellings.
+//! Field names come from a whitelist (`tally_domain::report::Catalog`) and every value is a bound
+//! parameter: no input is ever pasted into SQL.
+//!
+//! Each user's billing period is the current period of the organization's latest live
+//! subscription (trialing, active or payment issue), else the calendar month in UTC; the period's
+//! usage is read from the hourly aggregates of the hours it covers.
+
+use crate::sql::Dialect;
+use jiff::Timestamp;
+use tally_domain::report::fields::{BalanceMeasure, LlmMeasure, Period};
+use tally_domain::report::{Condition, FieldType, Filter, Lookup, Order, Source, Value};
+use tally_domain::{OrganizationId, UserId};
+
+/// A bound value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Time(Timestamp),
+}
+
+/// What a report query asks for.
+#[derive(Debug, Clone)]
+pub struct ReportQuery {
+    pub filter: Option<Filter>,
+    pub ordering: Vec<Order>,
+    pub limit: u32,
+    pub offset: u64,
+    /// Whether to count every matching row too.
+    pub count: bool,
+    /// The instant "current period" and "calendar month" refer to.
+    pub now: Timestamp,
+}
+
+/// One page of a report: the matching users in order, and how many match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportKeys {
+    pub count: Option<u64>,
+    pub users: Vec<(OrganizationId, UserId)>,
+}
+
+struct Builder {
+    dialect: Dialect,
+    params: Vec<Param>,
+}
+
+impl Builder {
+    fn bind(&mut self, p: Param) -> String {
+        self.params.push(p);
+        match self.dialect {
+            Dialect::Sqlite => format!("?{}", self.params.len()),
+            Dialect::Postgres => format!("${}", self.params.len()),
+        }
+    }
+
+    fn real(&self, sql: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("CAST({sql} AS REAL)"),
+            Dialect::Postgres => format!("CAST({sql} AS DOUBLE PRECISION)"),
+        }
+    }
+
+    /// The SQL expression for a scalar field (not `subscriptions[]`).
+    fn expr(&mut self, source: &Source) -> String {
+        match source {
+            Source::User(column) => format!("u.{column}"),
+            Source::FullName => "(u.first_name || ' ' || u.last_name)".to_owned(),
+            Source::Organization(column) => format!("o.{column}"),
+            Source::Metadata(key) => match self.dialect {
+                Dialect::Sqlite => {
+                    let path = self.bind(Param::Text(format!("$.\"{key}\"")));
+                    format!("CAST(json_extract(u.metadata, {path}) AS TEXT)")
+                }
+                Dialect::Postgres => {
+                    let key = self.bind(Param::Text(key.clone()));
+                    format!("(u.metadata ->> {key})")
+                }
+            },
+            Source::Subscription(column) => format!("s.{column}"),
+            Source::Usage { usage_type, period } => {
+                let t = self.bind(Param::Text(usage_type.clone()));
+                self.usage("sum", &t, *period)
+            }
+            Source::Llm { period, measure } => {
+                let t = self.bind(Param::Text("llm_request".into()));
+                let column = match measure {
+                    LlmMeasure::Requests => "count",
+                    LlmMeasure::Failed => "llm_failures",
+                    LlmMeasure::InputTokens => "input_tokens",
+                    LlmMeasure::OutputTokens => "output_tokens",
+                    LlmMeasure::Cost => "cost_nanos",
+                };
+                let value = self.usage(column, &t, *period);
+                if *measure == LlmMeasure::Cost { format!("({} / 1e9)", self.real(&value)) } else { value }
+            }
+            Source::TotalStorage => {
+                let t = self.bind(Param::Text("storage_bytes".into()));
+                format!(
+                    "COALESCE((SELECT uu.last_value FROM user_usage uu WHERE uu.organization_id = u.organization_id \
+                     AND uu.user_id = u.user_id AND uu.usage_type = {t}), 0)"
+                )
+            }
+            Source::Balance { usage_type, measure } => {
+                let limit = self.limit(usage_type);
+                if *measure == BalanceMeasure::EffectiveLimit {
+                    return limit;
+                }
+                let t = self.bind(Param::Text(usage_type.clone()));
+                let used = self.usage("sum", &t, Period::Current);
+                match measure {
+                    BalanceMeasure::EffectiveLimit => limit,
+                    BalanceMeasure::BalanceValue => format!("({limit} - {used})"),
+                    // Unlimited: 0 %. A zero limit is 100 % used by any usage.
+                    BalanceMeasure::BalancePercent => format!(
+                        "(CASE WHEN {limit} IS NULL THEN 0.0 WHEN {limit} = 0 THEN (CASE WHEN {used} > 0 THEN 100.0 ELSE 0.0 END) \
+                         ELSE {used} * 100.0 / {limit} END)"
+                    ),
+                    BalanceMeasure::Exceeded => format!("(CASE WHEN {limit} IS NOT NULL AND {used} > {limit} THEN 1 ELSE 0 END = 1)"),
+                }
+            }
+        }
+    }
+
+    /// A user's figure of `usage_type` (already bound as `t`): all time from `user_usage`, the
+    /// current period from the hourly aggregates of the period's hours.
+    fn usage(&mut self, column: &str, t: &str, period: Period) -> String {
+        match period {
+            Period::AllTime => format!(
+                "COALESCE((SELECT uu.{column} FROM user_usage uu WHERE uu.organization_id = u.organization_id \
+                 AND uu.user_id = u.user_id AND uu.usage_type = {t}), 0)"
+            ),
+            Period::Current => format!(
+                "COALESCE((SELECT sum(h.{column}) FROM usage_hourly h WHERE h.organization_id = u.organization_id \
+                 AND h.user_id = u.user_id AND h.hour >= p.period_start AND h.hour < p.period_end AND h.usage_type = {t}), 0)"
+            ),
+        }
+    }
+
+    /// The plan limit plus add-ons for a usage type, NULL when unlimited.
+    fn limit(&mut self, usage_type: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let limit_path = self.bind(Param::Text(format!("$.usage.\"{usage_type}\".limit")));
+                let add_on_path = self.bind(Param::Text(format!("$.\"{usage_type}\"")));
+                format!(
+                    "((SELECT CAST(json_extract(pl.body, {limit_path}) AS REAL) FROM plans pl WHERE pl.plan_id = p.plan_id) \
+                     + COALESCE(CAST(json_extract(p.add_ons, {add_on_path}) AS REAL), 0))"
+                )
+            }
+            Dialect::Postgres => {
+                let key = self.bind(Param::Text(usage_type.to_owned()));
+                format!(
+                    "((SELECT CAST(pl.body -> 'usage' -> {key} ->> 'limit' AS DOUBLE PRECISION) FROM plans pl WHERE pl.plan_id = p.plan_id) \
+                     + COALESCE(CAST(p.add_ons ->> {key} AS DOUBLE PRECISION), 0))"
+                )
+            }
+        }
+    }
+
+    fn value(&self, v: &Value) -> Param {
+        match v {
+            Value::Text(s) => Param::Text(s.clone()),
+            Value::Integer(i) => Param::Int(*i),
+            Value::Number(n) => Param::Real(*n),
+            // SQLite keeps booleans as 0/1.
+            Value::Boolean(b) => match self.dialect {
+                Dialect::Sqlite => Param::Int(i64::from(*b)),
+                Dialect::Postgres => Param::Bool(*b),
+            },
+            Value::DateTime(t) => Param::Time(*t),
+        }
+    }
+
+    /// A field's expression, cast so that bound values of its type compare with it
+    /// (PostgreSQL's `role` is a SMALLINT, bound integers are BIGINT).
+    fn typed_expr(&mut self, field: &tally_domain::report::Field) -> String {
+        let e = self.expr(&field.source);
+        match (self.dialect, field.ty) {
+            (Dialect::Postgres, FieldType::Integer) => format!("CAST({e} AS BIGINT)"),
+            (Dialect::Postgres, FieldType::Number) => format!("CAST({e} AS DOUBLE PRECISION)"),
+            _ => e,
+        }
+    }
+
+    fn condition(&mut self, c: &Condition) -> String {
+        let target = self.typed_expr(&c.field);
+        let text = match c.lookup {
+            Lookup::IsNull => {
+                let is_null = matches!(c.values.first(), Some(Value::Boolean(true)));
+                format!("{target} IS {}NULL", if is_null { "" } else { "NOT " })
+            }
+            Lookup::In => {
+                let params: Vec<Param> = c.values.iter().map(|v| self.value(v)).collect();
+                let marks: Vec<String> = params.into_iter().map(|p| self.bind(p)).collect();
+                format!("{target} IN ({})", marks.join(", "))
+            }
+            lookup => {
+                let param = self.value(&c.values[0]);
+                let (op, pattern) = match lookup {
+                    Lookup::Exact => ("=", None),
+                    Lookup::Gt => (">", None),
+                    Lookup::Gte => (">=", None),
+                    Lookup::Lt => ("<", None),
+                    Lookup::Lte => ("<=", None),
+                    Lookup::IExact => ("", Some(("", ""))),
+                    Lookup::Contains | Lookup::IContains => ("", Some(("%", "%"))),
+                    Lookup::StartsWith | Lookup::IStartsWith => ("", Some(("", "%"))),
+                    Lookup::In | Lookup::IsNull => unreachable!("handled above"),
+                };
+                match pattern {
+                    None => {
+                        let mark = self.bind(param);
+                        format!("{target} {op} {mark}")
+                    }
+                    Some((before, after)) => {
+                        let Param::Text(s) = param else { unreachable!("text lookups take text") };
+                        let insensitive = matches!(lookup, Lookup::IExact | Lookup::IContains | Lookup::IStartsWith);
+                        match (self.dialect, insensitive) {
+                            // SQLite's LIKE ignores (ASCII) case, so case-sensitive lookups use instr/substr.
+                            (Dialect::Sqlite, false) => {
+                                let mark = self.bind(Param::Text(s));
+                                match lookup {
+                                    Lookup::Contains => format!("instr({target}, {mark}) > 0"),
+                                    _ => format!("substr({target}, 1, length({mark})) = {mark}"),
+                                }
+                            }
+                            (dialect, _) => {
+                                let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                                let mark = self.bind(Param::Text(format!("{before}{escaped}{after}")));
+                                let like = match (dialect, insensitive) {
+                                    (Dialect::Postgres, true) => "ILIKE",
+                                    _ => "LIKE",
+                                };
+                                format!("{target} {like} {mark} ESCAPE '\\'")
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match c.field.source {
+            Source::Subscription(_) => {
+                format!("EXISTS (SELECT 1 FROM subscriptions s WHERE s.organization_id = u.organization_id AND {text})")
+            }
+            _ => text,
+        }
+    }
+
+    fn filter(&mut self, f: &Filter) -> String {
+        match f {
+            Filter::Condition(c) => self.condition(c),
+            Filter::Not(inner) => format!("NOT ({})", self.filter(inner)),
+            Filter::And(parts) => format!("({})", parts.iter().map(|p| self.filter(p)).collect::<Vec<_>>().join(" AND ")),
+            Filter::Or(parts) => format!("({})", parts.iter().map(|p| self.filter(p)).collect::<Vec<_>>().join(" OR ")),
+        }
+    }
+}
+
+/// `FROM …` shared by the page and the count: each user, their organization (`o`) and its
+/// billing period and plan (`p`).
+fn from_clause(b: &mut Builder, now: Timestamp) -> String {
+    let month_start = b.bind(Param::Time(tally_domain::time::date_start(tally_domain::time::month_start(now))));
+    let month_end = b.bind(Param::Time(tally_domain::time::next_month_start(now)));
+    format!(
+        "FROM users u JOIN organizations o ON o.organization_id = u.organization_id \
+         JOIN (SELECT o2.organization_id, COALESCE(sub.current_period_start, {month_start}) AS period_start, \
+                      COALESCE(sub.current_period_end, {month_end}) AS period_end, sub.plan_id, sub.add_ons \
+               FROM organizations o2 LEFT JOIN \
+                 (SELECT organization_id, current_period_start, current_period_end, plan_id, add_ons, \
+                         row_number() OVER (PARTITION BY organization_id ORDER BY current_period_start DESC, subscription_id) AS n \
+                  FROM subscriptions WHERE status IN ('trialing', 'active', 'payment_issue')) sub \
+                 ON sub.organization_id = o2.organization_id AND sub.n = 1) p \
+           ON p.organization_id = u.organization_id"
+    )
+}
+
+/// SQL text and the values its placeholders bind, in order.
+pub type Compiled = (String, Vec<Param>);
+
+/// The page query and, if asked, the count query.
+pub fn compile(dialect: Dialect, q: &ReportQuery) -> (Compiled, Option<Compiled>) {
+    let build = |with_order: bool| {
+        let mut b = Builder { dialect, params: Vec::new() };
+        let from = from_clause(&mut b, q.now);
+        let where_clause = q.filter.as_ref().map(|f| format!(" WHERE {}", b.filter(f))).unwrap_or_default();
+        let mut order = String::new();
+        if with_order {
+            let mut items: Vec<String> = Vec::new();
+            for o in &q.ordering {
+                let e = b.expr(&o.field.source);
+                items.push(format!("{e} {}", if o.descending { "DESC" } else { "ASC" }));
+            }
+            // A stable tie-break, so pages never overlap or skip.
+            items.extend(["u.organization_id ASC".to_owned(), "u.user_id ASC".to_owned()]);
+            order = format!(" ORDER BY {}", items.join(", "));
+        }
+        (format!("{from}{where_clause}{order}"), b.params)
+    };
+    let (body, params) = build(true);
+    let page = (format!("SELECT u.organization_id, u.user_id {body} LIMIT {} OFFSET {}", q.limit, q.offset), params);
+    let count = q.count.then(|| {
+        let (body, params) = build(false);
+        (format!("SELECT count(*) {body}"), params)
+    });
+    (page, count)
+}
+
+/// The queries that load what a report shows of a page of users. The users are passed as one
+/// JSON array (SQLite, `?1`: `[[organization, user], …]`) or as parallel arrays (PostgreSQL,
+/// `$1`, `$2`); for `current` each user also carries its billing period's start and end.
+pub(crate) struct RowQueries {
+    pub users: String,
+    pub organizations: String,
+    pub subscriptions: String,
+    pub all_time: String,
+    pub current: String,
+}
+
+pub(crate) fn row_queries(dialect: Dialect) -> RowQueries {
+    use crate::sql::{CELL_COLUMNS, SUBSCRIPTION_COLUMNS, USER_COLUMNS};
+    let (keys, periods, big) = match dialect {
+        Dialect::Sqlite => (
+            "(SELECT json_extract(value, '$[0]') AS o, json_extract(value, '$[1]') AS u FROM json_each(?1))",
+            "(SELECT json_extract(value, '$[0]') AS o, json_extract(value, '$[1]') AS u, json_extract(value, '$[2]') AS s, \
+              json_extract(value, '$[3]') AS e FROM json_each(?1))",
+            "INTEGER",
+        ),
+        Dialect::Postgres => (
+            "(SELECT * FROM unnest($1::text[], $2::text[]) AS k(o, u))",
+            "(SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS k(o, u, s, e))",
+            "BIGINT",
+        ),
+    };
+    let sum = |c: &str| format!("CAST(sum(h.{c}) AS {big})");
+    RowQueries {
+        users: format!("SELECT {USER_COLUMNS} FROM users WHERE (organization_id, user_id) IN (SELECT o, u FROM {keys} k)"),
+        organizations: format!("SELECT organization_id, name FROM organizations WHERE organization_id IN (SELECT o FROM {keys} k)"),
+        subscriptions: format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE organization_id IN (SELECT o FROM {keys} k) \
+             ORDER BY organization_id, current_period_start DESC, subscription_id"
+        ),
+        all_time: format!(
+            "SELECT organization_id, user_id, usage_type, {CELL_COLUMNS} FROM user_usage \
+             WHERE (organization_id, user_id) IN (SELECT o, u FROM {keys} k)"
+        ),
+        current: format!(
+            "SELECT h.organization_id, h.user_id, h.usage_type, {}, sum(h.sum), min(h.min), max(h.max), max(h.last_ts), max(h.last_value), \
+             {}, {}, {}, {}, {}, {} FROM usage_hourly h JOIN {periods} k \
+             ON h.organization_id = k.o AND h.user_id = k.u AND h.hour >= k.s AND h.hour < k.e \
+             GROUP BY h.organization_id, h.user_id, h.usage_type",
+            sum("count"),
+            sum("llm_successes"),
+            sum("llm_failures"),
+            sum("input_tokens"),
+            sum("output_tokens"),
+            sum("cost_nanos"),
+            sum("latency_ms_sum"),
+        ),
+    }
+}
+
+/// Figures per (organization, user, usage type).
+pub(crate) type Figures = Vec<(String, String, String, tally_domain::rollup::Aggregate)>;
+
+/// What the row queries loaded, put together per user in the asked order.
+pub(crate) struct Loaded {
+    pub users: Vec<tally_domain::entities::User>,
+    pub organizations: std::collections::HashMap<String, String>,
+    pub subscriptions: Vec<tally_domain::entities::Subscription>,
+}
+
+impl Loaded {
+    /// Each user's billing period, in the order of `keys` (users that vanished are skipped).
+    pub fn periods(&self, keys: &[(OrganizationId, UserId)], now: Timestamp) -> Vec<(OrganizationId, UserId, Timestamp, Timestamp)> {
+        keys.iter()
+            .map(|(o, u)| {
+                let subs: Vec<_> = self.subscriptions.iter().filter(|s| s.organization_id == *o).cloned().collect();
+                let (start, end) =
+                    tally_domain::report::balance::billing_period(tally_domain::report::balance::billing_subscription(&subs), now);
+                (o.clone(), u.clone(), start, end)
+            })
+            .collect()
+    }
+
+    pub fn assemble(self, keys: &[(OrganizationId, UserId)], now: Timestamp, all_time: Figures, current: Figures) -> Vec<crate::ReportRow> {
+        use std::collections::HashMap;
+        let mut users: HashMap<(String, String), tally_domain::entities::User> =
+            self.users.into_iter().map(|u| ((u.organization_id.as_str().to_owned(), u.id.as_str().to_owned()), u)).collect();
+        let group = |figures: Figures| {
+            let mut by_user: HashMap<(String, String), Vec<(String, tally_domain::rollup::Aggregate)>> = HashMap::new();
+            for (o, u, t, a) in figures {
+                by_user.entry((o, u)).or_default().push((t, a));
+            }
+            for v in by_user.values_mut() {
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            by_user
+        };
+        let (mut all_time, mut current) = (group(all_time), group(current));
+        keys.iter()
+            .filter_map(|(o, u)| {
+                let key = (o.as_str().to_owned(), u.as_str().to_owned());
+                let user = users.remove(&key)?;
+                let subscriptions: Vec<_> = self.subscriptions.iter().filter(|s| s.organization_id == *o).cloned().collect();
+                let period =
+                    tally_domain::report::balance::billing_period(tally_domain::report::balance::billing_subscription(&subscriptions), now);
+                Some(crate::ReportRow {
+                    user,
+                    organization_name: self.organizations.get(o.as_str()).cloned().unwrap_or_default(),
+                    subscriptions,
+                    period,
+                    all_time: all_time.remove(&key).unwrap_or_default(),
+                    current: current.remove(&key).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}

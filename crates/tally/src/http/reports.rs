@@ -1,0 +1,185 @@
+//! `GET /v1/user-reports`: every user with details, subscriptions, usage and balances, filtered
+//! with `q`, ordered, paged, or exported whole as CSV or NDJSON. Admin keys only.
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::app::AppState;
+use crate::reports;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tally_domain::UsageType;
+use tally_domain::entities::Plan;
+use tally_domain::report::{self, Catalog, FieldError};
+use tally_store::report::ReportQuery;
+use tally_store::{Page, ReportRow, Store, StoreError};
+
+const DEFAULT_LIMIT: u32 = 100;
+/// Rows per store round trip while exporting.
+const EXPORT_PAGE: u32 = 1000;
+
+fn field_error(parameter: &str, e: FieldError) -> ApiError {
+    let detail = if e.token.is_empty() {
+        format!("`{parameter}` at position {}: {}", e.at, e.message)
+    } else {
+        format!("`{parameter}` at position {} ({:?}): {}", e.at, e.token, e.message)
+    };
+    let mut extra = json!({ "parameter": parameter, "position": e.at, "token": e.token });
+    if let Some(allowed) = e.allowed {
+        extra["allowed"] = json!(allowed);
+    }
+    ApiError::bad_request(detail).with(extra)
+}
+
+enum Format {
+    Json,
+    Csv,
+    Ndjson,
+}
+
+struct Params {
+    q: String,
+    ordering: String,
+    limit: u32,
+    offset: u64,
+    format: Format,
+}
+
+fn params(pairs: Vec<(String, String)>) -> ApiResult<Params> {
+    let mut p = Params { q: String::new(), ordering: String::new(), limit: DEFAULT_LIMIT, offset: 0, format: Format::Json };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "q" => p.q = value,
+            "ordering" => p.ordering = value,
+            "limit" => {
+                p.limit = value.parse().ok().filter(|l| (1..=Page::MAX_LIMIT).contains(l)).ok_or_else(|| {
+                    ApiError::bad_parameter("limit", format!("{value:?} is not a whole number from 1 to {}", Page::MAX_LIMIT))
+                })?;
+            }
+            "offset" => {
+                p.offset = value.parse().map_err(|_| ApiError::bad_parameter("offset", format!("{value:?} is not a whole number ≥ 0")))?;
+            }
+            "format" => {
+                p.format = match value.as_str() {
+                    "json" => Format::Json,
+                    "csv" => Format::Csv,
+                    "ndjson" => Format::Ndjson,
+                    _ => return Err(ApiError::bad_parameter("format", format!("{value:?} is not one of json, csv, ndjson"))),
+                }
+            }
+            _ => return Err(ApiError::bad_parameter(&key, "unknown parameter; known: q, ordering, limit, offset, format")),
+        }
+    }
+    Ok(p)
+}
+
+/// Plans by id, for balances.
+async fn plans(store: &dyn Store) -> Result<HashMap<String, Plan>, StoreError> {
+    let plans = crate::series::every(|page| store.plans(page)).await?;
+    Ok(plans.into_iter().map(|p| (p.id.clone(), p)).collect())
+}
+
+pub async fn user_reports(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let p = params(pairs)?;
+    let types = app.store.usage_types().await?;
+    let catalog = Catalog::new(types.iter().map(|t| t.key.to_string()).collect());
+    let filter = report::filter(&p.q, &catalog).map_err(|e| field_error("q", e))?;
+    let ordering = catalog.ordering(&p.ordering).map_err(|e| field_error("ordering", e))?;
+    let now = Timestamp::now();
+    let plans = plans(app.store.as_ref()).await?;
+    let query = ReportQuery { filter, ordering, limit: p.limit, offset: p.offset, count: true, now };
+    match p.format {
+        Format::Json => {
+            let keys = app.store.report_users(&query).await?;
+            let rows = app.store.report_rows(&keys.users, now).await?;
+            let count = keys.count.unwrap_or_default();
+            let link = |offset: u64| {
+                let mut url = format!("/v1/user-reports?limit={}&offset={offset}", p.limit);
+                for (k, v) in [("q", &p.q), ("ordering", &p.ordering)] {
+                    if !v.is_empty() {
+                        url.push_str(&format!("&{k}={}", encode(v)));
+                    }
+                }
+                url
+            };
+            let next = (p.offset + u64::from(p.limit) < count).then(|| link(p.offset + u64::from(p.limit)));
+            let previous = (p.offset > 0).then(|| link(p.offset.saturating_sub(u64::from(p.limit))));
+            let results: Vec<Value> = rows.iter().map(|r| reports::record(r, &types, &plans)).collect();
+            Ok(Json(json!({ "count": count, "next": next, "previous": previous, "results": results })).into_response())
+        }
+        Format::Csv | Format::Ndjson => Ok(export(app.store.clone(), query, types, plans, matches!(p.format, Format::Csv))),
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Streams every matching row, a page at a time, so memory stays flat however many users match.
+fn export(store: Arc<dyn Store>, mut query: ReportQuery, types: Vec<UsageType>, plans: HashMap<String, Plan>, csv: bool) -> Response {
+    query.count = false;
+    query.limit = EXPORT_PAGE;
+    let header = reports::csv_header(&types);
+    let first = if csv { Some(csv_line(&header)) } else { None };
+    struct State {
+        store: Arc<dyn Store>,
+        query: ReportQuery,
+        done: bool,
+    }
+    let state = State { store, query, done: false };
+    let stream = futures_util::stream::unfold(state, move |mut s| {
+        let (types, plans, header) = (types.clone(), plans.clone(), header.clone());
+        async move {
+            if s.done {
+                return None;
+            }
+            let chunk: Result<String, StoreError> = async {
+                let keys = s.store.report_users(&s.query).await?;
+                let rows: Vec<ReportRow> = s.store.report_rows(&keys.users, s.query.now).await?;
+                s.done = keys.users.len() < EXPORT_PAGE as usize;
+                s.query.offset += u64::from(EXPORT_PAGE);
+                let mut out = String::new();
+                for row in &rows {
+                    let record = reports::record(row, &types, &plans);
+                    if csv {
+                        out.push_str(&csv_line(&reports::csv_row(&record, &header)));
+                    } else {
+                        out.push_str(&record.to_string());
+                        out.push('\n');
+                    }
+                }
+                Ok(out)
+            }
+            .await;
+            if chunk.is_err() {
+                // The answer has started; cutting the stream short is how the error shows.
+                s.done = true;
+                tracing::error!(error = ?chunk.as_ref().err(), "user report export failed");
+            }
+            Some((chunk.map(bytes::Bytes::from).map_err(std::io::Error::other), s))
+        }
+    });
+    let head = futures_util::stream::iter(first.map(|h| Ok::<_, std::io::Error>(bytes::Bytes::from(h))));
+    let content_type = if csv { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(futures_util::StreamExt::chain(head, stream))).into_response()
+}
+
+fn csv_line(cells: &[String]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(cells);
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}

@@ -1,0 +1,144 @@
+//! User reports: the record each user gets (details, organization, subscriptions, usage, LLM
+//! figures, balances), as JSON and as a flat CSV row. Selection, filtering and ordering happen in
+//! the store (`tally_store::report`); this shapes what it loaded.
+
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use tally_domain::entities::Plan;
+use tally_domain::report::balance::{Balance, billing_subscription};
+use tally_domain::rollup::Aggregate;
+use tally_domain::{Money, UsageType};
+use tally_store::ReportRow;
+
+fn llm(aggregate: Option<&Aggregate>) -> Value {
+    let pick = |f: fn(&Aggregate) -> i64| aggregate.map_or(0, f);
+    json!({
+        "requests": pick(|a| a.count),
+        "failed": pick(|a| a.llm_failures),
+        "input_tokens": pick(|a| a.input_tokens),
+        "output_tokens": pick(|a| a.output_tokens),
+        "cost": Money::from_nanos(pick(|a| a.cost_nanos)),
+    })
+}
+
+/// The JSON record of one user; `plans` by id, `types` every known usage type.
+pub fn record(row: &ReportRow, types: &[UsageType], plans: &HashMap<String, Plan>) -> Value {
+    let user = &row.user;
+    let find = |figures: &[(String, Aggregate)], t: &str| figures.iter().find(|(k, _)| k == t).map(|(_, a)| *a);
+    let mut usage = Map::new();
+    for t in types {
+        let key = t.key.as_str();
+        if key == "llm_request" {
+            continue;
+        }
+        let all_time = find(&row.all_time, key).map_or(0.0, |a| a.sum);
+        let current = find(&row.current, key).map_or(0.0, |a| a.sum);
+        usage.insert(key.to_owned(), json!({ "all_time": all_time, "current_period": current }));
+    }
+    usage.insert("total_storage_bytes".into(), json!(find(&row.all_time, "storage_bytes").map_or(0.0, |a| a.last_value)));
+    usage.insert(
+        "llm".into(),
+        json!({
+            "all_time": llm(find(&row.all_time, "llm_request").as_ref()),
+            "current_period": llm(find(&row.current, "llm_request").as_ref()),
+        }),
+    );
+    usage.insert("current_period_start".into(), json!(row.period.0));
+    usage.insert("current_period_end".into(), json!(row.period.1));
+    let subscription = billing_subscription(&row.subscriptions);
+    let plan = subscription.and_then(|s| plans.get(&s.plan_id));
+    let mut balances = Map::new();
+    if let Some(plan) = plan {
+        for key in plan.usage.keys() {
+            let Some(limit) = Balance::limit(Some(plan), subscription, key) else { continue };
+            let used = find(&row.current, key).map_or(0.0, |a| a.sum);
+            balances.insert(key.clone(), json!(Balance::of(Some(limit), used)));
+        }
+    }
+    usage.insert("balances".into(), Value::Object(balances));
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "full_name": format!("{} {}", user.first_name, user.last_name).trim(),
+        "is_active": user.is_active,
+        "is_superuser": user.is_superuser,
+        "is_bot": user.is_bot,
+        "role": user.role,
+        "date_joined": user.date_joined,
+        "last_login": user.last_login,
+        "last_activity": user.last_activity,
+        "metadata": user.metadata,
+        "organization": {"id": user.organization_id, "name": row.organization_name, "role": user.role},
+        "subscriptions": row.subscriptions.iter().map(|s| json!({
+            "id": s.id,
+            "plan": s.plan_id,
+            "status": s.status.as_str(),
+            "current_period_start": s.current_period_start,
+            "current_period_end": s.current_period_end,
+            "trial_end": s.trial_end,
+        })).collect::<Vec<_>>(),
+        "service_usage": usage,
+    })
+}
+
+/// The flat CSV header for a record: its scalar fields as `__` paths (as `q` names them).
+pub fn csv_header(types: &[UsageType]) -> Vec<String> {
+    let mut header: Vec<String> = [
+        "id",
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "is_active",
+        "is_superuser",
+        "is_bot",
+        "role",
+        "date_joined",
+        "last_login",
+        "last_activity",
+        "organization__id",
+        "organization__name",
+        "subscriptions",
+        "service_usage__current_period_start",
+        "service_usage__current_period_end",
+        "service_usage__total_storage_bytes",
+    ]
+    .map(String::from)
+    .to_vec();
+    for t in types.iter().filter(|t| t.key.as_str() != "llm_request") {
+        header.push(format!("service_usage__{}__all_time", t.key));
+        header.push(format!("service_usage__{}__current_period", t.key));
+    }
+    for period in ["all_time", "current_period"] {
+        for m in ["requests", "failed", "input_tokens", "output_tokens", "cost"] {
+            header.push(format!("service_usage__llm__{period}__{m}"));
+        }
+    }
+    header
+}
+
+/// A record as CSV cells, in [`csv_header`] order.
+pub fn csv_row(record: &Value, header: &[String]) -> Vec<String> {
+    header
+        .iter()
+        .map(|path| {
+            if path == "subscriptions" {
+                let subs = record["subscriptions"].as_array().map(Vec::as_slice).unwrap_or_default();
+                return subs
+                    .iter()
+                    .map(|s| format!("{}:{}", s["plan"].as_str().unwrap_or(""), s["status"].as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(";");
+            }
+            let value = path.split("__").fold(record, |v, part| &v[part]);
+            match value {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }
+        })
+        .collect()
+}
