@@ -6,6 +6,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum StoreError {
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The request clashes with the state of things (a lease held by someone else).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
     /// The database cannot be reached or is overloaded: retry later.

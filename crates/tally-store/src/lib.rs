@@ -27,7 +27,7 @@ use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
 /// Tables that are small, global reference data: copied to every node when sharded. Every other
 /// table is a tenant table whose primary and unique keys start with `organization_id`.
-pub const REFERENCE_TABLES: &[&str] = &["schema_migrations", "usage_types", "plans", "api_keys"];
+pub const REFERENCE_TABLES: &[&str] = &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs"];
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -98,6 +98,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the report shows of these users, in the same order (users that vanished are skipped).
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<ReportRow>>;
+
+    /// Starts a run of a resumable job, or takes over the one in progress whose holder stopped
+    /// renewing its lease; `Conflict` while another holder's lease runs.
+    async fn claim_job(&self, job: &str, owner: &str, lease_until: Timestamp, now: Timestamp) -> Result<JobRun>;
+
+    /// Recomputes every aggregate of the next `max_organizations` organizations after the run's
+    /// cursor from their raw events, and in the same transaction advances the cursor and renews
+    /// the lease; completes the run when no organization is left. `Conflict` if the lease was lost.
+    async fn advance_job(
+        &self,
+        run_id: &str,
+        owner: &str,
+        max_organizations: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<JobRun>;
+
+    /// Marks a run aborted, with the error that stopped it.
+    async fn abort_job(&self, run_id: &str, error: &str, now: Timestamp) -> Result<()>;
+
+    /// A job's runs, newest first.
+    async fn job_runs(&self, job: &str) -> Result<Vec<JobRun>>;
 
     async fn event_count(&self) -> Result<u64>;
 

@@ -118,3 +118,21 @@ pub struct ReportRow {
     /// Per usage type, in the billing period (from the hourly aggregates).
     pub current: Vec<(String, tally_domain::rollup::Aggregate)>,
 }
+
+/// One run of a resumable job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRun {
+    pub id: String,
+    pub job: String,
+    /// `in_progress`, `completed` or `aborted`.
+    pub status: String,
+    /// The last organization done.
+    pub cursor: Option<String>,
+    /// Events replayed so far.
+    pub processed: u64,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub lease_owner: String,
+    pub lease_until: Timestamp,
+}

@@ -99,6 +99,24 @@ async fn reports_show_fresh_usage_and_balances(app: support::TestApp) {
     app.post("/v1/events", more).await;
     let (_, answer) = app.get("/v1/user-reports?q=id:ann").await;
     assert_eq!(answer["results"][0]["service_usage"]["submission"]["current_period"], 33.0);
+
+    // The rebuild, started over HTTP, runs in the background and changes no figure.
+    let (_, before) = app.get("/v1/user-reports").await;
+    let (status, run) = app.post("/v1/user-reports/rebuild", json!({})).await;
+    assert_eq!((status, run["status"].as_str()), (202, Some("in_progress")), "{run}");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, runs) = app.get("/v1/user-reports/runs").await;
+        if runs["results"][0]["status"] == "completed" {
+            assert_eq!(runs["results"][0]["id"], run["id"]);
+            assert_eq!(runs["results"][0]["processed"], 8);
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 30, "{runs}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.get("/v1/user-reports").await.1, before);
+    assert_eq!(app.request("POST", "/v1/user-reports/rebuild", Some(&org_key), Some(json!({}))).await.0, 403);
 }
 
 async fn reports_filter_order_page_and_export(app: support::TestApp) {

@@ -310,7 +310,7 @@ pub(super) async fn rebuild(conn: &mut Client) -> Result<u64> {
     Ok(replayed)
 }
 
-fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
+pub(super) fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
     let llm = LlmColumns {
         model: r.get(7),
         provider: r.get(8),

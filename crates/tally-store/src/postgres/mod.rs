@@ -3,6 +3,7 @@
 
 mod entities;
 mod events;
+mod jobs;
 mod report;
 
 use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, Write};
@@ -21,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_core.sql")),
     (2, include_str!("../../migrations/postgres/0002_hourly_by_user.sql")),
     (3, include_str!("../../migrations/postgres/0003_meters.sql")),
+    (4, include_str!("../../migrations/postgres/0004_job_runs.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -235,6 +237,29 @@ impl Store for PostgresStore {
 
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {
         report::rows(&**self.conn().await?, users, now).await
+    }
+
+    async fn claim_job(&self, job: &str, owner: &str, lease_until: Timestamp, now: Timestamp) -> Result<crate::JobRun> {
+        jobs::claim(&mut **self.conn().await?, job, owner, lease_until, now).await
+    }
+
+    async fn advance_job(
+        &self,
+        run_id: &str,
+        owner: &str,
+        max_organizations: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<crate::JobRun> {
+        jobs::advance(&mut **self.conn().await?, run_id, owner, max_organizations, lease_until, now).await
+    }
+
+    async fn abort_job(&self, run_id: &str, error: &str, now: Timestamp) -> Result<()> {
+        jobs::abort(&**self.conn().await?, run_id, error, now).await
+    }
+
+    async fn job_runs(&self, job: &str) -> Result<Vec<crate::JobRun>> {
+        jobs::runs(&**self.conn().await?, job).await
     }
 
     async fn event_count(&self) -> Result<u64> {

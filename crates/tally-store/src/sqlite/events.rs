@@ -303,7 +303,7 @@ pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
 }
 
 /// Reads the columns the roll-up needs (properties are left out) from a row starting at index 1.
-fn event_row(r: &rusqlite::Row<'_>) -> Result<UsageEvent> {
+pub(super) fn event_row(r: &rusqlite::Row<'_>) -> Result<UsageEvent> {
     let get_str = |i: usize| -> Result<String> { r.get(i).map_err(map_err) };
     let llm = LlmColumns {
         model: r.get(8).map_err(map_err)?,

@@ -3,6 +3,7 @@
 
 mod entities;
 mod events;
+mod jobs;
 mod report;
 
 use crate::{Result, StoreError};
@@ -14,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_core.sql")),
     (2, include_str!("../../migrations/sqlite/0002_hourly_by_user.sql")),
     (3, include_str!("../../migrations/sqlite/0003_meters.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_job_runs.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -323,6 +325,33 @@ impl Store for SqliteStore {
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {
         let users = users.to_vec();
         self.read(move |c| report::rows(c, &users, now)).await
+    }
+
+    async fn claim_job(&self, job: &str, owner: &str, lease_until: Timestamp, now: Timestamp) -> Result<crate::JobRun> {
+        let (job, owner) = (job.to_owned(), owner.to_owned());
+        self.write(move |c| jobs::claim(c, &job, &owner, lease_until, now)).await
+    }
+
+    async fn advance_job(
+        &self,
+        run_id: &str,
+        owner: &str,
+        max_organizations: u32,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<crate::JobRun> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |c| jobs::advance(c, &run_id, &owner, max_organizations, lease_until, now)).await
+    }
+
+    async fn abort_job(&self, run_id: &str, error: &str, now: Timestamp) -> Result<()> {
+        let (run_id, error) = (run_id.to_owned(), error.to_owned());
+        self.write(move |c| jobs::abort(c, &run_id, &error, now)).await
+    }
+
+    async fn job_runs(&self, job: &str) -> Result<Vec<crate::JobRun>> {
+        let job = job.to_owned();
+        self.read(move |c| jobs::runs(c, &job)).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -36,6 +36,9 @@ pub enum Command {
     /// Maintain the aggregates.
     #[command(subcommand)]
     Aggregates(AggregatesCommand),
+    /// Rebuild and inspect reports.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
     /// Apply pending schema migrations and exit.
     Migrate,
     /// Measure throughput; prints a report for BENCHMARKS.md.
@@ -60,6 +63,32 @@ pub struct ServeArgs {
 pub enum AggregatesCommand {
     /// Recompute every aggregate from the raw events.
     Rebuild,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportsCommand {
+    /// Recompute a report's figures from raw events, resumably (`user-reports`).
+    Rebuild(RebuildArgs),
+    /// List a report's rebuild runs, newest first.
+    Runs {
+        #[arg(value_parser = ["user-reports"])]
+        report: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    #[arg(value_parser = ["user-reports"])]
+    pub report: String,
+    /// Organizations recomputed per transaction.
+    #[arg(long, default_value_t = 20)]
+    pub organizations_per_batch: u32,
+    /// Pause between batches, in milliseconds, to spare a busy database.
+    #[arg(long, default_value_t = 0)]
+    pub throttle_ms: u64,
+    /// Seconds a run stays claimed without progress (a killed run resumes after that).
+    #[arg(long, default_value_t = 60)]
+    pub lease_seconds: u64,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -87,6 +116,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let n = store.rebuild_aggregates().await?;
             println!("rebuilt aggregates from {n} events in {:.2} s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Reports(ReportsCommand::Rebuild(args)) => {
+            init_logging(LogFormat::Text, "warn");
+            let store = open(&cli.store).await?;
+            let options = crate::jobs::RebuildOptions {
+                organizations_per_batch: args.organizations_per_batch,
+                throttle: std::time::Duration::from_millis(args.throttle_ms),
+                lease: std::time::Duration::from_secs(args.lease_seconds),
+            };
+            let started = std::time::Instant::now();
+            let run = crate::jobs::rebuild_user_reports(store.as_ref(), options, |run| {
+                eprintln!("run {}: {}, {} events, after {}", run.id, run.status, run.processed, run.cursor.as_deref().unwrap_or("-"));
+            })
+            .await?;
+            println!(
+                "{} rebuild {} {}: {} events in {:.2} s",
+                args.report,
+                run.id,
+                run.status,
+                run.processed,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Reports(ReportsCommand::Runs { report }) => {
+            let store = open(&cli.store).await?;
+            for run in store.job_runs(&report).await? {
+                println!("{}", serde_json::to_string(&run)?);
+            }
             Ok(())
         }
         Command::Migrate => {

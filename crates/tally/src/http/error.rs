@@ -61,6 +61,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             StoreError::AlreadyExists(what) => ApiError::new(StatusCode::CONFLICT, "already-exists", format!("{what} already exists")),
             StoreError::Unavailable(_) => ApiError::unavailable("the database is unavailable; nothing was stored, retry later"),
             StoreError::Full(_) => {

@@ -38,6 +38,8 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/compat/openmeter/api/v1/meters/{id}/query", get(openmeter::query_get).post(openmeter::query_post))
         .route("/v1/user-reports", get(reports::user_reports))
+        .route("/v1/user-reports/rebuild", post(reports::rebuild))
+        .route("/v1/user-reports/runs", get(reports::runs))
         .route("/v1/usage", get(usage::series))
         .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))

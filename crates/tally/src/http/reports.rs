@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use crate::app::AppState;
+use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use axum::Json;
 use axum::body::Body;
@@ -18,7 +19,7 @@ use tally_domain::UsageType;
 use tally_domain::entities::Plan;
 use tally_domain::report::{self, Catalog, FieldError};
 use tally_store::report::ReportQuery;
-use tally_store::{Page, ReportRow, Store, StoreError};
+use tally_store::{JobRun, Page, ReportRow, Store, StoreError};
 
 const DEFAULT_LIMIT: u32 = 100;
 /// Rows per store round trip while exporting.
@@ -182,4 +183,27 @@ fn csv_line(cells: &[String]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record(cells);
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// `POST /v1/user-reports/rebuild`: starts (or resumes) the rebuild in the background; 202 with
+/// the run, 409 while another run holds the lease.
+pub async fn rebuild(State(app): State<AppState>, caller: Caller) -> ApiResult<(axum::http::StatusCode, Json<JobRun>)> {
+    caller.require_admin()?;
+    let options = RebuildOptions::default();
+    let claimed = jobs::claim_user_reports(app.store.as_ref(), &options).await?;
+    let run = claimed.run.clone();
+    let store = app.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = claimed.finish(store.as_ref(), &options, |_| {}).await {
+            tracing::error!(error = %e, "user report rebuild stopped");
+        }
+    });
+    Ok((axum::http::StatusCode::ACCEPTED, Json(run)))
+}
+
+/// `GET /v1/user-reports/runs`: the rebuild runs, newest first.
+pub async fn runs(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let runs = app.store.job_runs(jobs::USER_REPORTS).await?;
+    Ok(Json(json!({ "count": runs.len(), "results": runs })))
 }

@@ -1,0 +1,175 @@
+//! Resumable jobs on PostgreSQL: run bookkeeping with a lease (shared by every process on the
+//! database), and the per-organization rebuild of the aggregates that user reports read.
+
+use super::events::{apply, event_row};
+use super::map_err;
+use crate::{JobRun, Result, StoreError};
+use jiff::Timestamp;
+use tally_domain::rollup::Rollup;
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
+
+const RUN_COLUMNS: &str = "run_id, job, status, cursor, processed, started_at, finished_at, last_error, lease_owner, lease_until";
+
+fn run_row(r: &Row) -> JobRun {
+    JobRun {
+        id: r.get(0),
+        job: r.get(1),
+        status: r.get(2),
+        cursor: r.get(3),
+        processed: r.get::<_, i64>(4) as u64,
+        started_at: r.get(5),
+        finished_at: r.get(6),
+        last_error: r.get(7),
+        lease_owner: r.get(8),
+        lease_until: r.get(9),
+    }
+}
+
+async fn run(conn: &impl GenericClient, run_id: &str) -> Result<JobRun> {
+    let rows = conn.query(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = $1"), &[&run_id]).await.map_err(map_err)?;
+    rows.first().map(run_row).ok_or_else(|| StoreError::NotFound(format!("job run {run_id}")))
+}
+
+pub(super) async fn claim(conn: &mut Client, job: &str, owner: &str, lease_until: Timestamp, now: Timestamp) -> Result<JobRun> {
+    let tx = conn.transaction().await.map_err(map_err)?;
+    let current = tx
+        .query("SELECT run_id, lease_owner, lease_until FROM job_runs WHERE job = $1 AND status = 'in_progress' FOR UPDATE", &[&job])
+        .await
+        .map_err(map_err)?;
+    let run_id: String = match current.first() {
+        Some(r) if r.get::<_, String>(1) != owner && r.get::<_, Timestamp>(2) > now => {
+            return Err(StoreError::Conflict(format!(
+                "a run of {job} is in progress: {} holds its lease until {}",
+                r.get::<_, String>(1),
+                r.get::<_, Timestamp>(2)
+            )));
+        }
+        // Its holder stopped renewing the lease (killed, or gone): resume from the cursor.
+        Some(r) => {
+            let run_id: String = r.get(0);
+            tx.execute("UPDATE job_runs SET lease_owner = $2, lease_until = $3 WHERE run_id = $1", &[&run_id, &owner, &lease_until])
+                .await
+                .map_err(map_err)?;
+            run_id
+        }
+        None => {
+            let run_id = format!("{:032x}", rand::random::<u128>());
+            // Two processes starting at once: the unique index on in-progress runs lets one win.
+            tx.execute(
+                "INSERT INTO job_runs (run_id, job, status, processed, started_at, lease_owner, lease_until) \
+                 VALUES ($1, $2, 'in_progress', 0, $3, $4, $5)",
+                &[&run_id, &job, &now, &owner, &lease_until],
+            )
+            .await
+            .map_err(|e| match map_err(e) {
+                StoreError::AlreadyExists(_) => StoreError::Conflict(format!("a run of {job} has just started elsewhere")),
+                other => other,
+            })?;
+            run_id
+        }
+    };
+    let claimed = run(&tx, &run_id).await?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(claimed)
+}
+
+/// Replaces every aggregate of one organization by what its raw events give.
+async fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u64> {
+    const BATCH: i64 = 50_000;
+    for table in ["usage_hourly", "usage_hourly_org", "user_usage", "user_usage_monthly"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE organization_id = $1"), &[&org]).await.map_err(map_err)?;
+    }
+    tx.execute("UPDATE users SET last_activity = NULL WHERE organization_id = $1 AND last_activity IS NOT NULL", &[&org])
+        .await
+        .map_err(map_err)?;
+    let mut after = String::new();
+    let mut replayed = 0;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+                 input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
+                 WHERE organization_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3",
+                &[&org, &after, &BATCH],
+            )
+            .await
+            .map_err(map_err)?;
+        let Some(last) = rows.last() else { return Ok(replayed) };
+        after = last.get(1);
+        let batch = rows.iter().map(event_row).collect::<Result<Vec<_>>>()?;
+        replayed += batch.len() as u64;
+        apply(tx, &Rollup::of(&batch)).await?;
+    }
+}
+
+pub(super) async fn advance(
+    conn: &mut Client,
+    run_id: &str,
+    owner: &str,
+    max_orgs: u32,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<JobRun> {
+    let tx = conn.transaction().await.map_err(map_err)?;
+    // Ingestion waits while an organization's aggregates are replaced (SHARE conflicts with its
+    // inserts), so no event lands between reading the events and writing the figures.
+    tx.batch_execute("LOCK TABLE events IN SHARE MODE").await.map_err(map_err)?;
+    let renewed = tx
+        .execute(
+            "UPDATE job_runs SET lease_until = $3 WHERE run_id = $1 AND lease_owner = $2 AND status = 'in_progress'",
+            &[&run_id, &owner, &lease_until],
+        )
+        .await
+        .map_err(map_err)?;
+    if renewed == 0 {
+        return Err(StoreError::Conflict(format!("job run {run_id} is no longer held by {owner}")));
+    }
+    let cursor = run(&tx, run_id).await?.cursor.unwrap_or_default();
+    let orgs: Vec<String> = tx
+        .query(
+            "SELECT organization_id FROM organizations WHERE organization_id > $1 ORDER BY organization_id LIMIT $2",
+            &[&cursor, &i64::from(max_orgs)],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    match orgs.last() {
+        None => {
+            tx.execute("UPDATE job_runs SET status = 'completed', finished_at = $2 WHERE run_id = $1", &[&run_id, &now])
+                .await
+                .map_err(map_err)?;
+        }
+        Some(last) => {
+            let mut replayed = 0u64;
+            for org in &orgs {
+                replayed += rebuild_organization(&tx, org).await?;
+            }
+            tx.execute(
+                "UPDATE job_runs SET cursor = $2, processed = processed + $3 WHERE run_id = $1",
+                &[&run_id, last, &(replayed as i64)],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+    }
+    let advanced = run(&tx, run_id).await?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(advanced)
+}
+
+pub(super) async fn abort(conn: &Client, run_id: &str, error: &str, now: Timestamp) -> Result<()> {
+    conn.execute(
+        "UPDATE job_runs SET status = 'aborted', last_error = $2, finished_at = $3 WHERE run_id = $1 AND status = 'in_progress'",
+        &[&run_id, &error, &now],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) async fn runs(conn: &Client, job: &str) -> Result<Vec<JobRun>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = $1 ORDER BY started_at DESC, run_id");
+    Ok(conn.query(&sql, &[&job]).await.map_err(map_err)?.iter().map(run_row).collect())
+}

@@ -1,0 +1,178 @@
+//! Resumable jobs on SQLite: run bookkeeping with a lease, and the per-organization rebuild of
+//! the aggregates that user reports read.
+
+use super::events::{apply, event_row};
+use super::{map_err, micros, timestamp};
+use crate::{JobRun, Result, StoreError};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tally_domain::rollup::Rollup;
+
+const RUN_COLUMNS: &str = "run_id, job, status, cursor, processed, started_at, finished_at, last_error, lease_owner, lease_until";
+
+fn run_row(r: &rusqlite::Row<'_>) -> Result<JobRun> {
+    let opt_ts = |i: usize| -> Result<Option<Timestamp>> { r.get::<_, Option<i64>>(i).map_err(map_err)?.map(timestamp).transpose() };
+    Ok(JobRun {
+        id: r.get(0).map_err(map_err)?,
+        job: r.get(1).map_err(map_err)?,
+        status: r.get(2).map_err(map_err)?,
+        cursor: r.get(3).map_err(map_err)?,
+        processed: r.get::<_, i64>(4).map_err(map_err)? as u64,
+        started_at: timestamp(r.get(5).map_err(map_err)?)?,
+        finished_at: opt_ts(6)?,
+        last_error: r.get(7).map_err(map_err)?,
+        lease_owner: r.get(8).map_err(map_err)?,
+        lease_until: timestamp(r.get(9).map_err(map_err)?)?,
+    })
+}
+
+fn run(tx: &Connection, run_id: &str) -> Result<JobRun> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = ?1");
+    let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = stmt.query([run_id]).map_err(map_err)?;
+    match rows.next().map_err(map_err)? {
+        Some(r) => run_row(r),
+        None => Err(StoreError::NotFound(format!("job run {run_id}"))),
+    }
+}
+
+pub(super) fn claim(conn: &mut Connection, job: &str, owner: &str, lease_until: Timestamp, now: Timestamp) -> Result<JobRun> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    let current: Option<(String, String, i64)> = tx
+        .query_row("SELECT run_id, lease_owner, lease_until FROM job_runs WHERE job = ?1 AND status = 'in_progress'", [job], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(map_err)?;
+    let run_id = match current {
+        Some((_, holder, until)) if holder != owner && until > micros(now) => {
+            return Err(StoreError::Conflict(format!(
+                "a run of {job} is in progress: {holder} holds its lease until {}",
+                timestamp(until)?
+            )));
+        }
+        // Its holder stopped renewing the lease (killed, or gone): resume from the cursor.
+        Some((run_id, _, _)) => {
+            tx.execute(
+                "UPDATE job_runs SET lease_owner = ?2, lease_until = ?3 WHERE run_id = ?1",
+                params![run_id, owner, micros(lease_until)],
+            )
+            .map_err(map_err)?;
+            run_id
+        }
+        None => {
+            let run_id = format!("{:032x}", rand::random::<u128>());
+            tx.execute(
+                "INSERT INTO job_runs (run_id, job, status, processed, started_at, lease_owner, lease_until) \
+                 VALUES (?1, ?2, 'in_progress', 0, ?3, ?4, ?5)",
+                params![run_id, job, micros(now), owner, micros(lease_until)],
+            )
+            .map_err(map_err)?;
+            run_id
+        }
+    };
+    let claimed = run(&tx, &run_id)?;
+    tx.commit().map_err(map_err)?;
+    Ok(claimed)
+}
+
+/// Replaces every aggregate of one organization by what its raw events give.
+fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u64> {
+    const BATCH: i64 = 50_000;
+    for table in ["usage_hourly", "usage_hourly_org", "user_usage", "user_usage_monthly"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE organization_id = ?1"), [org]).map_err(map_err)?;
+    }
+    tx.execute("UPDATE users SET last_activity = NULL WHERE organization_id = ?1", [org]).map_err(map_err)?;
+    let mut after = i64::MIN;
+    let mut replayed = 0;
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT rowid, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+                     input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
+                     WHERE organization_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
+                )
+                .map_err(map_err)?;
+            let mut rows = stmt.query(params![org, after, BATCH]).map_err(map_err)?;
+            while let Some(r) = rows.next().map_err(map_err)? {
+                after = r.get(0).map_err(map_err)?;
+                batch.push(event_row(r)?);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(replayed);
+        }
+        replayed += batch.len() as u64;
+        apply(tx, &Rollup::of(&batch))?;
+    }
+}
+
+pub(super) fn advance(
+    conn: &mut Connection,
+    run_id: &str,
+    owner: &str,
+    max_orgs: u32,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<JobRun> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    let renewed = tx
+        .execute(
+            "UPDATE job_runs SET lease_until = ?3 WHERE run_id = ?1 AND lease_owner = ?2 AND status = 'in_progress'",
+            params![run_id, owner, micros(lease_until)],
+        )
+        .map_err(map_err)?;
+    if renewed == 0 {
+        return Err(StoreError::Conflict(format!("job run {run_id} is no longer held by {owner}")));
+    }
+    let cursor = run(&tx, run_id)?.cursor.unwrap_or_default();
+    let orgs: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT organization_id FROM organizations WHERE organization_id > ?1 ORDER BY organization_id LIMIT ?2")
+            .map_err(map_err)?;
+        let rows = stmt.query_map(params![cursor, max_orgs], |r| r.get(0)).map_err(map_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map_err)?
+    };
+    match orgs.last() {
+        None => {
+            tx.execute("UPDATE job_runs SET status = 'completed', finished_at = ?2 WHERE run_id = ?1", params![run_id, micros(now)])
+                .map_err(map_err)?;
+        }
+        Some(last) => {
+            let mut replayed = 0;
+            for org in &orgs {
+                replayed += rebuild_organization(&tx, org)?;
+            }
+            tx.execute(
+                "UPDATE job_runs SET cursor = ?2, processed = processed + ?3 WHERE run_id = ?1",
+                params![run_id, last, replayed as i64],
+            )
+            .map_err(map_err)?;
+        }
+    }
+    let advanced = run(&tx, run_id)?;
+    tx.commit().map_err(map_err)?;
+    Ok(advanced)
+}
+
+pub(super) fn abort(conn: &Connection, run_id: &str, error: &str, now: Timestamp) -> Result<()> {
+    conn.execute(
+        "UPDATE job_runs SET status = 'aborted', last_error = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'in_progress'",
+        params![run_id, error, micros(now)],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) fn runs(conn: &Connection, job: &str) -> Result<Vec<JobRun>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE job = ?1 ORDER BY started_at DESC, run_id");
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = stmt.query([job]).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        out.push(run_row(r)?);
+    }
+    Ok(out)
+}
