@@ -32,6 +32,8 @@ pub struct ReportQuery {
     pub offset: u64,
     /// Whether to count every matching row too.
     pub count: bool,
+    /// Keyset paging for exports in key order: only users after this (organization, user).
+    pub after: Option<(OrganizationId, UserId)>,
     /// The instant "current period" and "calendar month" refer to.
     pub now: Timestamp,
 }
@@ -286,7 +288,12 @@ pub fn compile(dialect: Dialect, q: &ReportQuery) -> (Compiled, Option<Compiled>
     let build = |with_order: bool| {
         let mut b = Builder { dialect, params: Vec::new() };
         let from = from_clause(&mut b, q.now);
-        let where_clause = q.filter.as_ref().map(|f| format!(" WHERE {}", b.filter(f))).unwrap_or_default();
+        let mut conditions: Vec<String> = q.filter.iter().map(|f| b.filter(f)).collect();
+        if let Some((org, user)) = &q.after {
+            let (o, u) = (b.bind(Param::Text(org.as_str().to_owned())), b.bind(Param::Text(user.as_str().to_owned())));
+            conditions.push(format!("(u.organization_id > {o} OR (u.organization_id = {o} AND u.user_id > {u}))"));
+        }
+        let where_clause = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let mut order = String::new();
         if with_order {
             let mut items: Vec<String> = Vec::new();

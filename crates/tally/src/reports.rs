@@ -142,3 +142,53 @@ pub fn csv_row(record: &Value, header: &[String]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Rows per store round trip while exporting.
+pub const EXPORT_PAGE: u32 = 1000;
+
+/// Every row a report query selects, a page at a time. Without an ordering the pages follow the
+/// key order (keyset paging: memory stays flat however many users match); with one, the ordered
+/// keys are read once (not the rows) and their rows loaded a page at a time.
+pub struct Export {
+    store: std::sync::Arc<dyn tally_store::Store>,
+    query: tally_store::report::ReportQuery,
+    ordered_keys: Option<std::collections::VecDeque<(tally_domain::OrganizationId, tally_domain::UserId)>>,
+    done: bool,
+}
+
+impl Export {
+    pub fn new(store: std::sync::Arc<dyn tally_store::Store>, mut query: tally_store::report::ReportQuery) -> Self {
+        query.count = false;
+        query.offset = 0;
+        query.after = None;
+        Export { store, query, ordered_keys: None, done: false }
+    }
+
+    /// The next page of rows; `None` once every row was given.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ReportRow>>, tally_store::StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let keys: Vec<_> = if self.query.ordering.is_empty() {
+            self.query.limit = EXPORT_PAGE;
+            let keys = self.store.report_users(&self.query).await?.users;
+            self.done = keys.len() < EXPORT_PAGE as usize;
+            self.query.after = keys.last().cloned();
+            keys
+        } else {
+            if self.ordered_keys.is_none() {
+                self.query.limit = u32::MAX;
+                self.ordered_keys = Some(self.store.report_users(&self.query).await?.users.into());
+            }
+            let pending = self.ordered_keys.as_mut().expect("read above");
+            let keys: Vec<_> = pending.drain(..pending.len().min(EXPORT_PAGE as usize)).collect();
+            self.done = pending.is_empty();
+            keys
+        };
+        if keys.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(self.store.report_rows(&keys, self.query.now).await?))
+    }
+}

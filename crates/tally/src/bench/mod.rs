@@ -1,8 +1,10 @@
 //! `tally bench`: measured figures for BENCHMARKS.md. `ingest`: HTTP ingest from concurrent
 //! clients, `tally import` of the same events, and PostgreSQL's own `COPY` of them into a plain
 //! indexed table as a reference point. `series`: usage series queries over a loaded store, side
-//! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events.
+//! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events. `reports`: user
+//! report pages, exports and rebuilds, beside a PostgreSQL materialized view.
 
+mod reports;
 mod series;
 
 use crate::app::App;
@@ -22,6 +24,8 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Median latency of usage series queries, on SQLite and (with --postgres) PostgreSQL.
     Series(series::SeriesArgs),
+    /// User reports: a filtered, ordered page, its count, a full export and a full rebuild.
+    Reports(reports::ReportsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +101,7 @@ pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Series(args) => series::run(args).await,
+        BenchCommand::Reports(args) => reports::run(args).await,
     }
 }
 

@@ -19,11 +19,9 @@ use tally_domain::UsageType;
 use tally_domain::entities::Plan;
 use tally_domain::report::{self, Catalog, FieldError};
 use tally_store::report::ReportQuery;
-use tally_store::{JobRun, Page, ReportRow, Store, StoreError};
+use tally_store::{JobRun, Page, Store, StoreError};
 
 const DEFAULT_LIMIT: u32 = 100;
-/// Rows per store round trip while exporting.
-const EXPORT_PAGE: u32 = 1000;
 
 fn field_error(parameter: &str, e: FieldError) -> ApiError {
     let detail = if e.token.is_empty() {
@@ -95,7 +93,7 @@ pub async fn user_reports(State(app): State<AppState>, caller: Caller, Query(pai
     let ordering = catalog.ordering(&p.ordering).map_err(|e| field_error("ordering", e))?;
     let now = Timestamp::now();
     let plans = plans(app.store.as_ref()).await?;
-    let query = ReportQuery { filter, ordering, limit: p.limit, offset: p.offset, count: true, now };
+    let query = ReportQuery { filter, ordering, limit: p.limit, offset: p.offset, count: true, after: None, now };
     match p.format {
         Format::Json => {
             let keys = app.store.report_users(&query).await?;
@@ -130,48 +128,35 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-/// Streams every matching row, a page at a time, so memory stays flat however many users match.
-fn export(store: Arc<dyn Store>, mut query: ReportQuery, types: Vec<UsageType>, plans: HashMap<String, Plan>, csv: bool) -> Response {
-    query.count = false;
-    query.limit = EXPORT_PAGE;
+/// Streams every matching row, a page at a time (see [`reports::Export`]).
+fn export(store: Arc<dyn Store>, query: ReportQuery, types: Vec<UsageType>, plans: HashMap<String, Plan>, csv: bool) -> Response {
     let header = reports::csv_header(&types);
     let first = if csv { Some(csv_line(&header)) } else { None };
-    struct State {
-        store: Arc<dyn Store>,
-        query: ReportQuery,
-        done: bool,
-    }
-    let state = State { store, query, done: false };
-    let stream = futures_util::stream::unfold(state, move |mut s| {
+    let stream = futures_util::stream::unfold(Some(reports::Export::new(store, query)), move |export| {
         let (types, plans, header) = (types.clone(), plans.clone(), header.clone());
         async move {
-            if s.done {
-                return None;
-            }
-            let chunk: Result<String, StoreError> = async {
-                let keys = s.store.report_users(&s.query).await?;
-                let rows: Vec<ReportRow> = s.store.report_rows(&keys.users, s.query.now).await?;
-                s.done = keys.users.len() < EXPORT_PAGE as usize;
-                s.query.offset += u64::from(EXPORT_PAGE);
-                let mut out = String::new();
-                for row in &rows {
-                    let record = reports::record(row, &types, &plans);
-                    if csv {
-                        out.push_str(&csv_line(&reports::csv_row(&record, &header)));
-                    } else {
-                        out.push_str(&record.to_string());
-                        out.push('\n');
+            let mut export = export?;
+            match export.next_page().await {
+                Ok(None) => None,
+                Ok(Some(rows)) => {
+                    let mut out = String::new();
+                    for row in &rows {
+                        let record = reports::record(row, &types, &plans);
+                        if csv {
+                            out.push_str(&csv_line(&reports::csv_row(&record, &header)));
+                        } else {
+                            out.push_str(&record.to_string());
+                            out.push('\n');
+                        }
                     }
+                    Some((Ok(bytes::Bytes::from(out)), Some(export)))
                 }
-                Ok(out)
+                // The answer has started: cutting it short is how the error shows.
+                Err(e) => {
+                    tracing::error!(error = %e, "user report export failed");
+                    Some((Err(std::io::Error::other(e.to_string())), None))
+                }
             }
-            .await;
-            if chunk.is_err() {
-                // The answer has started; cutting the stream short is how the error shows.
-                s.done = true;
-                tracing::error!(error = ?chunk.as_ref().err(), "user report export failed");
-            }
-            Some((chunk.map(bytes::Bytes::from).map_err(std::io::Error::other), s))
         }
     });
     let head = futures_util::stream::iter(first.map(|h| Ok::<_, std::io::Error>(bytes::Bytes::from(h))));
