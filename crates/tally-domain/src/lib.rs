@@ -5,6 +5,7 @@ pub mod entities;
 pub mod event;
 pub mod ids;
 pub mod key;
+pub mod llm;
 pub mod meter;
 pub mod money;
 pub mod pricing;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 mod events;
 mod lago;
+mod llm;
 mod openmeter;
 mod ops;
 mod reports;
@@ -44,6 +45,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))
         .route("/v1/users/{id}/usage/totals", get(usage::user_totals))
+        .route("/v1/users/{id}/llm/summary", get(llm::user_summary))
+        .route("/v1/users/{id}/llm/breakdown", get(llm::user_breakdown))
+        .route("/v1/users/{id}/llm/monthly", get(llm::user_monthly))
+        .route("/v1/organizations/{id}/llm/summary", get(llm::organization_summary))
         .merge(resources::routes::<Organization>("/v1/organizations"))
         .merge(resources::routes::<Team>("/v1/teams"))
         .merge(resources::routes::<User>("/v1/users"))

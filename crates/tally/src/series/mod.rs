@@ -24,6 +24,31 @@ async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: b
     Ok(cells)
 }
 
+/// Every cell of `[from, to)`: whole UTC hours from the aggregates, the cut hours at either end
+/// from raw events.
+pub async fn cells_between(
+    store: &dyn Store,
+    filter: &UsageFilter,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+    per_user: bool,
+) -> Result<Vec<Cell>, StoreError> {
+    use tally_domain::time::hour_start;
+    let hour = jiff::SignedDuration::from_hours(1);
+    let hours_from = if hour_start(from) == from { from } else { hour_start(from) + hour };
+    let hours_to = hour_start(to).max(hours_from);
+    let mut cells = Vec::new();
+    if hours_from < hours_to {
+        cells = store.usage_cells(filter, hours_from, hours_to, per_user).await?;
+    }
+    for (a, b) in [(from, hours_from.min(to)), (hours_to.max(from), to)] {
+        if a < b {
+            cells.extend(store.usage_events(filter, a, b, false).await?.iter().map(Cell::of_event));
+        }
+    }
+    Ok(cells)
+}
+
 #[derive(Debug, Serialize)]
 pub struct SeriesResult {
     pub id: String,

@@ -1,0 +1,153 @@
+//! LLM request analytics per user and per organization — summary, breakdown by model and
+//! provider, months — from the live aggregates of `llm_request` events (the arithmetic is in
+//! `tally_domain::llm`). Latency percentiles and the first request come from the raw requests.
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::usage::{RangeQuery, range};
+use crate::app::AppState;
+use crate::series::cells_between;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tally_domain::llm::{self, By, Latencies, TopBy};
+use tally_domain::series::Cell;
+use tally_domain::{OrganizationId, UsageTypeKey, UserId};
+use tally_store::UsageFilter;
+
+/// `from`/`to` as given, all time when absent (nothing before 2000 or after tomorrow is stored).
+fn bounds(q: &RangeQuery) -> ApiResult<(Timestamp, Timestamp)> {
+    let r = range(q)?;
+    let from = r.from.unwrap_or_else(|| "2000-01-01T00:00:00Z".parse().expect("valid"));
+    Ok((from, r.to.unwrap_or_else(|| Timestamp::now() + SignedDuration::from_hours(48))))
+}
+
+fn filter(org: &OrganizationId, user: Option<&UserId>) -> UsageFilter {
+    UsageFilter {
+        organization_id: Some(org.clone()),
+        user_id: user.cloned(),
+        usage_types: vec![UsageTypeKey::llm_request()],
+        ..UsageFilter::default()
+    }
+}
+
+/// The user, if the key may read it (404 otherwise, as if it did not exist).
+async fn readable_user(app: &AppState, caller: &Caller, id: &str) -> ApiResult<(OrganizationId, UserId)> {
+    let not_found = || ApiError::not_found(format!("user {id:?}"));
+    let user_id = UserId::parse(id.to_owned()).map_err(|_| not_found())?;
+    let user = app.store.user(&user_id).await?.ok_or_else(not_found)?;
+    if !caller.scope.can_read_user(&user.organization_id, &user.id) {
+        return Err(not_found());
+    }
+    Ok((user.organization_id, user_id))
+}
+
+async fn cells_and_latencies(
+    app: &AppState,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    per_user: bool,
+) -> ApiResult<(Vec<Cell>, Latencies)> {
+    let cells = cells_between(app.store.as_ref(), filter, from, to, per_user).await?;
+    let events = app.store.usage_events(filter, from, to, false).await?;
+    let latencies = Latencies {
+        values: events.iter().filter_map(|e| e.llm.as_ref().and_then(|l| l.latency_ms)).collect(),
+        first_request: events.iter().map(|e| e.timestamp).min(),
+    };
+    Ok((cells, latencies))
+}
+
+/// `GET /v1/users/{id}/llm/summary?from=&to=`.
+pub async fn user_summary(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> ApiResult<Json<Value>> {
+    let (from, to) = bounds(&q)?;
+    let (org, user) = readable_user(&app, &caller, &id).await?;
+    let (cells, latencies) = cells_and_latencies(&app, &filter(&org, Some(&user)), from, to, true).await?;
+    Ok(Json(json!({ "user_id": user, "organization_id": org, "from": q.from, "to": q.to, "summary": llm::summary(&cells, latencies) })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BreakdownQuery {
+    #[serde(flatten)]
+    pub range: RangeQuery,
+    pub by: Option<String>,
+}
+
+/// `GET /v1/users/{id}/llm/breakdown?by=model|provider|model,provider`.
+pub async fn user_breakdown(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<BreakdownQuery>,
+) -> ApiResult<Json<Value>> {
+    let by_text = q.by.as_deref().unwrap_or("model");
+    let by = By::parse(by_text)
+        .ok_or_else(|| ApiError::bad_parameter("by", format!("{by_text:?} is not one of model, provider, model,provider")))?;
+    let (from, to) = bounds(&q.range)?;
+    let (org, user) = readable_user(&app, &caller, &id).await?;
+    let cells = cells_between(app.store.as_ref(), &filter(&org, Some(&user)), from, to, true).await?;
+    Ok(Json(json!({ "user_id": user, "by": by_text, "results": llm::breakdown(&cells, by) })))
+}
+
+/// `GET /v1/users/{id}/llm/monthly`: per calendar month (UTC), with model and provider rows.
+pub async fn user_monthly(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> ApiResult<Json<Value>> {
+    let (from, to) = bounds(&q)?;
+    let (org, user) = readable_user(&app, &caller, &id).await?;
+    let cells = cells_between(app.store.as_ref(), &filter(&org, Some(&user)), from, to, true).await?;
+    Ok(Json(json!({ "user_id": user, "results": llm::monthly(&cells) })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OrganizationQuery {
+    #[serde(flatten)]
+    pub range: RangeQuery,
+    pub top: Option<String>,
+    pub top_by: Option<String>,
+}
+
+/// `GET /v1/organizations/{id}/llm/summary?top=10&top_by=cost|tokens|requests`.
+pub async fn organization_summary(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<OrganizationQuery>,
+) -> ApiResult<Json<Value>> {
+    let top = match q.top.as_deref() {
+        None => 10,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_parameter("top", format!("{t:?} is not a whole number from 1 to 1000")))?,
+    };
+    let top_by_text = q.top_by.as_deref().unwrap_or("cost");
+    let top_by = TopBy::parse(top_by_text)
+        .ok_or_else(|| ApiError::bad_parameter("top_by", format!("{top_by_text:?} is not one of cost, tokens, requests")))?;
+    let (from, to) = bounds(&q.range)?;
+    let not_found = || ApiError::not_found(format!("organization {id:?}"));
+    let org = OrganizationId::parse(id.clone()).map_err(|_| not_found())?;
+    if !caller.scope.can_read_organization(&org) || app.store.organization(&org).await?.is_none() {
+        return Err(not_found());
+    }
+    let (cells, latencies) = cells_and_latencies(&app, &filter(&org, None), from, to, true).await?;
+    Ok(Json(json!({
+        "organization_id": org,
+        "from": q.range.from,
+        "to": q.range.to,
+        "summary": llm::summary(&cells, latencies),
+        "top_users": llm::top_users(&cells, top_by, top),
+        "top_by": top_by_text,
+    })))
+}

@@ -1,0 +1,92 @@
+//! LLM analytics over HTTP, on both backends: per-user summary, breakdown and months, the
+//! organization summary with its top users, partial hours, and who may read what.
+
+mod support;
+
+use serde_json::{Value, json};
+
+http_tests!(llm_analytics_per_user_and_organization);
+
+/// `event`: (id, user, time); `call`: (model, provider, status).
+fn llm(event: (&str, &str, &str), call: (&str, &str, &str), tokens: (i64, i64), cost: &str, latency: i64) -> Value {
+    let ((id, user, at), (model, provider, status)) = (event, call);
+    json!({"id": id, "timestamp": at, "organization_id": "acme", "user_id": user, "type": "llm_request", "model": model,
+           "provider": provider, "status": status, "input_tokens": tokens.0, "output_tokens": tokens.1, "cost": cost, "latency_ms": latency})
+}
+
+async fn llm_analytics_per_user_and_organization(app: support::TestApp) {
+    let events = json!([
+        llm(("a1", "ann", "2025-03-01T10:10:00Z"), ("gpt-4o", "openai", "success"), (100, 20), "0.10", 400),
+        llm(("a2", "ann", "2025-03-01T10:40:00Z"), ("gpt-4o", "openai", "error"), (50, 0), "0.05", 1200),
+        llm(("a3", "ann", "2025-03-15T08:00:00Z"), ("gpt-4o", "openai", "success"), (200, 80), "0.30", 800),
+        llm(("a4", "ann", "2025-04-02T09:30:00Z"), ("claude-sonnet", "anthropic", "success"), (10, 5), "0.0125", 600),
+        llm(("b1", "bob", "2025-03-03T12:00:00Z"), ("gpt-4o", "openai", "success"), (1000, 500), "1.5", 300),
+        {"id": "x1", "timestamp": "2025-03-01T10:00:00Z", "organization_id": "acme", "user_id": "ann", "type": "api_call"},
+    ]);
+    let (status, report) = app.post("/v1/events", events).await;
+    assert_eq!((status, report["accepted"].as_u64()), (200, Some(6)), "{report}");
+
+    let (status, s) = app.get("/v1/users/ann/llm/summary").await;
+    assert_eq!(status, 200, "{s}");
+    let summary = &s["summary"];
+    assert_eq!(
+        (summary["total_requests"].as_i64(), summary["successful_requests"].as_i64(), summary["failed_requests"].as_i64()),
+        (Some(4), Some(3), Some(1))
+    );
+    assert_eq!(
+        (summary["input_tokens"].as_i64(), summary["output_tokens"].as_i64(), summary["total_tokens"].as_i64()),
+        (Some(360), Some(105), Some(465))
+    );
+    assert_eq!(summary["total_cost"], "0.4625");
+    assert_eq!((summary["avg_latency_ms"].as_f64(), summary["p95_latency_ms"].as_i64()), (Some(750.0), Some(1200)));
+    assert_eq!((summary["most_used_model"].as_str(), summary["most_used_provider"].as_str()), (Some("gpt-4o"), Some("openai")));
+    assert_eq!(
+        (summary["first_request_at"].as_str(), summary["last_request_at"].as_str()),
+        (Some("2025-03-01T10:10:00Z"), Some("2025-04-02T09:30:00Z"))
+    );
+    assert_eq!(summary["active_days"], 3);
+
+    // A range that cuts hours: only a2 (10:40) and a3.
+    let (_, cut) = app.get("/v1/users/ann/llm/summary?from=2025-03-01T10:30:00Z&to=2025-03-31T00:00:00Z").await;
+    assert_eq!((cut["summary"]["total_requests"].as_i64(), cut["summary"]["total_cost"].as_str()), (Some(2), Some("0.35")));
+
+    let (_, by_model) = app.get("/v1/users/ann/llm/breakdown?by=model").await;
+    let rows = by_model["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        json!({"model": "gpt-4o", "request_count": 3, "input_tokens": 350, "output_tokens": 100, "total_tokens": 450,
+               "total_cost": "0.45", "avg_tokens_per_request": 150.0, "failure_rate": 1.0 / 3.0, "last_used": "2025-03-15T08:00:00Z"})
+    );
+    let (_, both) = app.get("/v1/users/ann/llm/breakdown?by=model,provider").await;
+    assert_eq!((both["results"][1]["model"].as_str(), both["results"][1]["provider"].as_str()), (Some("claude-sonnet"), Some("anthropic")));
+    let (status, problem) = app.get("/v1/users/ann/llm/breakdown?by=colour").await;
+    assert_eq!((status, problem["parameter"].as_str()), (400, Some("by")));
+
+    let (_, months) = app.get("/v1/users/ann/llm/monthly").await;
+    let months = months["results"].as_array().unwrap();
+    assert_eq!(
+        months.iter().map(|m| (m["month"].as_str().unwrap(), m["request_count"].as_i64().unwrap())).collect::<Vec<_>>(),
+        [("2025-03", 3), ("2025-04", 1)]
+    );
+    assert_eq!(months[1]["providers"][0]["provider"], "anthropic");
+
+    let (status, org) = app.get("/v1/organizations/acme/llm/summary?top=1&top_by=tokens").await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!((org["summary"]["total_requests"].as_i64(), org["summary"]["total_cost"].as_str()), (Some(5), Some("1.9625")));
+    assert_eq!(org["top_users"], json!([{"user_id": "bob", "requests": 1, "total_tokens": 1500, "total_cost": "1.5"}]));
+    let (status, problem) = app.get("/v1/organizations/acme/llm/summary?top_by=speed").await;
+    assert_eq!((status, problem["parameter"].as_str()), (400, Some("top_by")));
+
+    // A user key reads its own figures only; another organization's key sees nothing.
+    let ann = app.key("user:ann").await;
+    assert_eq!(app.request("GET", "/v1/users/ann/llm/summary", Some(&ann), None).await.0, 200);
+    assert_eq!(app.request("GET", "/v1/users/bob/llm/summary", Some(&ann), None).await.0, 404);
+    assert_eq!(app.request("GET", "/v1/organizations/acme/llm/summary", Some(&ann), None).await.0, 404);
+    let globex = app.key("org:globex").await;
+    assert_eq!(app.request("GET", "/v1/users/ann/llm/breakdown", Some(&globex), None).await.0, 404);
+    let acme = app.key("org:acme").await;
+    assert_eq!(app.request("GET", "/v1/users/bob/llm/monthly", Some(&acme), None).await.0, 200);
+    let ingest = app.key("ingest").await;
+    assert_eq!(app.request("GET", "/v1/users/ann/llm/summary", Some(&ingest), None).await.0, 404);
+}
