@@ -271,6 +271,18 @@ pub fn top_users(cells: &[Cell], by: TopBy, n: usize) -> Vec<TopUser> {
         .collect()
 }
 
+/// An opaque position in a user's request history: the last request's time and event id.
+pub fn encode_cursor(at: Timestamp, event_id: &str) -> String {
+    format!("{}.{}", at.as_microsecond(), hex::encode(event_id))
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<(Timestamp, String)> {
+    let (micros, id) = cursor.split_once('.')?;
+    let at = Timestamp::from_microsecond(micros.parse().ok()?).ok()?;
+    let id = String::from_utf8(hex::decode(id).ok()?).ok()?;
+    Some((at, id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +330,15 @@ mod tests {
         assert_eq!(s.last_request_at, Some("2025-04-02T09:00:00Z".parse().unwrap()));
         let empty = summary(&[], Latencies::default());
         assert_eq!((empty.total_requests, empty.p95_latency_ms, empty.most_used_model), (0, None, None));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_noise() {
+        let at: Timestamp = "2025-03-01T10:00:00.123456Z".parse().unwrap();
+        assert_eq!(decode_cursor(&encode_cursor(at, "a.b:c")), Some((at, "a.b:c".to_owned())));
+        for bad in ["", "x", "12.zz", "abc.00", "99999999999999999999.61"] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
     }
 
     #[test]

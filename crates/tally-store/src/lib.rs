@@ -121,6 +121,9 @@ pub trait Store: Send + Sync + 'static {
     /// A job's runs, newest first.
     async fn job_runs(&self, job: &str) -> Result<Vec<JobRun>>;
 
+    /// One user's LLM requests, newest first (a page; see [`LlmRequestQuery`]).
+    async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &LlmRequestQuery) -> Result<Vec<UsageEvent>>;
+
     async fn event_count(&self) -> Result<u64>;
 
     /// Recomputes every aggregate from raw events, atomically; returns the events replayed.

@@ -171,3 +171,39 @@ pub fn events_query(dialect: Dialect, filter: &UsageFilter, with_properties: boo
     );
     (sql, values)
 }
+
+/// A page of one user's LLM requests, newest first. The time bounds are the first two
+/// parameters; with a cursor the second is the cursor's time and requests at that instant count
+/// only below the cursor's event id.
+pub fn llm_requests_query(dialect: Dialect, org: &str, user: &str, q: &crate::LlmRequestQuery) -> (String, Vec<String>) {
+    let mark = |n: usize| match dialect {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    };
+    let mut values = vec![org.to_owned(), user.to_owned()];
+    // The literal `usage_type = 'llm_request'` lets both backends use the partial index.
+    let mut sql = format!(
+        "SELECT {lead}organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+         input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
+         WHERE organization_id = {} AND user_id = {} AND usage_type = 'llm_request' AND ts >= {}",
+        mark(3),
+        mark(4),
+        mark(1),
+        lead = if matches!(dialect, Dialect::Sqlite) { "0, " } else { "" },
+    );
+    match &q.cursor {
+        Some((_, id)) => {
+            values.push(id.clone());
+            sql.push_str(&format!(" AND (ts < {t} OR (ts = {t} AND event_id < {}))", mark(values.len() + 2), t = mark(2)));
+        }
+        None => sql.push_str(&format!(" AND ts < {}", mark(2))),
+    }
+    for (column, value) in [("model", &q.model), ("provider", &q.provider), ("status", &q.status)] {
+        if let Some(v) = value {
+            values.push(v.clone());
+            sql.push_str(&format!(" AND {column} = {}", mark(values.len() + 2)));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY ts DESC, event_id DESC LIMIT {}", q.limit));
+    (sql, values)
+}

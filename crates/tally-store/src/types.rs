@@ -136,3 +136,16 @@ pub struct JobRun {
     pub lease_owner: String,
     pub lease_until: Timestamp,
 }
+
+/// A page of a user's LLM requests, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmRequestQuery {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<String>,
+    /// Continue below this (time, event id), from the previous page's last request.
+    pub cursor: Option<(Timestamp, String)>,
+    pub limit: u32,
+}

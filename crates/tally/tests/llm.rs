@@ -78,10 +78,30 @@ async fn llm_analytics_per_user_and_organization(app: support::TestApp) {
     let (status, problem) = app.get("/v1/organizations/acme/llm/summary?top_by=speed").await;
     assert_eq!((status, problem["parameter"].as_str()), (400, Some("top_by")));
 
+    // History: newest first, filtered, paged by cursor until the end.
+    let (_, page) = app.get("/v1/users/ann/llm/requests?limit=2").await;
+    let ids = |p: &Value| p["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ids(&page), ["a4", "a3"]);
+    assert_eq!((page["results"][0]["cost"].as_str(), page["results"][0]["total_tokens"].as_i64()), (Some("0.0125"), Some(15)));
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, next) = app.get(&format!("/v1/users/ann/llm/requests?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&next), ["a2", "a1"]);
+    let (_, last) = app.get(&format!("/v1/users/ann/llm/requests?limit=2&cursor={}", next["next_cursor"].as_str().unwrap())).await;
+    assert_eq!((ids(&last).len(), last["next_cursor"].clone()), (0, Value::Null));
+    let (_, errors) = app.get("/v1/users/ann/llm/requests?status=error").await;
+    assert_eq!(ids(&errors), ["a2"]);
+    let (_, claude) = app.get("/v1/users/ann/llm/requests?provider=anthropic&from=2025-04-01T00:00:00Z").await;
+    assert_eq!((ids(&claude), claude["next_cursor"].clone()), (vec!["a4".to_owned()], Value::Null));
+    for (query, parameter) in [("cursor=nonsense", "cursor"), ("limit=0", "limit"), ("status=maybe", "status")] {
+        let (status, problem) = app.get(&format!("/v1/users/ann/llm/requests?{query}")).await;
+        assert_eq!((status, problem["parameter"].as_str()), (400, Some(parameter)), "{query}");
+    }
+
     // A user key reads its own figures only; another organization's key sees nothing.
     let ann = app.key("user:ann").await;
     assert_eq!(app.request("GET", "/v1/users/ann/llm/summary", Some(&ann), None).await.0, 200);
     assert_eq!(app.request("GET", "/v1/users/bob/llm/summary", Some(&ann), None).await.0, 404);
+    assert_eq!(app.request("GET", "/v1/users/bob/llm/requests", Some(&ann), None).await.0, 404);
     assert_eq!(app.request("GET", "/v1/organizations/acme/llm/summary", Some(&ann), None).await.0, 404);
     let globex = app.key("org:globex").await;
     assert_eq!(app.request("GET", "/v1/users/ann/llm/breakdown", Some(&globex), None).await.0, 404);

@@ -411,3 +411,16 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_latest_values_sum: r.get(16),
     })
 }
+
+pub(super) async fn llm_requests(
+    conn: &Client,
+    org: &OrganizationId,
+    user: &UserId,
+    q: &crate::LlmRequestQuery,
+) -> Result<Vec<UsageEvent>> {
+    let (sql, values) = sql::llm_requests_query(Dialect::Postgres, org.as_str(), user.as_str(), q);
+    let upper = q.cursor.as_ref().map_or(q.to, |(t, _)| (*t).min(q.to));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&q.from, &upper];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    conn.query(&sql, &params).await.map_err(map_err)?.iter().map(event_row).collect()
+}

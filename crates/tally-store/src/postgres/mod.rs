@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_hourly_by_user.sql")),
     (3, include_str!("../../migrations/postgres/0003_meters.sql")),
     (4, include_str!("../../migrations/postgres/0004_job_runs.sql")),
+    (5, include_str!("../../migrations/postgres/0005_llm_requests_by_user.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -260,6 +261,10 @@ impl Store for PostgresStore {
 
     async fn job_runs(&self, job: &str) -> Result<Vec<crate::JobRun>> {
         jobs::runs(&**self.conn().await?, job).await
+    }
+
+    async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &crate::LlmRequestQuery) -> Result<Vec<UsageEvent>> {
+        events::llm_requests(&**self.conn().await?, org, user, query).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -352,3 +352,8 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
     })
     .map_err(map_err)
 }
+
+pub(super) fn llm_requests(conn: &Connection, org: &OrganizationId, user: &UserId, q: &crate::LlmRequestQuery) -> Result<Vec<UsageEvent>> {
+    let upper = q.cursor.as_ref().map_or(q.to, |(t, _)| (*t).min(q.to));
+    filtered(conn, sql::llm_requests_query(Dialect::Sqlite, org.as_str(), user.as_str(), q), q.from, upper, event_row)
+}

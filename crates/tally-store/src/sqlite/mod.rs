@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_hourly_by_user.sql")),
     (3, include_str!("../../migrations/sqlite/0003_meters.sql")),
     (4, include_str!("../../migrations/sqlite/0004_job_runs.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_llm_requests_by_user.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -352,6 +353,11 @@ impl Store for SqliteStore {
     async fn job_runs(&self, job: &str) -> Result<Vec<crate::JobRun>> {
         let job = job.to_owned();
         self.read(move |c| jobs::runs(c, &job)).await
+    }
+
+    async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &crate::LlmRequestQuery) -> Result<Vec<UsageEvent>> {
+        let (org, user, query) = (org.clone(), user.clone(), query.clone());
+        self.read(move |c| events::llm_requests(c, &org, &user, &query)).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -151,3 +151,68 @@ pub async fn organization_summary(
         "top_by": top_by_text,
     })))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    #[serde(flatten)]
+    pub range: RangeQuery,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/users/{id}/llm/requests`: newest first, filtered by `model`, `provider`, `status`,
+/// `from`, `to`; `limit` (1–1000, default 100) and the `next_cursor` of the previous page, which
+/// seeks straight to its place however deep it is.
+pub async fn user_requests(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_parameter("limit", format!("{l:?} is not a whole number from 1 to 1000")))?,
+    };
+    if let Some(s) = q.status.as_deref().filter(|s| !matches!(*s, "success" | "error")) {
+        return Err(ApiError::bad_parameter("status", format!("{s:?} is not one of success, error")));
+    }
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| llm::decode_cursor(c).ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this API gave out")))
+        .transpose()?;
+    let (from, to) = bounds(&q.range)?;
+    let (org, user) = readable_user(&app, &caller, &id).await?;
+    let query = tally_store::LlmRequestQuery { from, to, model: q.model, provider: q.provider, status: q.status, cursor, limit };
+    let events = app.store.llm_requests(&org, &user, &query).await?;
+    let next_cursor =
+        (events.len() == limit as usize).then(|| events.last().map(|e| llm::encode_cursor(e.timestamp, e.id.as_str()))).flatten();
+    let results: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            let l = e.llm.as_ref();
+            let (input, output) = (l.map_or(0, |l| l.input_tokens), l.map_or(0, |l| l.output_tokens));
+            json!({
+                "id": e.id,
+                "timestamp": e.timestamp,
+                "team_id": e.team_id,
+                "model": l.and_then(|l| l.model.clone()),
+                "provider": l.and_then(|l| l.provider.clone()),
+                "status": l.and_then(|l| l.status),
+                "input_tokens": input,
+                "output_tokens": output,
+                "total_tokens": input + output,
+                "cost": l.and_then(|l| l.cost),
+                "latency_ms": l.and_then(|l| l.latency_ms),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "user_id": user, "results": results, "next_cursor": next_cursor })))
+}
