@@ -24,6 +24,18 @@ fn bounds(q: &RangeQuery) -> ApiResult<(Timestamp, Timestamp)> {
     Ok((from, r.to.unwrap_or_else(|| Timestamp::now() + SignedDuration::from_hours(48))))
 }
 
+/// A count from 1 to 1000, `default` when absent.
+fn count_parameter(name: &str, value: Option<&str>, default: u32) -> ApiResult<u32> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_parameter(name, format!("{v:?} is not a whole number from 1 to 1000"))),
+    }
+}
+
 fn filter(org: &OrganizationId, user: Option<&UserId>) -> UsageFilter {
     UsageFilter {
         organization_id: Some(org.clone()),
@@ -124,14 +136,7 @@ pub async fn organization_summary(
     Path(id): Path<String>,
     Query(q): Query<OrganizationQuery>,
 ) -> ApiResult<Json<Value>> {
-    let top = match q.top.as_deref() {
-        None => 10,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_parameter("top", format!("{t:?} is not a whole number from 1 to 1000")))?,
-    };
+    let top = count_parameter("top", q.top.as_deref(), 10)? as usize;
     let top_by_text = q.top_by.as_deref().unwrap_or("cost");
     let top_by = TopBy::parse(top_by_text)
         .ok_or_else(|| ApiError::bad_parameter("top_by", format!("{top_by_text:?} is not one of cost, tokens, requests")))?;
@@ -172,14 +177,7 @@ pub async fn user_requests(
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_parameter("limit", format!("{l:?} is not a whole number from 1 to 1000")))?,
-    };
+    let limit = count_parameter("limit", q.limit.as_deref(), 100)?;
     if let Some(s) = q.status.as_deref().filter(|s| !matches!(*s, "success" | "error")) {
         return Err(ApiError::bad_parameter("status", format!("{s:?} is not one of success, error")));
     }
