@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
     /// One user's LLM requests, newest first (a page; see [`LlmRequestQuery`]).
     async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &LlmRequestQuery) -> Result<Vec<UsageEvent>>;
 
+    /// The latest LLM requests, of one organization or of all, newest first.
+    async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>>;
+
     async fn event_count(&self) -> Result<u64>;
 
     /// Recomputes every aggregate from raw events, atomically; returns the events replayed.

@@ -207,3 +207,17 @@ pub fn llm_requests_query(dialect: Dialect, org: &str, user: &str, q: &crate::Ll
     sql.push_str(&format!(" ORDER BY ts DESC, event_id DESC LIMIT {}", q.limit));
     (sql, values)
 }
+
+/// The latest LLM requests, of one organization (`?1`/`$1`) or of all, newest first.
+pub fn llm_activity_query(dialect: Dialect, one_organization: bool, limit: u32) -> String {
+    let (lead, org) = match dialect {
+        Dialect::Sqlite => ("0, ", "?1"),
+        Dialect::Postgres => ("", "$1"),
+    };
+    let scope = if one_organization { format!(" AND organization_id = {org}") } else { String::new() };
+    format!(
+        "SELECT {lead}organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+         input_tokens, output_tokens, cost_nanos, latency_ms FROM events WHERE usage_type = 'llm_request'{scope} \
+         ORDER BY ts DESC, event_id DESC LIMIT {limit}"
+    )
+}

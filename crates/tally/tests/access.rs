@@ -30,6 +30,7 @@ fn routes() -> Vec<String> {
         "/v1/user-reports?format=ndjson",
         "/v1/user-reports/runs",
         "/compat/openmeter/api/v1/meters",
+        "/v1/llm/activity",
     ]
     .map(String::from)
     .to_vec();

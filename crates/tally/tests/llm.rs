@@ -97,6 +97,18 @@ async fn llm_analytics_per_user_and_organization(app: support::TestApp) {
         assert_eq!((status, problem["parameter"].as_str()), (400, Some(parameter)), "{query}");
     }
 
+    // Recent activity across users, newest first, with who made each request.
+    // Metadata sync fills in the user that ingestion registered.
+    let ann_details = json!({"id": "ann", "organization_id": "acme", "username": "ann.lee", "first_name": "Ann", "last_name": "Lee"});
+    let admin = app.admin.clone();
+    assert_eq!(app.request("PUT", "/v1/users/ann", Some(&admin), Some(ann_details)).await.0, 200);
+    let (status, activity) = app.get("/v1/llm/activity?limit=2").await;
+    assert_eq!(status, 200, "{activity}");
+    let items = activity["results"].as_array().unwrap();
+    assert_eq!(items.iter().map(|i| i["id"].as_str().unwrap()).collect::<Vec<_>>(), ["a4", "a3"]);
+    assert_eq!((items[0]["user"]["username"].as_str(), items[0]["user"]["full_name"].as_str()), (Some("ann.lee"), Some("Ann Lee")));
+    assert_eq!(items[0]["organization"]["id"], "acme");
+
     // A user key reads its own figures only; another organization's key sees nothing.
     let ann = app.key("user:ann").await;
     assert_eq!(app.request("GET", "/v1/users/ann/llm/summary", Some(&ann), None).await.0, 200);
@@ -107,6 +119,10 @@ async fn llm_analytics_per_user_and_organization(app: support::TestApp) {
     assert_eq!(app.request("GET", "/v1/users/ann/llm/breakdown", Some(&globex), None).await.0, 404);
     let acme = app.key("org:acme").await;
     assert_eq!(app.request("GET", "/v1/users/bob/llm/monthly", Some(&acme), None).await.0, 200);
+    assert_eq!(app.request("GET", "/v1/llm/activity", Some(&acme), None).await.0, 200);
+    let (_, other) = app.request("GET", "/v1/llm/activity", Some(&globex), None).await;
+    assert_eq!(other["results"], json!([]));
+    assert_eq!(app.request("GET", "/v1/llm/activity", Some(&ann), None).await.0, 403);
     let ingest = app.key("ingest").await;
     assert_eq!(app.request("GET", "/v1/users/ann/llm/summary", Some(&ingest), None).await.0, 404);
 }

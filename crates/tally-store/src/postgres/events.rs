@@ -424,3 +424,13 @@ pub(super) async fn llm_requests(
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     conn.query(&sql, &params).await.map_err(map_err)?.iter().map(event_row).collect()
 }
+
+pub(super) async fn llm_activity(conn: &Client, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
+    let sql = sql::llm_activity_query(Dialect::Postgres, org.is_some(), limit);
+    let rows = match org {
+        Some(o) => conn.query(&sql, &[&o.as_str()]).await,
+        None => conn.query(&sql, &[]).await,
+    }
+    .map_err(map_err)?;
+    rows.iter().map(event_row).collect()
+}

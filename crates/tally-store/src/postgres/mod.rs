@@ -267,6 +267,10 @@ impl Store for PostgresStore {
         events::llm_requests(&**self.conn().await?, org, user, query).await
     }
 
+    async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
+        events::llm_activity(&**self.conn().await?, org, limit).await
+    }
+
     async fn event_count(&self) -> Result<u64> {
         let row = self.conn().await?.query_one("SELECT count(*) FROM events", &[]).await.map_err(map_err)?;
         Ok(row.get::<_, i64>(0) as u64)

@@ -357,3 +357,17 @@ pub(super) fn llm_requests(conn: &Connection, org: &OrganizationId, user: &UserI
     let upper = q.cursor.as_ref().map_or(q.to, |(t, _)| (*t).min(q.to));
     filtered(conn, sql::llm_requests_query(Dialect::Sqlite, org.as_str(), user.as_str(), q), q.from, upper, event_row)
 }
+
+pub(super) fn llm_activity(conn: &Connection, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
+    let mut stmt = conn.prepare_cached(&sql::llm_activity_query(Dialect::Sqlite, org.is_some(), limit)).map_err(map_err)?;
+    let mut rows = match org {
+        Some(o) => stmt.query([o.as_str()]),
+        None => stmt.query([]),
+    }
+    .map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        out.push(event_row(r)?);
+    }
+    Ok(out)
+}

@@ -360,6 +360,11 @@ impl Store for SqliteStore {
         self.read(move |c| events::llm_requests(c, &org, &user, &query)).await
     }
 
+    async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
+        let org = org.cloned();
+        self.read(move |c| events::llm_activity(c, org.as_ref(), limit)).await
+    }
+
     async fn event_count(&self) -> Result<u64> {
         self.read(events::event_count).await
     }

@@ -192,25 +192,68 @@ pub async fn user_requests(
     let events = app.store.llm_requests(&org, &user, &query).await?;
     let next_cursor =
         (events.len() == limit as usize).then(|| events.last().map(|e| llm::encode_cursor(e.timestamp, e.id.as_str()))).flatten();
+    let results: Vec<Value> = events.iter().map(request).collect();
+    Ok(Json(json!({ "user_id": user, "results": results, "next_cursor": next_cursor })))
+}
+
+/// One LLM request as the history and the activity feed show it.
+fn request(e: &tally_domain::UsageEvent) -> Value {
+    let l = e.llm.as_ref();
+    let (input, output) = (l.map_or(0, |l| l.input_tokens), l.map_or(0, |l| l.output_tokens));
+    json!({
+        "id": e.id,
+        "timestamp": e.timestamp,
+        "team_id": e.team_id,
+        "model": l.and_then(|l| l.model.clone()),
+        "provider": l.and_then(|l| l.provider.clone()),
+        "status": l.and_then(|l| l.status),
+        "input_tokens": input,
+        "output_tokens": output,
+        "total_tokens": input + output,
+        "cost": l.and_then(|l| l.cost),
+        "latency_ms": l.and_then(|l| l.latency_ms),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActivityQuery {
+    pub limit: Option<String>,
+}
+
+/// `GET /v1/llm/activity?limit=`: the latest LLM requests across users, each with its user's
+/// details; an admin key sees every organization, an `org:` key its own.
+pub async fn activity(State(app): State<AppState>, caller: Caller, Query(q): Query<ActivityQuery>) -> ApiResult<Json<Value>> {
+    let limit = count_parameter("limit", q.limit.as_deref(), 50)?;
+    let org = match &caller.scope {
+        tally_domain::Scope::Admin => None,
+        tally_domain::Scope::Organization(own) => Some(own.clone()),
+        scope => return Err(ApiError::forbidden(format!("a {scope} key cannot read activity across users"))),
+    };
+    let events = app.store.llm_activity(org.as_ref(), limit).await?;
+    let mut keys: Vec<(OrganizationId, UserId)> = events.iter().map(|e| (e.organization_id.clone(), e.user_id.clone())).collect();
+    keys.sort();
+    keys.dedup();
+    let users: std::collections::HashMap<(OrganizationId, UserId), tally_store::ReportRow> = app
+        .store
+        .report_rows(&keys, Timestamp::now())
+        .await?
+        .into_iter()
+        .map(|r| ((r.user.organization_id.clone(), r.user.id.clone()), r))
+        .collect();
     let results: Vec<Value> = events
         .iter()
         .map(|e| {
-            let l = e.llm.as_ref();
-            let (input, output) = (l.map_or(0, |l| l.input_tokens), l.map_or(0, |l| l.output_tokens));
-            json!({
-                "id": e.id,
-                "timestamp": e.timestamp,
-                "team_id": e.team_id,
-                "model": l.and_then(|l| l.model.clone()),
-                "provider": l.and_then(|l| l.provider.clone()),
-                "status": l.and_then(|l| l.status),
-                "input_tokens": input,
-                "output_tokens": output,
-                "total_tokens": input + output,
-                "cost": l.and_then(|l| l.cost),
-                "latency_ms": l.and_then(|l| l.latency_ms),
-            })
+            let mut item = request(e);
+            let row = users.get(&(e.organization_id.clone(), e.user_id.clone()));
+            item["user"] = json!({
+                "id": e.user_id,
+                "username": row.map(|r| r.user.username.clone()),
+                "email": row.map(|r| r.user.email.clone()),
+                "full_name": row.map(|r| format!("{} {}", r.user.first_name, r.user.last_name).trim().to_owned()),
+            });
+            item["organization"] = json!({ "id": e.organization_id, "name": row.map(|r| r.organization_name.clone()) });
+            item
         })
         .collect();
-    Ok(Json(json!({ "user_id": user, "results": results, "next_cursor": next_cursor })))
+    Ok(Json(json!({ "results": results })))
 }

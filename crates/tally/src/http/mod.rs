@@ -49,6 +49,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/users/{id}/llm/breakdown", get(llm::user_breakdown))
         .route("/v1/users/{id}/llm/monthly", get(llm::user_monthly))
         .route("/v1/users/{id}/llm/requests", get(llm::user_requests))
+        .route("/v1/llm/activity", get(llm::activity))
         .route("/v1/organizations/{id}/llm/summary", get(llm::organization_summary))
         .merge(resources::routes::<Organization>("/v1/organizations"))
         .merge(resources::routes::<Team>("/v1/teams"))
