@@ -51,6 +51,17 @@ pub struct IngestArgs {
     pub import_only: bool,
 }
 
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The middle sample (the upper one of an even count).
+fn median(samples: &[std::time::Duration]) -> std::time::Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
 /// Peak resident memory of this process, from the kernel's high-water mark.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -3,7 +3,7 @@
 //! CSV export, a full rebuild — and, on PostgreSQL, a `REFRESH MATERIALIZED VIEW` of an
 //! equivalent per-user report over the raw events, the approach Tally replaces.
 
-use super::fresh_url;
+use super::{fresh_url, median, ms};
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use clap::Args;
@@ -109,15 +109,6 @@ async fn load(store: &dyn Store, args: &ReportsArgs) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
-}
-
 async fn query(store: &dyn Store, count: bool, limit: u32, offset: u64) -> anyhow::Result<ReportQuery> {
     let types = store.usage_types().await?;
     let catalog = Catalog::new(types.iter().map(|t| t.key.to_string()).collect());
@@ -202,8 +193,8 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
             with.push(d);
             shown = (rows, count);
         }
-        println!("| {name} | page of 50: `{Q}`, ordered by `{ORDERING}` ({} rows) | {:.1} ms |", shown.0, ms(median(without)));
-        println!("| {name} | the same with `count` ({} matching) | {:.1} ms |", shown.1.unwrap_or_default(), ms(median(with)));
+        println!("| {name} | page of 50: `{Q}`, ordered by `{ORDERING}` ({} rows) | {:.1} ms |", shown.0, ms(median(&without)));
+        println!("| {name} | the same with `count` ({} matching) | {:.1} ms |", shown.1.unwrap_or_default(), ms(median(&with)));
         let (d, rows) = export(store.clone()).await?;
         println!("| {name} | full CSV export ({rows} rows) | {:.2} s |", d.as_secs_f64());
         let started = Instant::now();

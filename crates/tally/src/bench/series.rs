@@ -2,7 +2,7 @@
 //! usage series queries the usage issue names, and PostgreSQL answering the same questions with
 //! `GROUP BY date_trunc(…)` over the raw events table (indexed on organization and time).
 
-use super::{fresh_url, generate_chunk};
+use super::{fresh_url, generate_chunk, median, ms};
 use crate::ingest;
 use crate::series::{self, Measure, SeriesParams};
 use clap::Args;
@@ -83,16 +83,6 @@ pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
 /// Loads the generated events chunk by chunk through validation and `record_events`.
