@@ -69,6 +69,9 @@ pub struct LlmFields {
     pub output_tokens: i64,
     pub cost: Option<Money>,
     pub latency_ms: Option<i64>,
+    /// The price-table version that priced `cost`, when Tally computed it at ingest (stored with
+    /// the event; not read back).
+    pub price_version: Option<i64>,
 }
 
 /// The LLM columns of a stored event, as the store reads them back.
@@ -101,6 +104,7 @@ impl LlmFields {
             output_tokens: c.output_tokens.unwrap_or(0),
             cost: c.cost_nanos.map(Money::from_nanos),
             latency_ms: c.latency_ms,
+            price_version: None,
         })
     }
 }
@@ -325,7 +329,16 @@ impl LlmInput {
             }
         };
         let text = |v: Option<String>| v.filter(|s| !s.is_empty());
-        Ok(LlmFields { model: text(self.model), provider: text(self.provider), status, input_tokens, output_tokens, cost, latency_ms })
+        Ok(LlmFields {
+            model: text(self.model),
+            provider: text(self.provider),
+            status,
+            input_tokens,
+            output_tokens,
+            cost,
+            latency_ms,
+            price_version: None,
+        })
     }
 }
 

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use std::sync::Arc;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::rollup::Rollup;
 use tally_domain::series::Cell;
@@ -27,7 +28,8 @@ use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
 /// Tables that are small, global reference data: copied to every node when sharded. Every other
 /// table is a tenant table whose primary and unique keys start with `organization_id`.
-pub const REFERENCE_TABLES: &[&str] = &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs"];
+pub const REFERENCE_TABLES: &[&str] =
+    &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs", "llm_prices", "llm_price_table"];
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -126,6 +128,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest LLM requests, of one organization or of all, newest first.
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>>;
+
+    /// The LLM price table and its version.
+    async fn llm_prices(&self) -> Result<PriceTable>;
+    /// Creates or replaces one model's price; returns the table's new version.
+    async fn save_llm_price(&self, price: &ModelPrice) -> Result<i64>;
+    /// Removes one model's price; the new version, or `None` if there was none.
+    async fn delete_llm_price(&self, model: &str) -> Result<Option<i64>>;
+    /// Models of LLM requests stored without a cost (none given, none priced), most requested first.
+    async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>>;
 
     async fn event_count(&self) -> Result<u64>;
 

@@ -221,3 +221,16 @@ pub fn llm_activity_query(dialect: Dialect, one_organization: bool, limit: u32) 
          ORDER BY ts DESC, event_id DESC LIMIT {limit}"
     )
 }
+
+/// Models of unpriced LLM requests, of one organization (first parameter) or all.
+pub fn unpriced_query(dialect: Dialect, one_organization: bool) -> String {
+    let scope = match (one_organization, dialect) {
+        (false, _) => "",
+        (true, Dialect::Sqlite) => " AND organization_id = ?1",
+        (true, Dialect::Postgres) => " AND organization_id = $1",
+    };
+    format!(
+        "SELECT COALESCE(model, ''), count(*), max(ts) FROM events WHERE usage_type = 'llm_request' AND cost_nanos IS NULL{scope} \
+         GROUP BY COALESCE(model, '') ORDER BY count(*) DESC, COALESCE(model, '')"
+    )
+}

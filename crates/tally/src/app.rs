@@ -1,5 +1,5 @@
 //! The running application: the store, the group committer in front of it, metrics, and the
-//! cache of known usage types that validation consults on every event.
+//! caches that ingestion consults on every event: the known usage types and the LLM price table.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -24,6 +24,7 @@ pub struct App {
     pub committer: GroupCommitter,
     pub metrics: Arc<Metrics>,
     pub usage_types: UsageTypeCache,
+    pub prices: PriceCache,
     pub max_batch_events: usize,
     pub max_body_bytes: usize,
 }
@@ -40,11 +41,14 @@ impl App {
         let (committer, writer) = GroupCommitter::start(store.clone(), MAX_COMMIT_EVENTS, COMMIT_QUEUE_DEPTH, Some(observer));
         let usage_types = UsageTypeCache::default();
         usage_types.reload(store.as_ref()).await?;
+        let prices = PriceCache::default();
+        prices.seed_and_load(store.as_ref()).await?;
         let app = App {
             store,
             committer,
             metrics,
             usage_types,
+            prices,
             max_batch_events: config.max_batch_events,
             max_body_bytes: config.max_body_bytes,
         };
@@ -74,5 +78,42 @@ impl UsageTypeCache {
     pub async fn reload_if_stale(&self, store: &dyn Store) -> Result<(), StoreError> {
         let stale = self.reloaded.read().expect("usage type cache lock").is_none_or(|at| at.elapsed() >= TYPE_RELOAD_INTERVAL);
         if stale { self.reload(store).await } else { Ok(()) }
+    }
+}
+
+/// How long ingestion may price with a table another process could have changed since.
+const PRICE_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The LLM price table ingestion prices with.
+#[derive(Default)]
+pub struct PriceCache {
+    table: RwLock<(Arc<tally_domain::llm::prices::PriceTable>, Option<Instant>)>,
+}
+
+impl PriceCache {
+    /// Loads the table; a store that never had one gets the defaults.
+    pub async fn seed_and_load(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let table = store.llm_prices().await?;
+        if table.version == 0 {
+            for price in tally_domain::llm::prices::defaults() {
+                store.save_llm_price(&price).await?;
+            }
+        }
+        self.reload(store).await
+    }
+
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let table = store.llm_prices().await?;
+        *self.table.write().expect("price cache lock") = (Arc::new(table), Some(Instant::now()));
+        Ok(())
+    }
+
+    /// The table to price with now, reloaded when it may be stale.
+    pub async fn current(&self, store: &dyn Store) -> Result<Arc<tally_domain::llm::prices::PriceTable>, StoreError> {
+        let stale = self.table.read().expect("price cache lock").1.is_none_or(|at| at.elapsed() >= PRICE_RELOAD_INTERVAL);
+        if stale {
+            self.reload(store).await?;
+        }
+        Ok(self.table.read().expect("price cache lock").0.clone())
     }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 
-http_tests!(llm_analytics_per_user_and_organization);
+http_tests!(llm_analytics_per_user_and_organization, requests_without_a_cost_are_priced_or_listed);
 
 /// `event`: (id, user, time); `call`: (model, provider, status).
 fn llm(event: (&str, &str, &str), call: (&str, &str, &str), tokens: (i64, i64), cost: &str, latency: i64) -> Value {
@@ -125,4 +125,64 @@ async fn llm_analytics_per_user_and_organization(app: support::TestApp) {
     assert_eq!(app.request("GET", "/v1/llm/activity", Some(&ann), None).await.0, 403);
     let ingest = app.key("ingest").await;
     assert_eq!(app.request("GET", "/v1/users/ann/llm/summary", Some(&ingest), None).await.0, 404);
+}
+
+async fn requests_without_a_cost_are_priced_or_listed(app: support::TestApp) {
+    let (status, table) = app.get("/v1/llm/prices").await;
+    assert_eq!(status, 200);
+    let version = table["version"].as_i64().unwrap();
+    assert!(table["results"].as_array().unwrap().iter().any(|p| p["model"] == "gpt-4o"), "{table}");
+
+    let admin = app.admin.clone();
+    let custom = json!({"model": "acme-llm-*", "input_per_million": "1", "output_per_million": "3"});
+    let (status, saved) = app.request("PUT", "/v1/llm/prices/acme-llm-*", Some(&admin), Some(custom)).await;
+    assert_eq!((status, saved["version"].as_i64()), (200, Some(version + 1)), "{saved}");
+    let bad = json!({"model": "x", "input_per_million": "-1", "output_per_million": "0"});
+    assert_eq!(app.request("PUT", "/v1/llm/prices/x", Some(&admin), Some(bad)).await.0, 400);
+    let org_key = app.key("org:acme").await;
+    let other = json!({"model": "y", "input_per_million": "1", "output_per_million": "1"});
+    assert_eq!(app.request("PUT", "/v1/llm/prices/y", Some(&org_key), Some(other)).await.0, 403);
+
+    let event = |id: &str, model: Option<&str>, cost: Option<&str>| {
+        let mut e = json!({"id": id, "timestamp": "2025-03-01T10:00:00Z", "organization_id": "acme", "user_id": "ann",
+                           "type": "llm_request", "status": "success", "input_tokens": 1000, "output_tokens": 500});
+        if let Some(m) = model {
+            e["model"] = json!(m);
+        }
+        if let Some(c) = cost {
+            e["cost"] = json!(c);
+        }
+        e
+    };
+    let events = json!([
+        event("p1", Some("gpt-4o"), None),        // 1000 × 2.50/M + 500 × 10/M = 0.0075
+        event("p2", Some("gpt-4o"), Some("0.5")), // its own cost wins
+        event("p3", Some("acme-llm-7b"), None),   // the new pattern: 0.001 + 0.0015
+        event("p4", Some("my-finetune"), None),   // no price: no cost, listed
+        event("p5", Some("my-finetune"), None),
+        event("p6", None, None), // no model at all
+    ]);
+    assert_eq!(app.post("/v1/events", events).await.1["accepted"], 6);
+    let (_, history) = app.get("/v1/users/ann/llm/requests").await;
+    let costs: Vec<(String, Value)> =
+        history["results"].as_array().unwrap().iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r["cost"].clone())).collect();
+    let cost = |id: &str| costs.iter().find(|(i, _)| i == id).unwrap().1.clone();
+    assert_eq!((cost("p1"), cost("p2"), cost("p3"), cost("p4")), (json!("0.0075"), json!("0.5"), json!("0.0025"), Value::Null));
+    let (_, summary) = app.get("/v1/users/ann/llm/summary").await;
+    assert_eq!(summary["summary"]["total_cost"], "0.51");
+
+    let (status, unpriced) = app.get("/v1/llm/unpriced-models").await;
+    assert_eq!(status, 200);
+    let rows: Vec<(&str, i64)> =
+        unpriced["results"].as_array().unwrap().iter().map(|r| (r["model"].as_str().unwrap(), r["requests"].as_i64().unwrap())).collect();
+    assert_eq!(rows, [("my-finetune", 2), ("", 1)]);
+    let (_, theirs) = app.request("GET", "/v1/llm/unpriced-models", Some(&app.key("org:globex").await), None).await;
+    assert_eq!(theirs["count"], 0);
+
+    // Removing a price affects new events only.
+    assert_eq!(app.request("DELETE", "/v1/llm/prices/acme-llm-*", Some(&admin), None).await.0, 204);
+    assert_eq!(app.request("DELETE", "/v1/llm/prices/acme-llm-*", Some(&admin), None).await.0, 404);
+    app.post("/v1/events", json!([event("p7", Some("acme-llm-7b"), None)])).await;
+    let (_, unpriced) = app.get("/v1/llm/unpriced-models").await;
+    assert!(unpriced["results"].as_array().unwrap().iter().any(|r| r["model"] == "acme-llm-7b" && r["requests"] == 1), "{unpriced}");
 }

@@ -15,10 +15,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
 const INSERT_EVENTS: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, \
-     properties, model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at) \
-     SELECT o, i, t, u, tm, ty, q, p::jsonb, m, pr, st, it, ot, c, l, $16 FROM unnest($1::text[], $2::text[], \
+     properties, model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version) \
+     SELECT o, i, t, u, tm, ty, q, p::jsonb, m, pr, st, it, ot, c, l, $16, pv FROM unnest($1::text[], $2::text[], \
      $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-     $12::int8[], $13::int8[], $14::int8[], $15::int8[]) AS x(o, i, t, u, tm, ty, q, p, m, pr, st, it, ot, c, l) \
+     $12::int8[], $13::int8[], $14::int8[], $15::int8[], $17::int8[]) AS x(o, i, t, u, tm, ty, q, p, m, pr, st, it, ot, c, l, pv) \
      ON CONFLICT DO NOTHING RETURNING organization_id, event_id";
 
 pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<Vec<bool>> {
@@ -40,6 +40,7 @@ pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<V
     let output: Vec<Option<i64>> = llms.iter().map(|l| l.map(|l| l.output_tokens)).collect();
     let costs: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.cost.map(Money::nanos))).collect();
     let latencies: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.latency_ms)).collect();
+    let price_versions: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.price_version)).collect();
     let received_at = Timestamp::now();
 
     let tx = conn.transaction().await.map_err(map_err)?;
@@ -63,6 +64,7 @@ pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<V
                 &costs,
                 &latencies,
                 &received_at,
+                &price_versions,
             ],
         )
         .await

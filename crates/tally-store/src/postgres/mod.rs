@@ -4,6 +4,7 @@
 mod entities;
 mod events;
 mod jobs;
+mod prices;
 mod report;
 
 use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, Write};
@@ -12,6 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use jiff::Timestamp;
 use std::time::Duration;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
@@ -24,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_meters.sql")),
     (4, include_str!("../../migrations/postgres/0004_job_runs.sql")),
     (5, include_str!("../../migrations/postgres/0005_llm_requests_by_user.sql")),
+    (6, include_str!("../../migrations/postgres/0006_llm_prices.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -269,6 +272,22 @@ impl Store for PostgresStore {
 
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
         events::llm_activity(&**self.conn().await?, org, limit).await
+    }
+
+    async fn llm_prices(&self) -> Result<PriceTable> {
+        prices::table(&**self.conn().await?).await
+    }
+
+    async fn save_llm_price(&self, price: &ModelPrice) -> Result<i64> {
+        prices::save(&mut **self.conn().await?, price).await
+    }
+
+    async fn delete_llm_price(&self, model: &str) -> Result<Option<i64>> {
+        prices::delete(&mut **self.conn().await?, model).await
+    }
+
+    async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>> {
+        prices::unpriced(&**self.conn().await?, org).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -4,6 +4,7 @@
 mod entities;
 mod events;
 mod jobs;
+mod prices;
 mod report;
 
 use crate::{Result, StoreError};
@@ -17,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_meters.sql")),
     (4, include_str!("../../migrations/sqlite/0004_job_runs.sql")),
     (5, include_str!("../../migrations/sqlite/0005_llm_requests_by_user.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_llm_prices.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -164,6 +166,7 @@ use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Store, Subject, TimeRan
 use async_trait::async_trait;
 use jiff::Timestamp;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
@@ -363,6 +366,25 @@ impl Store for SqliteStore {
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
         let org = org.cloned();
         self.read(move |c| events::llm_activity(c, org.as_ref(), limit)).await
+    }
+
+    async fn llm_prices(&self) -> Result<PriceTable> {
+        self.read(prices::table).await
+    }
+
+    async fn save_llm_price(&self, price: &ModelPrice) -> Result<i64> {
+        let price = price.clone();
+        self.write(move |c| prices::save(c, &price)).await
+    }
+
+    async fn delete_llm_price(&self, model: &str) -> Result<Option<i64>> {
+        let model = model.to_owned();
+        self.write(move |c| prices::delete(c, &model)).await
+    }
+
+    async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>> {
+        let org = org.cloned();
+        self.read(move |c| prices::unpriced(c, org.as_ref())).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tally_domain::llm::prices::ModelPrice;
 use tally_domain::llm::{self, By, Latencies, TopBy};
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, UsageTypeKey, UserId};
@@ -256,4 +257,50 @@ pub async fn activity(State(app): State<AppState>, caller: Caller, Query(q): Que
         })
         .collect();
     Ok(Json(json!({ "results": results })))
+}
+
+/// `GET /v1/llm/prices`: the price table and its version.
+pub async fn prices(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_reader()?;
+    let table = app.store.llm_prices().await?;
+    Ok(Json(json!({ "version": table.version, "count": table.prices.len(), "results": table.prices })))
+}
+
+/// `PUT /v1/llm/prices/{model}` (admin): creates or replaces a model's price (or `*` pattern);
+/// new events are priced with it, stored costs stay as they were.
+pub async fn put_price(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(model): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let price: ModelPrice = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid price: {e}")))?;
+    if price.model != model {
+        return Err(ApiError::bad_request(format!("the body's model {:?} does not match the path's {model:?}", price.model)));
+    }
+    price.check().map_err(|e| ApiError::bad_request(format!("invalid price: {e}")))?;
+    let version = app.store.save_llm_price(&price).await?;
+    app.prices.reload(app.store.as_ref()).await?;
+    Ok(Json(json!({ "version": version, "price": price })))
+}
+
+/// `DELETE /v1/llm/prices/{model}` (admin).
+pub async fn delete_price(State(app): State<AppState>, caller: Caller, Path(model): Path<String>) -> ApiResult<axum::http::StatusCode> {
+    caller.require_admin()?;
+    app.store.delete_llm_price(&model).await?.ok_or_else(|| ApiError::not_found(format!("price of {model:?}")))?;
+    app.prices.reload(app.store.as_ref()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/llm/unpriced-models`: models of requests stored without a cost, so a missing price
+/// shows instead of passing as $0; an admin key sees all organizations, an `org:` key its own.
+pub async fn unpriced_models(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let org = match &caller.scope {
+        tally_domain::Scope::Admin => None,
+        tally_domain::Scope::Organization(own) => Some(own.clone()),
+        scope => return Err(ApiError::forbidden(format!("a {scope} key cannot read unpriced models"))),
+    };
+    let models = app.store.unpriced_models(org.as_ref()).await?;
+    Ok(Json(json!({ "count": models.len(), "results": models })))
 }

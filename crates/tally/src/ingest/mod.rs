@@ -88,7 +88,7 @@ pub async fn ingest(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -> R
 }
 
 /// Validates raw events against the usage types the store knows (reloaded once if an event names
-/// a type this process has not seen yet).
+/// a type this process has not seen yet), and prices LLM requests that carry no cost.
 pub async fn validated(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -> Result<(Vec<UsageEvent>, Vec<Rejected>), CommitError> {
     let mut known = app.usage_types.known();
     let names_unknown_type = raws.iter().any(|r| matches!(r, Ok(e) if e.usage_type.as_ref().is_some_and(|t| !known.contains(t))));
@@ -97,7 +97,12 @@ pub async fn validated(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -
         known = app.usage_types.known();
     }
     let ctx = ValidationContext { now: jiff::Timestamp::now(), known_types: &known };
-    Ok(validate(raws, &ctx))
+    let (mut events, rejected) = validate(raws, &ctx);
+    // LLM requests without a cost of their own are priced from the price table.
+    if events.iter().any(|e| e.llm.as_ref().is_some_and(|l| l.cost.is_none())) {
+        app.prices.current(app.store.as_ref()).await?.price(&mut events);
+    }
+    Ok((events, rejected))
 }
 
 /// Stores validated events (group-committed) and counts the outcome in the metrics.

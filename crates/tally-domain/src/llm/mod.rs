@@ -2,6 +2,8 @@
 //! folded from the live aggregate cells of `llm_request` events (whole hours) and raw events
 //! (cut hours), plus the latencies of the raw requests for percentiles.
 
+pub mod prices;
+
 use crate::Money;
 use crate::rollup::Aggregate;
 use crate::series::Cell;
