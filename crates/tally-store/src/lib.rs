@@ -135,6 +135,10 @@ pub trait Store: Send + Sync + 'static {
     async fn save_llm_price(&self, price: &ModelPrice) -> Result<i64>;
     /// Removes one model's price; the new version, or `None` if there was none.
     async fn delete_llm_price(&self, model: &str) -> Result<Option<i64>>;
+    /// Re-prices, with `table`, the LLM requests of `[from, to)` whose cost Tally computed or could
+    /// not compute (an event's own cost is never touched), and rebuilds the aggregates of the
+    /// organizations concerned, in one transaction; returns the requests re-priced.
+    async fn reprice_llm(&self, from: Timestamp, to: Timestamp, table: &PriceTable) -> Result<u64>;
     /// Models of LLM requests stored without a cost (none given, none priced), most requested first.
     async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>>;
 

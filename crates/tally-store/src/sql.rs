@@ -234,3 +234,8 @@ pub fn unpriced_query(dialect: Dialect, one_organization: bool) -> String {
          GROUP BY COALESCE(model, '') ORDER BY count(*) DESC, COALESCE(model, '')"
     )
 }
+
+/// LLM requests of `[from, to)` (first two parameters) that the price table prices: those whose
+/// cost it computed, and those it could not.
+pub const REPRICEABLE: &str = "FROM events WHERE usage_type = 'llm_request' AND ts >= {from} AND ts < {to} \
+     AND (price_version IS NOT NULL OR cost_nanos IS NULL)";

@@ -286,6 +286,10 @@ impl Store for PostgresStore {
         prices::delete(&mut **self.conn().await?, model).await
     }
 
+    async fn reprice_llm(&self, from: Timestamp, to: Timestamp, table: &PriceTable) -> Result<u64> {
+        prices::reprice(&mut **self.conn().await?, from, to, table).await
+    }
+
     async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>> {
         prices::unpriced(&**self.conn().await?, org).await
     }

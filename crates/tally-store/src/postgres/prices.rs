@@ -50,3 +50,31 @@ pub(super) async fn unpriced(conn: &Client, org: Option<&OrganizationId>) -> Res
     .map_err(map_err)?;
     Ok(rows.iter().map(|r| UnpricedModel { model: r.get(0), requests: r.get(1), last_seen: r.get(2) }).collect())
 }
+
+pub(super) async fn reprice(conn: &mut Client, from: jiff::Timestamp, to: jiff::Timestamp, table: &PriceTable) -> Result<u64> {
+    let tx = conn.transaction().await.map_err(map_err)?;
+    // As the rebuild job does: ingestion waits while costs and aggregates are replaced.
+    tx.batch_execute("LOCK TABLE events IN SHARE MODE").await.map_err(map_err)?;
+    let scope = sql::REPRICEABLE.replace("{from}", "$1").replace("{to}", "$2");
+    let rows = tx
+        .query(&format!("SELECT organization_id, event_id, model, input_tokens, output_tokens {scope}"), &[&from, &to])
+        .await
+        .map_err(map_err)?;
+    let mut organizations = std::collections::BTreeSet::new();
+    let update = tx
+        .prepare("UPDATE events SET cost_nanos = $3, price_version = $4 WHERE organization_id = $1 AND event_id = $2")
+        .await
+        .map_err(map_err)?;
+    for r in &rows {
+        let (org, id, model): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        let price = model.as_deref().and_then(|m| tally_domain::llm::prices::find(&table.prices, m));
+        let cost = price.map(|p| p.cost(r.get::<_, Option<i64>>(3).unwrap_or(0), r.get::<_, Option<i64>>(4).unwrap_or(0)).nanos());
+        tx.execute(&update, &[&org, &id, &cost, &price.map(|_| table.version)]).await.map_err(map_err)?;
+        organizations.insert(org);
+    }
+    for org in &organizations {
+        super::jobs::rebuild_organization(&tx, org).await?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(rows.len() as u64)
+}

@@ -382,6 +382,11 @@ impl Store for SqliteStore {
         self.write(move |c| prices::delete(c, &model)).await
     }
 
+    async fn reprice_llm(&self, from: Timestamp, to: Timestamp, table: &PriceTable) -> Result<u64> {
+        let table = table.clone();
+        self.write(move |c| prices::reprice(c, from, to, &table)).await
+    }
+
     async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>> {
         let org = org.cloned();
         self.read(move |c| prices::unpriced(c, org.as_ref())).await

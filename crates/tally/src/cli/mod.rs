@@ -39,6 +39,9 @@ pub enum Command {
     /// Rebuild and inspect reports.
     #[command(subcommand)]
     Reports(ReportsCommand),
+    /// LLM maintenance.
+    #[command(subcommand)]
+    Llm(LlmCommand),
     /// Apply pending schema migrations and exit.
     Migrate,
     /// Measure throughput; prints a report for BENCHMARKS.md.
@@ -73,6 +76,20 @@ pub enum ReportsCommand {
     Runs {
         #[arg(value_parser = ["user-reports"])]
         report: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LlmCommand {
+    /// Re-price, with the current price table, the LLM requests of [from, to) whose cost Tally
+    /// computed or could not compute (an event's own cost is kept), and rebuild their aggregates.
+    Reprice {
+        /// RFC 3339 date-time.
+        #[arg(long)]
+        from: jiff::Timestamp,
+        /// RFC 3339 date-time (exclusive).
+        #[arg(long)]
+        to: jiff::Timestamp,
     },
 }
 
@@ -146,6 +163,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for run in store.job_runs(&report).await? {
                 println!("{}", serde_json::to_string(&run)?);
             }
+            Ok(())
+        }
+        Command::Llm(LlmCommand::Reprice { from, to }) => {
+            init_logging(LogFormat::Text, "warn");
+            anyhow::ensure!(from < to, "--from must be before --to");
+            let store = open(&cli.store).await?;
+            let table = store.llm_prices().await?;
+            let n = store.reprice_llm(from, to, &table).await?;
+            println!("re-priced {n} LLM requests with price table version {}", table.version);
             Ok(())
         }
         Command::Migrate => {
