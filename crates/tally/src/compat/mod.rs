@@ -3,3 +3,4 @@
 
 pub mod lago;
 pub mod openmeter;
+pub mod otlp;

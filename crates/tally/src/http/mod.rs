@@ -8,6 +8,7 @@ mod lago;
 mod llm;
 mod openmeter;
 mod ops;
+mod otlp;
 mod reports;
 pub mod resources;
 mod usage;
@@ -41,6 +42,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/user-reports", get(reports::user_reports))
         .route("/v1/user-reports/rebuild", post(reports::rebuild))
         .route("/v1/user-reports/runs", get(reports::runs))
+        .route("/v1/otlp/v1/traces", post(otlp::traces))
         .route("/v1/usage", get(usage::series))
         .route("/v1/spend", get(usage::spend))
         .route("/v1/organizations/{id}/usage/totals", get(usage::organization_totals))
