@@ -21,16 +21,7 @@ async fn lago_python_client_ingests(app: support::TestApp) {
     let ingest = app.key("ingest").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/lago_events.py");
     let base = app.base.clone();
-    let output = tokio::task::spawn_blocking(move || std::process::Command::new(python).args([script, &base, &ingest]).output())
-        .await
-        .unwrap()
-        .expect("run the Lago client script");
-    assert!(
-        output.status.success(),
-        "the Lago client failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_client(python, script, vec![base, ingest]).await;
     // t1 (3, sent three times) + t2 (4) api_call, t3 (2) submission; nothing from refused requests.
     assert_eq!(app.store.event_count().await.unwrap(), 3);
     let (_, totals) = app.get("/v1/organizations/acme/usage/totals").await;

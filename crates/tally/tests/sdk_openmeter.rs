@@ -16,16 +16,7 @@ async fn openmeter_sdk_meters_ingests_and_queries(app: support::TestApp) {
     let key = app.key("org:acme").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openmeter_sdk.mjs");
     let base = format!("{}/compat/openmeter", app.base);
-    let output = tokio::task::spawn_blocking(move || std::process::Command::new("node").args([script, &sdk, &base, &key]).output())
-        .await
-        .unwrap()
-        .expect("run node with the OpenMeter SDK script");
-    assert!(
-        output.status.success(),
-        "the OpenMeter SDK script failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_client("node".into(), script, vec![sdk, base, key]).await;
     // Four distinct CloudEvents, each recorded by both meters (one of them sent twice).
     assert_eq!(app.store.event_count().await.unwrap(), 8);
     let (_, totals) = app.get("/v1/organizations/acme/usage/totals").await;

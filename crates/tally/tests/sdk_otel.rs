@@ -16,16 +16,7 @@ async fn opentelemetry_sdk_exports_llm_spans(app: support::TestApp) {
     let key = app.key("ingest").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/otel_traces.py");
     let base = app.base.clone();
-    let output = tokio::task::spawn_blocking(move || std::process::Command::new(python).args([script, &base, &key]).output())
-        .await
-        .unwrap()
-        .expect("run the OpenTelemetry script");
-    assert!(
-        output.status.success(),
-        "the OpenTelemetry exporter failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::run_client(python, script, vec![base, key]).await;
     // Two GenAI spans (exported three times between them), the HTTP span ignored.
     assert_eq!(app.store.event_count().await.unwrap(), 2);
     let (_, ann) = app.get("/v1/users/ann/llm/summary").await;

@@ -95,6 +95,22 @@ impl TestApp {
     }
 }
 
+/// Runs an official client's script (`program script args…`) off the async runtime and fails the
+/// test with its output unless it succeeds.
+pub async fn run_client(program: String, script: &'static str, args: Vec<String>) {
+    let shown = format!("{program} {script}");
+    let output = tokio::task::spawn_blocking(move || std::process::Command::new(program).arg(script).args(args).output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Instantiates each async test fn for SQLite and (when configured) PostgreSQL.
 #[macro_export]
 macro_rules! http_tests {
