@@ -13,6 +13,12 @@ pub const MAX_FUTURE: SignedDuration = SignedDuration::from_hours(24);
 /// Nothing before this is a plausible usage event; it catches zero and seconds-vs-millis mistakes.
 pub const EARLIEST: Timestamp = Timestamp::constant(946_684_800, 0); // 2000-01-01T00:00:00Z
 
+/// The span every stored event lies in, for queries that mean "all time": from [`EARLIEST`] to
+/// past the latest stamp ingestion would accept now (exclusive).
+pub fn all_time(now: Timestamp) -> (Timestamp, Timestamp) {
+    (EARLIEST, now + MAX_FUTURE + SignedDuration::from_secs(1))
+}
+
 /// An event as an emitter sends it. Field types are loose on purpose: every problem becomes a
 /// per-event rejection with a reason instead of failing the whole batch.
 #[derive(Debug, Default, Deserialize)]

@@ -380,23 +380,34 @@ pub(crate) struct Loaded {
     pub subscriptions: Vec<tally_domain::entities::Subscription>,
 }
 
+/// One user of a page and the billing period its `current` figures cover.
+pub(crate) type UserPeriod = (OrganizationId, UserId, Timestamp, Timestamp);
+
 impl Loaded {
-    /// Each user's billing period, in the order of `keys` (users that vanished are skipped).
-    pub fn periods(&self, keys: &[(OrganizationId, UserId)], now: Timestamp) -> Vec<(OrganizationId, UserId, Timestamp, Timestamp)> {
+    /// The organization's subscriptions, latest period first.
+    fn subscriptions_of(&self, org: &OrganizationId) -> Vec<tally_domain::entities::Subscription> {
+        self.subscriptions.iter().filter(|s| s.organization_id == *org).cloned().collect()
+    }
+
+    /// Each user's billing period, in the order of `keys`.
+    pub fn periods(&self, keys: &[(OrganizationId, UserId)], now: Timestamp) -> Vec<UserPeriod> {
+        use tally_domain::report::balance::{billing_period, billing_subscription};
+        let mut by_org = std::collections::HashMap::new();
         keys.iter()
             .map(|(o, u)| {
-                let subs: Vec<_> = self.subscriptions.iter().filter(|s| s.organization_id == *o).cloned().collect();
-                let (start, end) =
-                    tally_domain::report::balance::billing_period(tally_domain::report::balance::billing_subscription(&subs), now);
+                let (start, end) = *by_org.entry(o).or_insert_with(|| billing_period(billing_subscription(&self.subscriptions_of(o)), now));
                 (o.clone(), u.clone(), start, end)
             })
             .collect()
     }
 
-    pub fn assemble(self, keys: &[(OrganizationId, UserId)], now: Timestamp, all_time: Figures, current: Figures) -> Vec<crate::ReportRow> {
+    /// The rows, in the order of `periods` (users that vanished meanwhile are skipped).
+    pub fn assemble(mut self, periods: &[UserPeriod], all_time: Figures, current: Figures) -> Vec<crate::ReportRow> {
         use std::collections::HashMap;
-        let mut users: HashMap<(String, String), tally_domain::entities::User> =
-            self.users.into_iter().map(|u| ((u.organization_id.as_str().to_owned(), u.id.as_str().to_owned()), u)).collect();
+        let mut users: HashMap<(String, String), tally_domain::entities::User> = std::mem::take(&mut self.users)
+            .into_iter()
+            .map(|u| ((u.organization_id.as_str().to_owned(), u.id.as_str().to_owned()), u))
+            .collect();
         let group = |figures: Figures| {
             let mut by_user: HashMap<(String, String), Vec<(String, tally_domain::rollup::Aggregate)>> = HashMap::new();
             for (o, u, t, a) in figures {
@@ -408,18 +419,16 @@ impl Loaded {
             by_user
         };
         let (mut all_time, mut current) = (group(all_time), group(current));
-        keys.iter()
-            .filter_map(|(o, u)| {
+        periods
+            .iter()
+            .filter_map(|(o, u, start, end)| {
                 let key = (o.as_str().to_owned(), u.as_str().to_owned());
                 let user = users.remove(&key)?;
-                let subscriptions: Vec<_> = self.subscriptions.iter().filter(|s| s.organization_id == *o).cloned().collect();
-                let period =
-                    tally_domain::report::balance::billing_period(tally_domain::report::balance::billing_subscription(&subscriptions), now);
                 Some(crate::ReportRow {
                     user,
                     organization_name: self.organizations.get(o.as_str()).cloned().unwrap_or_default(),
-                    subscriptions,
-                    period,
+                    subscriptions: self.subscriptions_of(o),
+                    period: (*start, *end),
                     all_time: all_time.remove(&key).unwrap_or_default(),
                     current: current.remove(&key).unwrap_or_default(),
                 })

@@ -93,8 +93,7 @@ pub struct PriceCache {
 impl PriceCache {
     /// Loads the table; a store that never had one gets the defaults.
     pub async fn seed_and_load(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let table = store.llm_prices().await?;
-        if table.version == 0 {
+        if store.llm_prices().await?.version == 0 {
             for price in tally_domain::llm::prices::defaults() {
                 store.save_llm_price(&price).await?;
             }

@@ -138,7 +138,6 @@ async fn reports_filter_order_page_and_export(app: support::TestApp) {
         ("service_usage__balances__submission__effective_limit__isnull:true", &["cid"]),
         ("service_usage__llm__all_time__cost__gt:1", &["bob"]),
         ("service_usage__total_storage_bytes__gt:0", &["ann"]),
-        ("email__endswith:x", &[]),
         ("full_name__istartswith:ann", &["ann"]),
         ("organization__name:\"globex Inc\"", &["cid"]),
         ("username__in:ann.demo,cid.demo", &["ann", "cid"]),
@@ -146,15 +145,14 @@ async fn reports_filter_order_page_and_export(app: support::TestApp) {
     ];
     for (q, expected) in cases {
         let (status, answer) = app.get(&format!("/v1/user-reports?q={}", urlencode(q))).await;
-        if q.contains("endswith") {
-            // Not a lookup the language has: refused, not an empty page.
-            assert_eq!(status, 400, "{q}: {answer}");
-            continue;
-        }
         assert_eq!(status, 200, "{q}: {answer}");
         assert_eq!(ids(&answer), *expected, "{q}");
         assert_eq!(answer["count"].as_u64(), Some(expected.len() as u64), "{q}");
     }
+
+    // Not a lookup the language has: refused, not an empty page.
+    let (status, answer) = app.get(&format!("/v1/user-reports?q={}", urlencode("email__endswith:x"))).await;
+    assert_eq!(status, 400, "{answer}");
 
     // Ordering by a computed figure, paged one at a time.
     let path = "/v1/user-reports?ordering=-service_usage__llm__current_period__cost,username&limit=1";

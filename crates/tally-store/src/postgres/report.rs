@@ -91,5 +91,5 @@ pub(super) async fn rows(conn: &Client, keys: &[(OrganizationId, UserId)], now: 
     let p_orgs: Vec<&str> = periods.iter().map(|(o, _, _, _)| o.as_str()).collect();
     let p_users: Vec<&str> = periods.iter().map(|(_, u, _, _)| u.as_str()).collect();
     let current = figures(&conn.query(&q.current, &[&p_orgs, &p_users, &starts, &ends]).await.map_err(map_err)?);
-    Ok(loaded.assemble(keys, now, all_time, current))
+    Ok(loaded.assemble(&periods, all_time, current))
 }

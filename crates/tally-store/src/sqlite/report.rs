@@ -75,11 +75,8 @@ pub(super) fn rows(conn: &Connection, keys: &[(OrganizationId, UserId)], now: Ti
         subscriptions: all(conn, &q.subscriptions, &keys_json, subscription_row)?,
     };
     let all_time: Figures = all(conn, &q.all_time, &keys_json, figure)?;
-    let periods: Vec<(String, String, i64, i64)> = loaded
-        .periods(keys, now)
-        .into_iter()
-        .map(|(o, u, s, e)| (o.as_str().to_owned(), u.as_str().to_owned(), micros(s), micros(e)))
-        .collect();
-    let current: Figures = all(conn, &q.current, &to_json(&periods)?, figure)?;
-    Ok(loaded.assemble(keys, now, all_time, current))
+    let periods = loaded.periods(keys, now);
+    let bounds: Vec<(&str, &str, i64, i64)> = periods.iter().map(|(o, u, s, e)| (o.as_str(), u.as_str(), micros(*s), micros(*e))).collect();
+    let current: Figures = all(conn, &q.current, &to_json(&bounds)?, figure)?;
+    Ok(loaded.assemble(&periods, all_time, current))
 }

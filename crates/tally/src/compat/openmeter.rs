@@ -104,6 +104,7 @@ pub fn map_event(raw: &RawValue, meters: &[CompiledMeter], organization_id: &str
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueryInput {
+    /// OpenMeter's progress-tracking id: accepted so its clients work, with nothing to track here.
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default)]

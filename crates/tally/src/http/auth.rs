@@ -5,7 +5,8 @@ use crate::app::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use tally_domain::Scope;
+use tally_domain::entities::User;
+use tally_domain::{OrganizationId, Scope, UserId};
 
 /// The authenticated caller.
 pub struct Caller {
@@ -15,6 +16,28 @@ pub struct Caller {
 impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.scope.is_admin() { Ok(()) } else { Err(ApiError::forbidden("this needs an admin key")) }
+    }
+
+    /// The organization with this id, if it exists and the key may read it; 404 otherwise, as
+    /// if it did not exist.
+    pub async fn readable_organization(&self, app: &AppState, id: &str) -> Result<OrganizationId, ApiError> {
+        let not_found = || ApiError::not_found(format!("organization {id:?}"));
+        let org = OrganizationId::parse(id.to_owned()).map_err(|_| not_found())?;
+        if !self.scope.can_read_organization(&org) || app.store.organization(&org).await?.is_none() {
+            return Err(not_found());
+        }
+        Ok(org)
+    }
+
+    /// The user with this id, if the key may read it; 404 otherwise, as if it did not exist.
+    pub async fn readable_user(&self, app: &AppState, id: &str) -> Result<User, ApiError> {
+        let not_found = || ApiError::not_found(format!("user {id:?}"));
+        let user_id = UserId::parse(id.to_owned()).map_err(|_| not_found())?;
+        let user = app.store.user(&user_id).await?.ok_or_else(not_found)?;
+        if !self.scope.can_read_user(&user.organization_id, &user.id) {
+            return Err(not_found());
+        }
+        Ok(user)
     }
 
     /// Read access to anything beyond ingestion: admin, org and user keys.

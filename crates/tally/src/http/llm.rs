@@ -9,32 +9,26 @@ use crate::app::AppState;
 use crate::series::cells_between;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tally_domain::event::all_time;
 use tally_domain::llm::prices::ModelPrice;
 use tally_domain::llm::{self, By, Latencies, TopBy};
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, UsageTypeKey, UserId};
 use tally_store::UsageFilter;
 
-/// `from`/`to` as given, all time when absent (nothing before 2000 or after tomorrow is stored).
+/// `from`/`to` as given, all time when absent.
 fn bounds(q: &RangeQuery) -> ApiResult<(Timestamp, Timestamp)> {
     let r = range(q)?;
-    let from = r.from.unwrap_or_else(|| "2000-01-01T00:00:00Z".parse().expect("valid"));
-    Ok((from, r.to.unwrap_or_else(|| Timestamp::now() + SignedDuration::from_hours(48))))
+    let (earliest, latest) = all_time(Timestamp::now());
+    Ok((r.from.unwrap_or(earliest), r.to.unwrap_or(latest)))
 }
 
 /// A count from 1 to 1000, `default` when absent.
 fn count_parameter(name: &str, value: Option<&str>, default: u32) -> ApiResult<u32> {
-    match value {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_parameter(name, format!("{v:?} is not a whole number from 1 to 1000"))),
-    }
+    super::resources::count(name, value, default, 1000)
 }
 
 fn filter(org: &OrganizationId, user: Option<&UserId>) -> UsageFilter {
@@ -46,15 +40,10 @@ fn filter(org: &OrganizationId, user: Option<&UserId>) -> UsageFilter {
     }
 }
 
-/// The user, if the key may read it (404 otherwise, as if it did not exist).
+/// The user's organization and id, if the key may read it (404 otherwise).
 async fn readable_user(app: &AppState, caller: &Caller, id: &str) -> ApiResult<(OrganizationId, UserId)> {
-    let not_found = || ApiError::not_found(format!("user {id:?}"));
-    let user_id = UserId::parse(id.to_owned()).map_err(|_| not_found())?;
-    let user = app.store.user(&user_id).await?.ok_or_else(not_found)?;
-    if !caller.scope.can_read_user(&user.organization_id, &user.id) {
-        return Err(not_found());
-    }
-    Ok((user.organization_id, user_id))
+    let user = caller.readable_user(app, id).await?;
+    Ok((user.organization_id, user.id))
 }
 
 async fn cells_and_latencies(
@@ -142,11 +131,7 @@ pub async fn organization_summary(
     let top_by = TopBy::parse(top_by_text)
         .ok_or_else(|| ApiError::bad_parameter("top_by", format!("{top_by_text:?} is not one of cost, tokens, requests")))?;
     let (from, to) = bounds(&q.range)?;
-    let not_found = || ApiError::not_found(format!("organization {id:?}"));
-    let org = OrganizationId::parse(id.clone()).map_err(|_| not_found())?;
-    if !caller.scope.can_read_organization(&org) || app.store.organization(&org).await?.is_none() {
-        return Err(not_found());
-    }
+    let org = caller.readable_organization(&app, &id).await?;
     let (cells, latencies) = cells_and_latencies(&app, &filter(&org, None), from, to, true).await?;
     Ok(Json(json!({
         "organization_id": org,

@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -284,9 +284,8 @@ async fn run_query(app: &AppState, caller: &Caller, headers: &HeaderMap, id: &st
     let query = input.parse().map_err(|e| ApiError::bad_parameter(&e.parameter, e.detail))?;
     query.check(&compiled).map_err(|e| ApiError::bad_parameter(&e.parameter, e.message))?;
 
-    // Nothing older than 2000 or more than a day ahead is ever accepted.
-    let from = query.from.unwrap_or_else(|| "2000-01-01T00:00:00Z".parse().expect("valid"));
-    let to = query.to.unwrap_or_else(|| Timestamp::now() + SignedDuration::from_hours(48));
+    let (earliest, latest) = tally_domain::event::all_time(Timestamp::now());
+    let (from, to) = (query.from.unwrap_or(earliest), query.to.unwrap_or(latest));
     let filter = UsageFilter {
         organization_id: Some(org),
         user_id: match query.subjects.as_slice() {

@@ -19,9 +19,7 @@ use tally_domain::UsageType;
 use tally_domain::entities::Plan;
 use tally_domain::report::{self, Catalog, FieldError};
 use tally_store::report::ReportQuery;
-use tally_store::{JobRun, Page, Store, StoreError};
-
-const DEFAULT_LIMIT: u32 = 100;
+use tally_store::{JobRun, Store, StoreError};
 
 fn field_error(parameter: &str, e: FieldError) -> ApiError {
     let detail = if e.token.is_empty() {
@@ -51,19 +49,14 @@ struct Params {
 }
 
 fn params(pairs: Vec<(String, String)>) -> ApiResult<Params> {
-    let mut p = Params { q: String::new(), ordering: String::new(), limit: DEFAULT_LIMIT, offset: 0, format: Format::Json };
+    let mut p = Params { q: String::new(), ordering: String::new(), limit: 0, offset: 0, format: Format::Json };
+    let (mut limit, mut offset) = (None, None);
     for (key, value) in pairs {
         match key.as_str() {
             "q" => p.q = value,
             "ordering" => p.ordering = value,
-            "limit" => {
-                p.limit = value.parse().ok().filter(|l| (1..=Page::MAX_LIMIT).contains(l)).ok_or_else(|| {
-                    ApiError::bad_parameter("limit", format!("{value:?} is not a whole number from 1 to {}", Page::MAX_LIMIT))
-                })?;
-            }
-            "offset" => {
-                p.offset = value.parse().map_err(|_| ApiError::bad_parameter("offset", format!("{value:?} is not a whole number ≥ 0")))?;
-            }
+            "limit" => limit = Some(value),
+            "offset" => offset = Some(value),
             "format" => {
                 p.format = match value.as_str() {
                     "json" => Format::Json,
@@ -75,6 +68,8 @@ fn params(pairs: Vec<(String, String)>) -> ApiResult<Params> {
             _ => return Err(ApiError::bad_parameter(&key, "unknown parameter; known: q, ordering, limit, offset, format")),
         }
     }
+    let page = super::resources::page(limit.as_deref(), offset.as_deref())?;
+    (p.limit, p.offset) = (page.limit, page.offset);
     Ok(p)
 }
 

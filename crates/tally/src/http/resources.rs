@@ -87,14 +87,21 @@ pub struct ListQuery {
     pub organization_id: Option<String>,
 }
 
+/// A count parameter from 1 to `max`, `default` when absent.
+pub fn count(name: &str, value: Option<&str>, default: u32, max: u32) -> ApiResult<u32> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_parameter(name, format!("must be a whole number from 1 to {max}, got {v:?}"))),
+    }
+}
+
+/// `limit` (default 100) and `offset` of a listing.
 pub fn page(limit: Option<&str>, offset: Option<&str>) -> ApiResult<Page> {
-    let limit =
-        match limit {
-            None => 100,
-            Some(l) => l.parse::<u32>().ok().filter(|l| (1..=Page::MAX_LIMIT).contains(l)).ok_or_else(|| {
-                ApiError::bad_parameter("limit", format!("must be a whole number from 1 to {}, got {l:?}", Page::MAX_LIMIT))
-            })?,
-        };
+    let limit = count("limit", limit, 100, Page::MAX_LIMIT)?;
     let offset = match offset {
         None => 0,
         Some(o) => o.parse::<u64>().map_err(|_| ApiError::bad_parameter("offset", format!("must be a whole number, got {o:?}")))?,

@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tally_domain::{OrganizationId, Scope, UsageType, UserId};
+use tally_domain::{Scope, UsageType};
 use tally_store::{Subject, TimeRange, UsageTotal};
 
 #[derive(Debug, Deserialize)]
@@ -52,10 +52,7 @@ pub async fn organization_totals(
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<Json<TotalsResponse>> {
     let range = range(&q)?;
-    let org = OrganizationId::parse(id.clone()).map_err(|_| ApiError::not_found(format!("organization {id:?}")))?;
-    if !caller.scope.can_read_organization(&org) || app.store.organization(&org).await?.is_none() {
-        return Err(ApiError::not_found(format!("organization {id:?}")));
-    }
+    let org = caller.readable_organization(&app, &id).await?;
     answer(&app, Subject::Organization(org), range).await
 }
 
@@ -71,13 +68,8 @@ pub async fn user_totals(
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<Json<TotalsResponse>> {
     let range = range(&q)?;
-    let not_found = || ApiError::not_found(format!("user {id:?}"));
-    let user_id = UserId::parse(id.clone()).map_err(|_| not_found())?;
-    let user = app.store.user(&user_id).await?.ok_or_else(not_found)?;
-    if !caller.scope.can_read_user(&user.organization_id, &user.id) {
-        return Err(not_found());
-    }
-    answer(&app, Subject::User { organization_id: user.organization_id, user_id }, range).await
+    let user = caller.readable_user(&app, &id).await?;
+    answer(&app, Subject::User { organization_id: user.organization_id, user_id: user.id }, range).await
 }
 
 /// `GET /v1/usage`: usage time series with breakdowns (see `crate::series`).
