@@ -152,9 +152,13 @@ pub struct SeatPricing {
     pub price_per_seat_annual: Option<Money>,
     #[serde(default)]
     pub minimum_licenses: u32,
-    /// Guests per paid seat (5 → five guests take one seat); `None` means guests are free.
+    /// Guests per paid seat (5 → five guests take one seat, 1 → each guest is one); `None`
+    /// means guests are free. See `seats::seat_count`.
     #[serde(default)]
     pub guest_seat_ratio: Option<u32>,
+    /// The price tier's code in the operator's billing system, carried onto invoices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +198,9 @@ impl Plan {
             if let Some(charge) = &terms.charge {
                 charge.check().map_err(|e| format!("`usage.{key}.charge`: {e}"))?;
             }
+        }
+        if self.seats.guest_seat_ratio == Some(0) {
+            return Err("`seats.guest_seat_ratio` must be at least 1 (or null: guests are free)".into());
         }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(format!("`currency` must be an ISO 4217 code such as USD, got {:?}", self.currency));

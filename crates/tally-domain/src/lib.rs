@@ -13,6 +13,7 @@ pub mod report;
 pub mod role;
 pub mod rollup;
 pub mod scope;
+pub mod seats;
 pub mod series;
 pub mod time;
 pub mod usage_type;

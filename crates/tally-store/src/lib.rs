@@ -23,13 +23,16 @@ use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::rollup::Rollup;
+use tally_domain::seats::audit::AuditEvent;
+use tally_domain::seats::ledger::LedgerEntry;
+use tally_domain::seats::remote::RemotePush;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
 /// Tables that are small, global reference data: copied to every node when sharded. Every other
 /// table is a tenant table whose primary and unique keys start with `organization_id`.
 pub const REFERENCE_TABLES: &[&str] =
-    &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs", "llm_prices", "llm_price_table"];
+    &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs", "llm_prices", "llm_price_table", "servers"];
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -141,6 +144,50 @@ pub trait Store: Send + Sync + 'static {
     async fn reprice_llm(&self, from: Timestamp, to: Timestamp, table: &PriceTable) -> Result<u64>;
     /// Models of LLM requests stored without a cost (none given, none priced), most requested first.
     async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>>;
+
+    /// Stores audit events in one transaction; the answer says, per event, whether it was new
+    /// (a repeated `(organization, id)` is skipped). An event about a user with a `user_id`
+    /// updates Tally's user table, and one without role counts gets them from that table as it
+    /// stands right after the event. Switching an organization off or on updates it too.
+    async fn record_audit_events(&self, events: Vec<AuditEvent>, now: Timestamp) -> Result<Vec<bool>>;
+    /// An organization's audit events, newest first.
+    async fn audit_events(&self, org: &OrganizationId, page: Page) -> Result<Listed<AuditEvent>>;
+    /// Each organization's role counts and on/off state at its moment, from its audit history.
+    async fn seat_snapshots(&self, at: Vec<(OrganizationId, Timestamp)>) -> Result<Vec<SeatSnapshot>>;
+
+    /// Creates (`AlreadyExists` if the id is taken) or replaces a server, creating its
+    /// organization if new.
+    async fn save_server(&self, server: &Server, write: Write) -> Result<()>;
+    async fn server(&self, id: &str) -> Result<Option<Server>>;
+    async fn servers(&self) -> Result<Vec<Server>>;
+    /// Stores a server's push in one transaction: its realms as organizations, its count rows and
+    /// audit rows (re-sent rows are skipped and counted as duplicates), and the push time.
+    async fn record_push(&self, server: &Server, push: RemotePush, now: Timestamp) -> Result<PushOutcome>;
+    /// The organizations a server's realms became.
+    async fn server_realms(&self, server_id: &str) -> Result<Vec<OrganizationId>>;
+    /// The server an organization is a realm of.
+    async fn realm_server(&self, org: &OrganizationId) -> Result<Option<String>>;
+
+    /// Audit events the ledger job has not processed yet, oldest first.
+    async fn unprocessed_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+    /// An organization's license ledger, newest first.
+    async fn ledger(&self, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>>;
+    /// The ledger from its last row before `since` on, in writing order.
+    async fn ledger_since(&self, org: &OrganizationId, since: Timestamp) -> Result<Vec<LedgerEntry>>;
+    /// Appends ledger rows and marks audit events processed, in one transaction that renews the
+    /// run's lease (`Conflict` if it was lost, or if another writer appended to a ledger first)
+    /// and completes the run when `finished`.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_ledger(
+        &self,
+        run_id: &str,
+        owner: &str,
+        entries: Vec<LedgerEntry>,
+        processed: Vec<(OrganizationId, String)>,
+        lease_until: Timestamp,
+        now: Timestamp,
+        finished: bool,
+    ) -> Result<JobRun>;
 
     async fn event_count(&self) -> Result<u64>;
 

@@ -239,3 +239,9 @@ pub fn unpriced_query(dialect: Dialect, one_organization: bool) -> String {
 /// cost it computed, and those it could not.
 pub const REPRICEABLE: &str = "FROM events WHERE usage_type = 'llm_request' AND ts >= {from} AND ts < {to} \
      AND (price_version IS NOT NULL OR cost_nanos IS NULL)";
+
+pub const AUDIT_COLUMNS: &str = "organization_id, audit_id, event_time, event_type, user_id, role, old_role, new_role, is_bot, plan_id, role_counts, backfilled, server_id";
+pub const LEDGER_COLUMNS: &str =
+    "organization_id, seq, audit_organization_id, audit_id, event_time, licenses, licenses_at_next_renewal, is_renewal";
+pub const SERVER_COLUMNS: &str = "server_id, organization_id, hostname, contact_email, key_id, created_at, last_push_at, \
+     last_audit_log_id, last_realm_count_id, last_installation_count_id";

@@ -149,3 +149,56 @@ pub struct LlmRequestQuery {
     pub cursor: Option<(Timestamp, String)>,
     pub limit: u32,
 }
+
+/// A self-hosted server that pushes its realms' counts and audit logs. Its secret is an API key
+/// with the scope `server:<id>`; `key_id` names the current one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Server {
+    pub id: String,
+    /// The organization that holds the server's subscription and ledger.
+    pub organization_id: OrganizationId,
+    pub hostname: String,
+    pub contact_email: String,
+    #[serde(skip)]
+    pub key_id: String,
+    pub created_at: Timestamp,
+    pub last_push_at: Option<Timestamp>,
+    pub last_audit_log_id: Option<i64>,
+    pub last_realm_count_id: Option<i64>,
+    pub last_installation_count_id: Option<i64>,
+}
+
+/// The audit event an answer came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditSource {
+    pub organization_id: String,
+    pub id: String,
+    pub event_type: i64,
+    pub event_time: Timestamp,
+}
+
+/// An organization's state at one moment, from its audit history: the latest role counts at or
+/// before it, and whether the organization was active.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeatSnapshot {
+    pub role_counts: Option<tally_domain::seats::RoleCounts>,
+    /// The audit event the counts come from.
+    pub source: Option<AuditSource>,
+    pub is_active: bool,
+}
+
+/// Rows of one table of a push: new ones, and re-sent ones that were already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Stored {
+    pub stored: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct PushOutcome {
+    pub format: u8,
+    pub realms: u64,
+    pub realm_counts: Stored,
+    pub installation_counts: Stored,
+    pub audit_log_rows: Stored,
+}

@@ -26,7 +26,7 @@ impl Default for RebuildOptions {
 }
 
 /// Who holds a lease: this process, uniquely.
-fn owner() -> String {
+pub fn owner() -> String {
     format!("pid {} ({:08x})", std::process::id(), rand::random::<u32>())
 }
 

@@ -12,4 +12,5 @@ pub mod ingest;
 pub mod jobs;
 pub mod metrics;
 pub mod reports;
+pub mod seats;
 pub mod series;

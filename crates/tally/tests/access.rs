@@ -31,6 +31,8 @@ fn routes() -> Vec<String> {
         "/v1/user-reports/runs",
         "/compat/openmeter/api/v1/meters",
         "/v1/llm/activity",
+        "/v1/servers",
+        "/v1/remote/analytics/status",
     ]
     .map(String::from)
     .to_vec();
@@ -41,6 +43,10 @@ fn routes() -> Vec<String> {
         routes.push(format!("/v1/usage?organization_id={org}&breakdowns=user&date_from=2025-01-01&date_to=2025-03-31"));
         routes.push(format!("/v1/subscriptions/sub-{org}"));
         routes.push(format!("/v1/teams/team-{org}"));
+        routes.push(format!("/v1/audit-events?organization_id={org}"));
+        for tail in ["seats", "license-ledger", "invoice-preview"] {
+            routes.push(format!("/v1/organizations/{org}/{tail}"));
+        }
     }
     for user in [ANN, BOB, CID] {
         for tail in ["", "/usage/totals", "/llm/summary", "/llm/breakdown", "/llm/monthly", "/llm/requests"] {
@@ -70,6 +76,12 @@ async fn no_read_route_leaks_across_scopes(app: support::TestApp) {
             "type": "llm_request", "model": "gpt-4o", "provider": "openai", "status": "success", "input_tokens": 10, "output_tokens": 5, "cost": "0.01"}));
     }
     assert_eq!(app.post("/v1/events", json!(events)).await.0, 200);
+    let audit: Vec<_> = [(ORG_A, ANN), (ORG_A, BOB), (ORG_B, CID)]
+        .iter()
+        .map(|(org, user)| json!({"id": format!("a-{user}"), "organization_id": org, "event_time": "2025-01-15T00:00:00Z", "event_type": 101, "user_id": user}))
+        .collect();
+    assert_eq!(app.post("/v1/audit-events", json!(audit)).await.0, 200);
+    assert_eq!(app.post("/v1/jobs/ledger/run", json!({})).await.0, 200);
 
     // (key scope, markers it must never see)
     let cases: [(&str, &[&str]); 4] = [

@@ -25,7 +25,7 @@ fn run_row(r: &Row) -> JobRun {
     }
 }
 
-async fn run(conn: &impl GenericClient, run_id: &str) -> Result<JobRun> {
+pub(super) async fn run(conn: &impl GenericClient, run_id: &str) -> Result<JobRun> {
     let rows = conn.query(&format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = $1"), &[&run_id]).await.map_err(map_err)?;
     rows.first().map(run_row).ok_or_else(|| StoreError::NotFound(format!("job run {run_id}")))
 }

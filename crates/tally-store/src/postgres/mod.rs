@@ -6,8 +6,12 @@ mod events;
 mod jobs;
 mod prices;
 mod report;
+mod seats;
 
-use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Result, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, Write};
+use crate::{
+    AggregatesFingerprint, ApiKey, JobRun, Listed, Page, PushOutcome, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange,
+    UsageFilter, UsageTotal, Write,
+};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use jiff::Timestamp;
@@ -15,6 +19,9 @@ use std::time::Duration;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
+use tally_domain::seats::audit::AuditEvent;
+use tally_domain::seats::ledger::LedgerEntry;
+use tally_domain::seats::remote::RemotePush;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 use tokio_postgres::NoTls;
@@ -27,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_job_runs.sql")),
     (5, include_str!("../../migrations/postgres/0005_llm_requests_by_user.sql")),
     (6, include_str!("../../migrations/postgres/0006_llm_prices.sql")),
+    (7, include_str!("../../migrations/postgres/0007_seats.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -292,6 +300,67 @@ impl Store for PostgresStore {
 
     async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>> {
         prices::unpriced(&**self.conn().await?, org).await
+    }
+
+    async fn record_audit_events(&self, events: Vec<AuditEvent>, now: Timestamp) -> Result<Vec<bool>> {
+        seats::record_audit(&mut **self.conn().await?, &events, now).await
+    }
+
+    async fn audit_events(&self, org: &OrganizationId, page: Page) -> Result<Listed<AuditEvent>> {
+        seats::audit_events(&**self.conn().await?, org, page).await
+    }
+
+    async fn seat_snapshots(&self, at: Vec<(OrganizationId, Timestamp)>) -> Result<Vec<SeatSnapshot>> {
+        seats::seat_snapshots(&**self.conn().await?, &at).await
+    }
+
+    async fn save_server(&self, server: &Server, write: Write) -> Result<()> {
+        seats::save_server(&mut **self.conn().await?, server, write).await
+    }
+
+    async fn server(&self, id: &str) -> Result<Option<Server>> {
+        seats::server(&**self.conn().await?, id).await
+    }
+
+    async fn servers(&self) -> Result<Vec<Server>> {
+        seats::servers(&**self.conn().await?).await
+    }
+
+    async fn record_push(&self, server: &Server, push: RemotePush, now: Timestamp) -> Result<PushOutcome> {
+        seats::record_push(&mut **self.conn().await?, server, &push, now).await
+    }
+
+    async fn server_realms(&self, server_id: &str) -> Result<Vec<OrganizationId>> {
+        seats::server_realms(&**self.conn().await?, server_id).await
+    }
+
+    async fn realm_server(&self, org: &OrganizationId) -> Result<Option<String>> {
+        seats::realm_server(&**self.conn().await?, org).await
+    }
+
+    async fn unprocessed_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+        seats::unprocessed_audit(&**self.conn().await?, limit).await
+    }
+
+    async fn ledger(&self, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>> {
+        seats::ledger(&**self.conn().await?, org, page).await
+    }
+
+    async fn ledger_since(&self, org: &OrganizationId, since: Timestamp) -> Result<Vec<LedgerEntry>> {
+        seats::ledger_since(&**self.conn().await?, org, since).await
+    }
+
+    async fn commit_ledger(
+        &self,
+        run_id: &str,
+        owner: &str,
+        entries: Vec<LedgerEntry>,
+        processed: Vec<(OrganizationId, String)>,
+        lease_until: Timestamp,
+        now: Timestamp,
+        finished: bool,
+    ) -> Result<JobRun> {
+        seats::commit_ledger(&mut **self.conn().await?, run_id, owner, &entries, &processed, lease_until, now, finished).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -29,7 +29,7 @@ fn opt_ts(value: Option<i64>) -> Result<Option<jiff::Timestamp>> {
 }
 
 /// Runs a count and a page query that share their filter parameters.
-fn listed<T>(
+pub(super) fn listed<T>(
     conn: &Connection,
     count_sql: &str,
     page_sql: &str,
@@ -48,7 +48,7 @@ fn listed<T>(
     Ok(Listed { count: count as u64, results })
 }
 
-fn one<T>(conn: &Connection, sql: &str, params: impl Params, map: impl Fn(&Row) -> Result<T>) -> Result<Option<T>> {
+pub(super) fn one<T>(conn: &Connection, sql: &str, params: impl Params, map: impl Fn(&Row) -> Result<T>) -> Result<Option<T>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
     let mut rows = stmt.query(params).map_err(map_err)?;
     match rows.next().map_err(map_err)? {
@@ -70,7 +70,7 @@ fn save(conn: &Connection, what: String, write: Write, create_sql: &str, replace
     Ok(())
 }
 
-fn col<T: rusqlite::types::FromSql>(row: &Row, i: usize) -> Result<T> {
+pub(super) fn col<T: rusqlite::types::FromSql>(row: &Row, i: usize) -> Result<T> {
     row.get(i).map_err(map_err)
 }
 

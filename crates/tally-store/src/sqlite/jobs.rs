@@ -26,7 +26,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> Result<JobRun> {
     })
 }
 
-fn run(tx: &Connection, run_id: &str) -> Result<JobRun> {
+pub(super) fn run(tx: &Connection, run_id: &str) -> Result<JobRun> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = ?1");
     let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
     let mut rows = stmt.query([run_id]).map_err(map_err)?;

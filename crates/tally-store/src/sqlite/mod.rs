@@ -6,6 +6,7 @@ mod events;
 mod jobs;
 mod prices;
 mod report;
+mod seats;
 
 use crate::{Result, StoreError};
 use rusqlite::{Connection, OpenFlags, ffi};
@@ -19,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_job_runs.sql")),
     (5, include_str!("../../migrations/sqlite/0005_llm_requests_by_user.sql")),
     (6, include_str!("../../migrations/sqlite/0006_llm_prices.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_seats.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -162,12 +164,18 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
     jiff::Timestamp::from_microsecond(micros).map_err(StoreError::corrupt)
 }
 
-use crate::{AggregatesFingerprint, ApiKey, Listed, Page, Store, Subject, TimeRange, UsageFilter, UsageTotal, Write};
+use crate::{
+    AggregatesFingerprint, ApiKey, JobRun, Listed, Page, PushOutcome, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter,
+    UsageTotal, Write,
+};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
+use tally_domain::seats::audit::AuditEvent;
+use tally_domain::seats::ledger::LedgerEntry;
+use tally_domain::seats::remote::RemotePush;
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
@@ -390,6 +398,76 @@ impl Store for SqliteStore {
     async fn unpriced_models(&self, org: Option<&OrganizationId>) -> Result<Vec<UnpricedModel>> {
         let org = org.cloned();
         self.read(move |c| prices::unpriced(c, org.as_ref())).await
+    }
+
+    async fn record_audit_events(&self, events: Vec<AuditEvent>, now: Timestamp) -> Result<Vec<bool>> {
+        self.write(move |c| seats::record_audit(c, &events, now)).await
+    }
+
+    async fn audit_events(&self, org: &OrganizationId, page: Page) -> Result<Listed<AuditEvent>> {
+        let org = org.clone();
+        self.read(move |c| seats::audit_events(c, &org, page)).await
+    }
+
+    async fn seat_snapshots(&self, at: Vec<(OrganizationId, Timestamp)>) -> Result<Vec<SeatSnapshot>> {
+        self.read(move |c| seats::seat_snapshots(c, &at)).await
+    }
+
+    async fn save_server(&self, server: &Server, write: Write) -> Result<()> {
+        let server = server.clone();
+        self.write(move |c| seats::save_server(c, &server, write)).await
+    }
+
+    async fn server(&self, id: &str) -> Result<Option<Server>> {
+        let id = id.to_owned();
+        self.read(move |c| seats::server(c, &id)).await
+    }
+
+    async fn servers(&self) -> Result<Vec<Server>> {
+        self.read(seats::servers).await
+    }
+
+    async fn record_push(&self, server: &Server, push: RemotePush, now: Timestamp) -> Result<PushOutcome> {
+        let server = server.clone();
+        self.write(move |c| seats::record_push(c, &server, &push, now)).await
+    }
+
+    async fn server_realms(&self, server_id: &str) -> Result<Vec<OrganizationId>> {
+        let id = server_id.to_owned();
+        self.read(move |c| seats::server_realms(c, &id)).await
+    }
+
+    async fn realm_server(&self, org: &OrganizationId) -> Result<Option<String>> {
+        let org = org.clone();
+        self.read(move |c| seats::realm_server(c, &org)).await
+    }
+
+    async fn unprocessed_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+        self.read(move |c| seats::unprocessed_audit(c, limit)).await
+    }
+
+    async fn ledger(&self, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>> {
+        let org = org.clone();
+        self.read(move |c| seats::ledger(c, &org, page)).await
+    }
+
+    async fn ledger_since(&self, org: &OrganizationId, since: Timestamp) -> Result<Vec<LedgerEntry>> {
+        let org = org.clone();
+        self.read(move |c| seats::ledger_since(c, &org, since)).await
+    }
+
+    async fn commit_ledger(
+        &self,
+        run_id: &str,
+        owner: &str,
+        entries: Vec<LedgerEntry>,
+        processed: Vec<(OrganizationId, String)>,
+        lease_until: Timestamp,
+        now: Timestamp,
+        finished: bool,
+    ) -> Result<JobRun> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |c| seats::commit_ledger(c, &run_id, &owner, &entries, &processed, lease_until, now, finished)).await
     }
 
     async fn event_count(&self) -> Result<u64> {

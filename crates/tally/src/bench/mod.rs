@@ -174,7 +174,7 @@ async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
     };
-    let key = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
+    let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
     let (app, writer) = App::start(store.clone(), &config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

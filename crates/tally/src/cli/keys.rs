@@ -23,7 +23,8 @@ pub enum KeysCommand {
     Revoke { id: String },
 }
 
-pub async fn create(store: &dyn Store, scope: Scope, name: &str) -> anyhow::Result<String> {
+/// Creates a key; answers its id and its secret (shown only this once).
+pub async fn create(store: &dyn Store, scope: Scope, name: &str) -> anyhow::Result<(String, String)> {
     let material = tally_domain::key::generate();
     let key = ApiKey {
         id: format!("key_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
@@ -34,13 +35,13 @@ pub async fn create(store: &dyn Store, scope: Scope, name: &str) -> anyhow::Resu
         revoked_at: None,
     };
     store.create_api_key(&key).await?;
-    Ok(material.secret)
+    Ok((key.id, material.secret))
 }
 
 pub async fn run(store: Arc<dyn Store>, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create { scope, name } => {
-            println!("{}", create(store.as_ref(), scope, &name).await?);
+            println!("{}", create(store.as_ref(), scope, &name).await?.1);
         }
         KeysCommand::List => {
             println!("{:<18} {:<24} {:<28} {:<26} revoked", "id", "scope", "name", "created");

@@ -2,6 +2,7 @@
 
 mod import;
 mod keys;
+mod servers;
 
 pub use keys::create as create_key;
 
@@ -42,6 +43,12 @@ pub enum Command {
     /// LLM maintenance.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// Self-hosted servers that push their counts and audit logs.
+    #[command(subcommand)]
+    Servers(servers::ServersCommand),
+    /// Run background jobs on demand.
+    #[command(subcommand)]
+    Jobs(servers::JobsCommand),
     /// Apply pending schema migrations and exit.
     Migrate,
     /// Measure throughput; prints a report for BENCHMARKS.md.
@@ -174,6 +181,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("re-priced {n} LLM requests with price table version {}", table.version);
             Ok(())
         }
+        Command::Servers(cmd) => servers::servers(open(&cli.store).await?, cmd).await,
+        Command::Jobs(cmd) => {
+            init_logging(LogFormat::Text, "warn");
+            servers::jobs(open(&cli.store).await?, cmd).await
+        }
         Command::Migrate => {
             init_logging(LogFormat::Text, "info");
             let store = open(&cli.store).await?;
@@ -209,13 +221,15 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     if args.demo {
         let summary = crate::demo::load(store.as_ref()).await?;
         tracing::info!("{summary}");
-        let key = keys::create(store.as_ref(), tally_domain::Scope::Admin, "demo").await?;
+        let (_, key) = keys::create(store.as_ref(), tally_domain::Scope::Admin, "demo").await?;
         println!("demo admin key: {key}");
     }
     let (app, writer) = App::start(store.clone(), &config).await?;
+    let ledger = tokio::spawn(crate::seats::hourly_ledger(store.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "tally listening");
     crate::http::serve(listener, app, shutdown_signal()).await?;
+    ledger.abort();
     // Every request is answered; let the writer finish its last batch.
     writer.await.context("writer task")?;
     tracing::info!("shut down cleanly");

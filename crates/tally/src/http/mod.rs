@@ -11,6 +11,8 @@ mod ops;
 mod otlp;
 mod reports;
 pub mod resources;
+mod seats;
+mod servers;
 mod usage;
 
 use crate::app::AppState;
@@ -56,6 +58,19 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/llm/prices/{model}", axum::routing::put(llm::put_price).delete(llm::delete_price))
         .route("/v1/llm/unpriced-models", get(llm::unpriced_models))
         .route("/v1/organizations/{id}/llm/summary", get(llm::organization_summary))
+        .route("/v1/audit-events", post(seats::post_audit_events).get(seats::list_audit_events))
+        .route("/v1/organizations/{id}/seats", get(seats::organization_seats))
+        .route("/v1/organizations/{id}/license-ledger", get(seats::organization_ledger))
+        .route("/v1/organizations/{id}/invoice-preview", get(seats::organization_invoice))
+        .route("/v1/servers", get(servers::list).post(servers::register))
+        .route("/v1/servers/{id}", get(servers::read))
+        .route("/v1/servers/{id}/rotate-key", post(servers::rotate_key))
+        .route("/v1/servers/{id}/seats", get(seats::server_seats))
+        .route("/v1/servers/{id}/license-ledger", get(seats::server_ledger))
+        .route("/v1/servers/{id}/invoice-preview", get(seats::server_invoice))
+        .route("/v1/remote/analytics", post(servers::push))
+        .route("/v1/remote/analytics/status", get(servers::status))
+        .route("/v1/jobs/ledger/run", post(seats::run_ledger))
         .merge(resources::routes::<Organization>("/v1/organizations"))
         .merge(resources::routes::<Team>("/v1/teams"))
         .merge(resources::routes::<User>("/v1/users"))

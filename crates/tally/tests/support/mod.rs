@@ -35,7 +35,7 @@ pub async fn spawn(test_store: TestStore) -> TestApp {
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
     };
-    let admin = tally::cli::create_key(store.as_ref(), Scope::Admin, "test").await.unwrap();
+    let (_, admin) = tally::cli::create_key(store.as_ref(), Scope::Admin, "test").await.unwrap();
     let (app, _writer) = App::start(store.clone(), &config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -48,7 +48,7 @@ pub async fn spawn(test_store: TestStore) -> TestApp {
 
 impl TestApp {
     pub async fn key(&self, scope: &str) -> String {
-        tally::cli::create_key(self.store.as_ref(), Scope::parse(scope).unwrap(), "test").await.unwrap()
+        tally::cli::create_key(self.store.as_ref(), Scope::parse(scope).unwrap(), "test").await.unwrap().1
     }
 
     pub async fn request(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {

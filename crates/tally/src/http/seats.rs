@@ -1,0 +1,222 @@
+//! Audit events in, seat counts, license ledgers and invoice previews out, for organizations and
+//! self-hosted servers.
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::app::AppState;
+use crate::seats::{self, Licensee, PreviewError};
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use tally_domain::OrganizationId;
+use tally_domain::seats::audit::{AuditEvent, AuditEventInput};
+use tally_domain::seats::ledger::LedgerEntry;
+use tally_store::{Listed, Server};
+
+/// Events per `POST /v1/audit-events`.
+const MAX_AUDIT_EVENTS: usize = 10_000;
+
+pub(super) async fn body_bytes(app: &AppState, body: Body) -> ApiResult<axum::body::Bytes> {
+    to_bytes(body, app.max_body_bytes).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the body is larger than {} bytes", app.max_body_bytes))
+    })
+}
+
+pub(super) fn json_value(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", format!("the body is not valid JSON: {e}"))
+            .with(json!({ "line": e.line(), "column": e.column() }))
+    })
+}
+
+/// `POST /v1/audit-events`: a JSON array of events (or one). Every event is checked first; if any
+/// is invalid, none is stored and the answer lists each one's index, field and reason.
+pub async fn post_audit_events(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<Value>> {
+    if !caller.scope.can_ingest() {
+        return Err(ApiError::forbidden(format!("a {} key cannot write audit events; use an ingest or admin key", caller.scope)));
+    }
+    let value = json_value(&body_bytes(&app, body).await?)?;
+    let items = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => return Err(ApiError::bad_request("the body must be an audit event or an array of them")),
+    };
+    if items.len() > MAX_AUDIT_EVENTS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch-too-large",
+            format!("{} audit events in one request; the limit is {MAX_AUDIT_EVENTS}", items.len()),
+        ));
+    }
+    let now = Timestamp::now();
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match serde_json::from_value::<AuditEventInput>(item) {
+            Err(e) => errors.push(json!({ "index": index, "field": Value::Null, "reason": e.to_string() })),
+            Ok(input) => match input.validate(now) {
+                Ok(event) => events.push(event),
+                Err(r) => errors.push(json!({ "index": index, "field": r.field, "reason": r.reason })),
+            },
+        }
+    }
+    if !errors.is_empty() {
+        let detail = format!("{} of the audit events are invalid; none was stored", errors.len());
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid-audit-events", detail).with(json!({ "errors": errors })));
+    }
+    let stored = app.store.record_audit_events(events, now).await?;
+    let new = stored.iter().filter(|s| **s).count();
+    Ok(Json(json!({ "stored": new, "duplicates": stored.len() - new })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditListQuery {
+    organization_id: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `GET /v1/audit-events?organization_id=`: newest first.
+pub async fn list_audit_events(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditListQuery>,
+) -> ApiResult<Json<Listed<AuditEvent>>> {
+    let asked = q.organization_id.ok_or_else(|| ApiError::bad_parameter("organization_id", "is required"))?;
+    let org = caller.readable_organization(&app, &asked).await?;
+    let page = super::resources::page(q.limit.as_deref(), q.offset.as_deref())?;
+    Ok(Json(app.store.audit_events(&org, page).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AtQuery {
+    at: Option<String>,
+}
+
+fn at(q: &AtQuery) -> ApiResult<Timestamp> {
+    match &q.at {
+        None => Ok(Timestamp::now()),
+        Some(text) => text.parse().map_err(|_| ApiError::bad_parameter("at", format!("{text:?} is not an RFC 3339 date-time"))),
+    }
+}
+
+/// 409 when the figures depend on a server whose data is missing at `at`.
+fn require_fresh(server: Option<&Server>, at: Timestamp) -> ApiResult<()> {
+    match server.and_then(|s| seats::missing_data(s, at)) {
+        Some(detail) => Err(ApiError::new(StatusCode::CONFLICT, "missing-data", detail)),
+        None => Ok(()),
+    }
+}
+
+/// The server behind an organization: its own, or the one it is a realm of.
+async fn server_behind(app: &AppState, org: &OrganizationId) -> ApiResult<Option<Server>> {
+    if let Some(server) = app.store.servers().await?.into_iter().find(|s| &s.organization_id == org) {
+        return Ok(Some(server));
+    }
+    match app.store.realm_server(org).await? {
+        Some(id) => Ok(app.store.server(&id).await?),
+        None => Ok(None),
+    }
+}
+
+/// The server with this id, if the key may read it (admin, or its organization's key).
+async fn readable_server(app: &AppState, caller: &Caller, id: &str) -> ApiResult<Server> {
+    let server = app.store.server(id).await?.filter(|s| caller.scope.can_read_organization(&s.organization_id));
+    server.ok_or_else(|| ApiError::not_found(format!("server {id:?}")))
+}
+
+async fn seats_json(app: &AppState, licensee: &Licensee, server: Option<Server>, at: Timestamp) -> ApiResult<Json<Value>> {
+    require_fresh(server.as_ref(), at)?;
+    let count = seats::seats_at(app.store.as_ref(), licensee, at).await?;
+    Ok(Json(serde_json::to_value(count).map_err(super::error::internal)?))
+}
+
+/// `GET /v1/organizations/{id}/seats?at=`
+pub async fn organization_seats(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<AtQuery>,
+) -> ApiResult<Json<Value>> {
+    let org = caller.readable_organization(&app, &id).await?;
+    let at = at(&q)?;
+    let licensee = seats::licensee(app.store.as_ref(), &org).await?;
+    let server = server_behind(&app, &org).await?;
+    seats_json(&app, &licensee, server, at).await
+}
+
+/// `GET /v1/servers/{id}/seats?at=`: the sum over the server's realms active at that moment.
+pub async fn server_seats(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<AtQuery>,
+) -> ApiResult<Json<Value>> {
+    let server = readable_server(&app, &caller, &id).await?;
+    let at = at(&q)?;
+    let licensee = seats::licensee(app.store.as_ref(), &server.organization_id).await?;
+    seats_json(&app, &licensee, Some(server), at).await
+}
+
+async fn ledger_page(app: &AppState, org: &OrganizationId, q: &HashMap<String, String>) -> ApiResult<Json<Listed<LedgerEntry>>> {
+    let page = super::resources::page(q.get("limit").map(String::as_str), q.get("offset").map(String::as_str))?;
+    Ok(Json(app.store.ledger(org, page).await?))
+}
+
+/// `GET /v1/organizations/{id}/license-ledger`: newest first, paged.
+pub async fn organization_ledger(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Listed<LedgerEntry>>> {
+    let org = caller.readable_organization(&app, &id).await?;
+    ledger_page(&app, &org, &q).await
+}
+
+/// `GET /v1/servers/{id}/license-ledger`
+pub async fn server_ledger(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Listed<LedgerEntry>>> {
+    let server = readable_server(&app, &caller, &id).await?;
+    ledger_page(&app, &server.organization_id, &q).await
+}
+
+async fn preview(app: &AppState, org: &OrganizationId, server: Option<Server>) -> ApiResult<Json<Value>> {
+    let now = Timestamp::now();
+    require_fresh(server.as_ref(), now)?;
+    let licensee = seats::licensee(app.store.as_ref(), org).await?;
+    match seats::invoice_preview(app.store.as_ref(), &licensee, now).await {
+        Ok(invoice) => Ok(Json(serde_json::to_value(invoice).map_err(super::error::internal)?)),
+        Err(PreviewError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "no-invoice", e.to_string())),
+    }
+}
+
+/// `GET /v1/organizations/{id}/invoice-preview`
+pub async fn organization_invoice(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let org = caller.readable_organization(&app, &id).await?;
+    let server = server_behind(&app, &org).await?;
+    preview(&app, &org, server).await
+}
+
+/// `GET /v1/servers/{id}/invoice-preview`
+pub async fn server_invoice(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let server = readable_server(&app, &caller, &id).await?;
+    let org = server.organization_id.clone();
+    preview(&app, &org, Some(server)).await
+}
+
+/// `POST /v1/jobs/ledger/run`: runs the ledger job now and answers with the finished run.
+pub async fn run_ledger(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<tally_store::JobRun>> {
+    caller.require_admin()?;
+    Ok(Json(seats::run_ledger(app.store.as_ref(), seats::LedgerOptions::default(), |_| {}).await?))
+}

@@ -1,0 +1,96 @@
+//! Self-hosted servers: registration and keys (admin), and the pushes a server makes with its own
+//! key (`POST /v1/remote/analytics`, `GET /v1/remote/analytics/status`).
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::seats::{body_bytes, json_value};
+use crate::app::AppState;
+use crate::seats;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tally_domain::seats::remote;
+use tally_domain::{OrganizationId, Scope};
+use tally_store::{PushOutcome, Server};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    hostname: String,
+    contact_email: String,
+    #[serde(default)]
+    organization_id: Option<String>,
+}
+
+/// `POST /v1/servers`: the answer holds the server's secret key, shown only this once.
+pub async fn register(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_admin()?;
+    let r: Registration = serde_json::from_value(json_value(&body_bytes(&app, body).await?)?)
+        .map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}")))?;
+    let org =
+        r.organization_id.map(OrganizationId::parse).transpose().map_err(|e| ApiError::bad_request(format!("`organization_id`: {e}")))?;
+    let (server, key) =
+        seats::register_server(app.store.as_ref(), &r.hostname, &r.contact_email, org).await.map_err(|e| match e
+            .downcast::<tally_store::StoreError>()
+        {
+            Ok(store) => ApiError::from(store),
+            Err(e) => ApiError::bad_request(e.to_string()),
+        })?;
+    Ok((StatusCode::CREATED, Json(json!({ "server": server, "api_key": key }))))
+}
+
+pub async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let servers = app.store.servers().await?;
+    Ok(Json(json!({ "count": servers.len(), "results": servers })))
+}
+
+pub async fn read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Server>> {
+    let server = app.store.server(&id).await?.filter(|s| caller.scope.can_read_organization(&s.organization_id));
+    Ok(Json(server.ok_or_else(|| ApiError::not_found(format!("server {id:?}")))?))
+}
+
+/// `POST /v1/servers/{id}/rotate-key`: a new secret, shown once; the old key stops working now.
+pub async fn rotate_key(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let key = seats::rotate_server_key(app.store.as_ref(), &id).await.map_err(super::error::internal)?;
+    let key = key.ok_or_else(|| ApiError::not_found(format!("server {id:?}")))?;
+    Ok(Json(json!({ "server_id": id, "api_key": key })))
+}
+
+/// The server a `server:<id>` key belongs to.
+async fn pushing_server(app: &AppState, caller: &Caller) -> ApiResult<Server> {
+    let Scope::Server(id) = &caller.scope else {
+        return Err(ApiError::forbidden(format!("a {} key cannot push server data; use the server's own key", caller.scope)));
+    };
+    app.store.server(id).await?.ok_or_else(|| ApiError::unauthorized(format!("server {id} is not registered")))
+}
+
+/// `POST /v1/remote/analytics`: format 1 or 2; the whole push is checked before anything is
+/// stored, and stored in one transaction.
+pub async fn push(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<PushOutcome>> {
+    let server = pushing_server(&app, &caller).await?;
+    let value = json_value(&body_bytes(&app, body).await?)?;
+    let now = Timestamp::now();
+    let push = remote::parse(&value, &server.id, now).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid-push", format!("{e}; nothing of this push was stored"))
+            .with(json!({ "table": e.table, "row": e.row, "field": e.field }))
+    })?;
+    Ok(Json(app.store.record_push(&server, push, now).await?))
+}
+
+/// `GET /v1/remote/analytics/status`: what the server has stored, so it knows where to resume.
+pub async fn status(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let server = pushing_server(&app, &caller).await?;
+    Ok(Json(json!({
+        "server_id": server.id,
+        "last_push_at": server.last_push_at,
+        "last_audit_log_id": server.last_audit_log_id,
+        "last_realm_count_id": server.last_realm_count_id,
+        "last_installation_count_id": server.last_installation_count_id,
+    })))
+}

@@ -1,0 +1,425 @@
+//! Seats, the license ledger job and invoice previews, over the store. The arithmetic is in
+//! `tally_domain::seats`; this module finds who is licensed on which plan, asks the store for the
+//! audit history it needs, and hands the numbers to the domain.
+
+use crate::jobs;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use tally_domain::OrganizationId;
+use tally_domain::entities::{Plan, Subscription, SubscriptionStatus};
+use tally_domain::seats::audit::AuditEvent;
+use tally_domain::seats::invoice::{self, InvoicePreview};
+use tally_domain::seats::ledger::{self, LedgerEntry, Periods, SeatChange, Terms};
+use tally_domain::seats::{RoleCounts, seat_count};
+use tally_store::{AuditSource, JobRun, Page, SeatSnapshot, Server, Store, StoreError};
+
+pub const LEDGER_JOB: &str = "ledger";
+/// How old a server's last push may be before its figures are refused as missing data.
+pub const MAX_PUSH_AGE: SignedDuration = SignedDuration::from_hours(48);
+
+/// Who is billed for seats: an organization on a plan. A self-hosted server's organization
+/// counts the seats of the server's realms.
+#[derive(Debug, Clone)]
+pub struct Licensee {
+    pub organization_id: OrganizationId,
+    pub subscription: Option<Subscription>,
+    pub plan: Option<Plan>,
+    /// The realms whose seats it counts, for a server's organization.
+    pub realms: Option<Vec<OrganizationId>>,
+}
+
+impl Licensee {
+    pub fn guest_seat_ratio(&self) -> Option<u32> {
+        self.plan.as_ref().and_then(|p| p.seats.guest_seat_ratio)
+    }
+
+    fn terms(&self) -> Option<Terms> {
+        let (subscription, plan) = (self.subscription.as_ref()?, self.plan.as_ref()?);
+        Some(Terms { periods: Periods::of(subscription), minimum_licenses: u64::from(plan.seats.minimum_licenses) })
+    }
+
+    /// The organizations whose audit history makes up its seats.
+    fn sources(&self) -> Vec<OrganizationId> {
+        self.realms.clone().unwrap_or_else(|| vec![self.organization_id.clone()])
+    }
+}
+
+/// The organization's licensing: its live subscription (the latest not canceled) and plan, and
+/// its realms if it is a server's organization.
+pub async fn licensee(store: &dyn Store, org: &OrganizationId) -> Result<Licensee, StoreError> {
+    let subscriptions = crate::series::every(|page| store.subscriptions(Some(org), page)).await?;
+    let subscription = subscriptions
+        .into_iter()
+        .filter(|s| s.status != SubscriptionStatus::Canceled)
+        .max_by_key(|s| (s.current_period_start, s.created_at));
+    let plan = match &subscription {
+        Some(s) => store.plan(&s.plan_id).await?,
+        None => None,
+    };
+    let realms = match store.servers().await?.into_iter().find(|s| &s.organization_id == org) {
+        Some(server) => Some(store.server_realms(&server.id).await?),
+        None => None,
+    };
+    Ok(Licensee { organization_id: org.clone(), subscription, plan, realms })
+}
+
+fn seats_of(snapshot: &SeatSnapshot, ratio: Option<u32>) -> u64 {
+    match (snapshot.is_active, &snapshot.role_counts) {
+        (true, Some(counts)) => seat_count(counts, ratio),
+        _ => 0,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RealmSeats {
+    pub organization_id: OrganizationId,
+    pub seats: u64,
+    pub is_active: bool,
+    pub source: Option<AuditSource>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeatCount {
+    pub organization_id: OrganizationId,
+    pub at: Timestamp,
+    pub seats: u64,
+    pub is_active: bool,
+    pub guest_seat_ratio: Option<u32>,
+    /// Active users by role, summed over the realms for a server.
+    pub role_counts: RoleCounts,
+    /// The audit event the count comes from (the latest one, over a server's realms).
+    pub source: Option<AuditSource>,
+    /// A server's realms, each with its own count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realms: Option<Vec<RealmSeats>>,
+}
+
+/// The licensee's seats at `at`, from the audit history.
+pub async fn seats_at(store: &dyn Store, licensee: &Licensee, at: Timestamp) -> Result<SeatCount, StoreError> {
+    let sources = licensee.sources();
+    let snapshots = store.seat_snapshots(sources.iter().map(|o| (o.clone(), at)).collect()).await?;
+    let ratio = licensee.guest_seat_ratio();
+    let mut counts = RoleCounts::default();
+    for snapshot in snapshots.iter().filter(|s| s.is_active) {
+        if let Some(c) = &snapshot.role_counts {
+            counts = counts.plus(c);
+        }
+    }
+    let source = snapshots.iter().filter_map(|s| s.source.clone()).max_by_key(|s| (s.event_time, s.id.clone()));
+    let seats = snapshots.iter().map(|s| seats_of(s, ratio)).sum();
+    let realms = licensee.realms.as_ref().map(|_| {
+        sources
+            .iter()
+            .zip(&snapshots)
+            .map(|(org, s)| RealmSeats {
+                organization_id: org.clone(),
+                seats: seats_of(s, ratio),
+                is_active: s.is_active,
+                source: s.source.clone(),
+            })
+            .collect()
+    });
+    // A server is active while any realm is; an organization by its own switch.
+    let is_active = match &licensee.realms {
+        Some(_) => snapshots.iter().any(|s| s.is_active),
+        None => snapshots.first().is_none_or(|s| s.is_active),
+    };
+    Ok(SeatCount {
+        organization_id: licensee.organization_id.clone(),
+        at,
+        seats,
+        is_active,
+        guest_seat_ratio: ratio,
+        role_counts: counts,
+        source,
+        realms,
+    })
+}
+
+/// Why a server's figures cannot be given: it never pushed, or not for too long.
+pub fn missing_data(server: &Server, at: Timestamp) -> Option<String> {
+    match server.last_push_at {
+        None => Some(format!("server {} has never pushed its data", server.id)),
+        Some(last) if at > last + MAX_PUSH_AGE => {
+            Some(format!("server {}'s last push was at {last}, more than 2 days before {at}: its data is missing since {last}", server.id))
+        }
+        Some(_) => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("organization {0} has no live subscription with a plan")]
+    NoPlan(OrganizationId),
+    #[error(transparent)]
+    Invoice(#[from] invoice::InvoiceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Invoice {
+    pub organization_id: OrganizationId,
+    pub plan_id: String,
+    pub currency: String,
+    pub tier: Option<String>,
+    #[serde(flatten)]
+    pub preview: InvoicePreview,
+}
+
+pub async fn invoice_preview(store: &dyn Store, licensee: &Licensee, now: Timestamp) -> Result<Invoice, PreviewError> {
+    let (Some(subscription), Some(plan)) = (&licensee.subscription, &licensee.plan) else {
+        return Err(PreviewError::NoPlan(licensee.organization_id.clone()));
+    };
+    let periods = Periods::of(subscription);
+    let last = store.ledger(&licensee.organization_id, Page { limit: 1, offset: 0 }).await?.results;
+    let clock = last.first().map_or(now, |l| l.event_time.max(now));
+    let (start, _) = periods.containing(clock);
+    let rows = store.ledger_since(&licensee.organization_id, start).await?;
+    let preview = invoice::preview(&plan.seats, &periods, &rows, now)?;
+    Ok(Invoice {
+        organization_id: licensee.organization_id.clone(),
+        plan_id: plan.id.clone(),
+        currency: plan.currency.clone(),
+        tier: plan.seats.tier.clone(),
+        preview,
+    })
+}
+
+// ---- self-hosted servers
+
+/// Registers a server: a new id, its organization (`server-<id>` unless one is named), and a
+/// secret key with the scope `server:<id>`, returned once.
+pub async fn register_server(
+    store: &dyn Store,
+    hostname: &str,
+    contact_email: &str,
+    organization: Option<OrganizationId>,
+) -> anyhow::Result<(Server, String)> {
+    if hostname.trim().is_empty() || hostname.len() > 255 {
+        anyhow::bail!("the hostname must be 1 to 255 characters");
+    }
+    if !contact_email.contains('@') || contact_email.len() > 254 {
+        anyhow::bail!("the contact email {contact_email:?} is not an email address");
+    }
+    let id = uuid_v4();
+    let organization_id = match organization {
+        Some(o) => o,
+        None => OrganizationId::parse(format!("server-{id}"))?,
+    };
+    let (key_id, secret) = crate::cli::create_key(store, tally_domain::Scope::Server(id.clone()), &format!("server {hostname}")).await?;
+    let server = Server {
+        id,
+        organization_id,
+        hostname: hostname.trim().to_owned(),
+        contact_email: contact_email.to_owned(),
+        key_id,
+        created_at: Timestamp::now(),
+        last_push_at: None,
+        last_audit_log_id: None,
+        last_realm_count_id: None,
+        last_installation_count_id: None,
+    };
+    store.save_server(&server, tally_store::Write::Create).await?;
+    Ok((server, secret))
+}
+
+/// Replaces a server's key: the new secret is returned once, the old key stops working at once.
+pub async fn rotate_server_key(store: &dyn Store, server_id: &str) -> anyhow::Result<Option<String>> {
+    let Some(mut server) = store.server(server_id).await? else { return Ok(None) };
+    let (key_id, secret) =
+        crate::cli::create_key(store, tally_domain::Scope::Server(server.id.clone()), &format!("server {}", server.hostname)).await?;
+    store.revoke_api_key(&server.key_id, Timestamp::now()).await?;
+    server.key_id = key_id;
+    store.save_server(&server, tally_store::Write::Replace).await?;
+    Ok(Some(secret))
+}
+
+/// A random (version 4) UUID in its text form.
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+// ---- the ledger job
+
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerOptions {
+    /// Audit events per transaction.
+    pub batch: u32,
+    pub lease: std::time::Duration,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions { batch: 5_000, lease: std::time::Duration::from_secs(60) }
+    }
+}
+
+/// What the job knows about licensees while it runs.
+#[derive(Default)]
+struct Book {
+    /// For each organization seen in the audit history: the licensees its events feed.
+    feeds: HashMap<OrganizationId, Vec<OrganizationId>>,
+    licensees: HashMap<OrganizationId, Licensee>,
+    last: HashMap<OrganizationId, Option<LedgerEntry>>,
+}
+
+impl Book {
+    async fn licensee(&mut self, store: &dyn Store, org: &OrganizationId) -> Result<Licensee, StoreError> {
+        if let Some(l) = self.licensees.get(org) {
+            return Ok(l.clone());
+        }
+        let l = licensee(store, org).await?;
+        self.licensees.insert(org.clone(), l.clone());
+        Ok(l)
+    }
+
+    /// The licensees with terms that an organization's events feed: itself, and the server it
+    /// is a realm of.
+    async fn feeds(&mut self, store: &dyn Store, org: &OrganizationId) -> Result<Vec<OrganizationId>, StoreError> {
+        if let Some(f) = self.feeds.get(org) {
+            return Ok(f.clone());
+        }
+        let mut candidates = vec![org.clone()];
+        if let Some(server_id) = store.realm_server(org).await?
+            && let Some(server) = store.server(&server_id).await?
+        {
+            candidates.push(server.organization_id);
+        }
+        let mut fed = Vec::new();
+        for c in candidates {
+            if self.licensee(store, &c).await?.terms().is_some() {
+                fed.push(c);
+            }
+        }
+        self.feeds.insert(org.clone(), fed.clone());
+        Ok(fed)
+    }
+
+    async fn last(&mut self, store: &dyn Store, org: &OrganizationId) -> Result<Option<LedgerEntry>, StoreError> {
+        if let Some(l) = self.last.get(org) {
+            return Ok(l.clone());
+        }
+        let l = store.ledger(org, Page { limit: 1, offset: 0 }).await?.results.into_iter().next();
+        self.last.insert(org.clone(), l.clone());
+        Ok(l)
+    }
+}
+
+/// One licensee's seat counts at many moments, in one store call.
+async fn seats_at_many(store: &dyn Store, licensee: &Licensee, moments: &[Timestamp]) -> Result<Vec<u64>, StoreError> {
+    let sources = licensee.sources();
+    let queries = moments.iter().flat_map(|t| sources.iter().map(move |o| (o.clone(), *t))).collect();
+    let snapshots = store.seat_snapshots(queries).await?;
+    let ratio = licensee.guest_seat_ratio();
+    Ok(snapshots.chunks(sources.len().max(1)).map(|per_moment| per_moment.iter().map(|s| seats_of(s, ratio)).sum()).collect())
+}
+
+/// The ledger rows one licensee gains from `events` (in time order) and renewals up to `until`.
+async fn advance_licensee(
+    store: &dyn Store,
+    book: &mut Book,
+    org: &OrganizationId,
+    events: &[&AuditEvent],
+    until: Timestamp,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let licensee = book.licensee(store, org).await?;
+    let Some(terms) = licensee.terms() else { return Ok(Vec::new()) };
+    let last = book.last(store, org).await?;
+    let clock = last.as_ref().map(|l| l.event_time);
+    // Seats at each event, at the latest moment the ledger knows of, and at the first period start.
+    let mut moments: Vec<Timestamp> = Vec::with_capacity(events.len() * 2 + 1);
+    for e in events {
+        moments.push(e.event_time);
+        moments.push(clock.map_or(e.event_time, |c| c.max(e.event_time)));
+    }
+    moments.push(terms.periods.first_start());
+    let seats = seats_at_many(store, &licensee, &moments).await?;
+    let changes: Vec<SeatChange> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SeatChange {
+            event_time: e.event_time,
+            audit_organization_id: e.organization_id.to_string(),
+            audit_id: e.id.clone(),
+            seats_then: seats[2 * i],
+            seats_latest: seats[2 * i + 1],
+        })
+        .collect();
+    let initial = seats[seats.len() - 1];
+    let rows = ledger::advance(org.as_str(), &terms, last.as_ref(), initial, &changes, until);
+    if let Some(newest) = rows.last() {
+        book.last.insert(org.clone(), Some(newest.clone()));
+    }
+    Ok(rows)
+}
+
+/// Runs the ledger job to completion: every unprocessed audit event becomes ledger rows for the
+/// licensees it feeds, batch by batch (each batch one transaction with the events marked
+/// processed), then every licensee's ledger is renewed up to now. A lease keeps two runs from
+/// working at once; a run that finds another holding it fails with `Conflict`.
+pub async fn run_ledger(store: &dyn Store, options: LedgerOptions, progress: impl Fn(&JobRun)) -> Result<JobRun, StoreError> {
+    let owner = jobs::owner();
+    let lease = SignedDuration::try_from(options.lease).unwrap_or(SignedDuration::from_secs(60));
+    let now = Timestamp::now();
+    let mut run = store.claim_job(LEDGER_JOB, &owner, now + lease, now).await?;
+    let mut book = Book::default();
+    let result = async {
+        loop {
+            let events = store.unprocessed_audit_events(options.batch.max(1)).await?;
+            let now = Timestamp::now();
+            let finished = events.is_empty();
+            let mut by_licensee: BTreeMap<OrganizationId, Vec<&AuditEvent>> = BTreeMap::new();
+            for e in &events {
+                for l in book.feeds(store, &e.organization_id).await? {
+                    by_licensee.entry(l).or_default().push(e);
+                }
+            }
+            if finished {
+                // Renew every licensee up to now, also those without new events.
+                for s in crate::series::every(|page| store.subscriptions(None, page)).await? {
+                    by_licensee.entry(s.organization_id).or_default();
+                }
+            }
+            let until = events.last().map_or(now, |e| e.event_time);
+            let mut entries = Vec::new();
+            for (org, its_events) in &by_licensee {
+                entries.extend(advance_licensee(store, &mut book, org, its_events, until).await?);
+            }
+            let processed = events.iter().map(|e| (e.organization_id.clone(), e.id.clone())).collect();
+            run = store.commit_ledger(&run.id, &owner, entries, processed, now + lease, now, finished).await?;
+            progress(&run);
+            if finished {
+                return Ok(run.clone());
+            }
+        }
+    }
+    .await;
+    // A lost lease is someone else's run now; any other failure ends this one.
+    if let Err(e) = &result
+        && !matches!(e, StoreError::Conflict(_))
+    {
+        let _ = store.abort_job(&run.id, &e.to_string(), Timestamp::now()).await;
+    }
+    result
+}
+
+/// Runs the ledger job every hour while the server runs; a run another process holds is left
+/// to it.
+pub async fn hourly_ledger(store: std::sync::Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match run_ledger(store.as_ref(), LedgerOptions::default(), |_| {}).await {
+            Ok(run) => tracing::info!(run = %run.id, processed = run.processed, "ledger job done"),
+            Err(StoreError::Conflict(holder)) => tracing::info!(%holder, "ledger job already running elsewhere"),
+            Err(e) => tracing::warn!(error = %e, "ledger job failed; retrying next hour"),
+        }
+    }
+}
