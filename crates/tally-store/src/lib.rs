@@ -168,8 +168,9 @@ pub trait Store: Send + Sync + 'static {
     /// The server an organization is a realm of.
     async fn realm_server(&self, org: &OrganizationId) -> Result<Option<String>>;
 
-    /// Audit events the ledger job has not processed yet, oldest first.
-    async fn unprocessed_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+    /// Audit events the ledger job has not processed yet, oldest first (by time, organization and
+    /// id), after the given one if any: a run walks forward without rereading what it marked.
+    async fn unprocessed_audit_events(&self, after: Option<AuditKey>, limit: u32) -> Result<Vec<AuditEvent>>;
     /// An organization's license ledger, newest first.
     async fn ledger(&self, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>>;
     /// The ledger from its last row before `since` on, in writing order.

@@ -202,3 +202,6 @@ pub struct PushOutcome {
     pub installation_counts: Stored,
     pub audit_log_rows: Stored,
 }
+
+/// Where an audit event sorts for the ledger job: time, organization, id.
+pub type AuditKey = (Timestamp, OrganizationId, String);

@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use std::fmt;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::event::ValidationContext;
+use tally_domain::seats::audit::{AuditEvent, AuditEventType};
 use tally_domain::{Money, OrganizationId, RawEvent, Role, TeamId, UsageEvent, UserId};
 use tally_store::{Store, Write};
 
@@ -174,6 +175,7 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<Summary> {
         store.save_subscription(&sub, Write::Replace).await?;
 
         let mut events: Vec<UsageEvent> = Vec::new();
+        let (mut users, mut audit) = (Vec::new(), Vec::new());
         for n in 0..spec.users {
             let id = UserId::parse(format!("{}-u{n:02}", spec.id))?;
             let mut user = User::registered(id.clone(), org.clone(), start + SignedDuration::from_hours(rng.random_range(0..24 * 20)));
@@ -191,7 +193,13 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<Summary> {
             user.is_bot = n == spec.users - 1;
             user.is_active = n % 11 != 10;
             user.last_login = Some(now - SignedDuration::from_hours(rng.random_range(1..24 * 10)));
-            store.save_user(&user, Write::Replace).await?;
+            // The history the seats are counted from: joined, and for some, deactivated later.
+            audit.push(audit_event(&org, format!("join-{n}"), user.date_joined, AuditEventType::UserCreated, &user));
+            if !user.is_active {
+                let left = user.date_joined + SignedDuration::from_hours(24 * rng.random_range(20..60));
+                audit.push(audit_event(&org, format!("leave-{n}"), left, AuditEventType::UserDeactivated, &user));
+            }
+            users.push(user);
             user_count += 1;
 
             let team = spec.teams[n % spec.teams.len()];
@@ -248,10 +256,36 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<Summary> {
                 }
             }
         }
+        // Audit events first, in time order, so each carries the counts of its moment; then the
+        // users' details.
+        audit.sort_by_key(|e| e.event_time);
+        store.record_audit_events(audit, now).await?;
+        for user in &users {
+            store.save_user(user, Write::Replace).await?;
+        }
         event_count += events.len();
         for chunk in events.chunks(20_000) {
             store.record_events(chunk.to_vec()).await?;
         }
     }
+    crate::seats::run_ledger(store, crate::seats::LedgerOptions::default(), |_| {}).await?;
     Ok(Summary { organizations: ORGS.len(), users: user_count, events: event_count, skipped: false })
+}
+
+fn audit_event(org: &OrganizationId, id: String, at: Timestamp, event_type: AuditEventType, user: &User) -> AuditEvent {
+    AuditEvent {
+        organization_id: org.clone(),
+        id,
+        event_time: at,
+        event_type,
+        user_id: Some(user.id.clone()),
+        role: Some(user.role),
+        old_role: None,
+        new_role: None,
+        is_bot: user.is_bot,
+        plan_id: None,
+        role_counts: None,
+        backfilled: false,
+        server_id: None,
+    }
 }

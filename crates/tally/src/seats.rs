@@ -256,7 +256,7 @@ pub struct LedgerOptions {
 
 impl Default for LedgerOptions {
     fn default() -> Self {
-        LedgerOptions { batch: 5_000, lease: std::time::Duration::from_secs(60) }
+        LedgerOptions { batch: 10_000, lease: std::time::Duration::from_secs(60) }
     }
 }
 
@@ -311,52 +311,101 @@ impl Book {
     }
 }
 
-/// One licensee's seat counts at many moments, in one store call.
-async fn seats_at_many(store: &dyn Store, licensee: &Licensee, moments: &[Timestamp]) -> Result<Vec<u64>, StoreError> {
-    let sources = licensee.sources();
-    let queries = moments.iter().flat_map(|t| sources.iter().map(move |o| (o.clone(), *t))).collect();
-    let snapshots = store.seat_snapshots(queries).await?;
-    let ratio = licensee.guest_seat_ratio();
-    Ok(snapshots.chunks(sources.len().max(1)).map(|per_moment| per_moment.iter().map(|s| seats_of(s, ratio)).sum()).collect())
+/// A licensee's share of a batch: its events and the distinct moments whose seat counts it needs
+/// (at each event, at the latest moment the ledger knows of, and at its first period's start
+/// while the ledger is empty).
+struct Step<'a> {
+    organization_id: OrganizationId,
+    licensee: Licensee,
+    terms: Terms,
+    last: Option<LedgerEntry>,
+    events: &'a [&'a AuditEvent],
+    moments: Vec<Timestamp>,
+    /// Per event, the indexes in `moments` of its time and of the latest moment.
+    asked: Vec<(usize, usize)>,
+    initial: Option<usize>,
 }
 
-/// The ledger rows one licensee gains from `events` (in time order) and renewals up to `until`.
-async fn advance_licensee(
+impl<'a> Step<'a> {
+    async fn new(
+        store: &dyn Store,
+        book: &mut Book,
+        org: &OrganizationId,
+        events: &'a [&'a AuditEvent],
+    ) -> Result<Option<Step<'a>>, StoreError> {
+        let licensee = book.licensee(store, org).await?;
+        let Some(terms) = licensee.terms() else { return Ok(None) };
+        let last = book.last(store, org).await?;
+        let clock = last.as_ref().map(|l| l.event_time);
+        let mut moments = Vec::with_capacity(events.len() + 1);
+        let mut index: HashMap<Timestamp, usize> = HashMap::with_capacity(events.len() + 1);
+        let mut at = |t: Timestamp| {
+            *index.entry(t).or_insert_with(|| {
+                moments.push(t);
+                moments.len() - 1
+            })
+        };
+        let asked = events.iter().map(|e| (at(e.event_time), at(clock.map_or(e.event_time, |c| c.max(e.event_time))))).collect();
+        let initial = last.is_none().then(|| at(terms.periods.first_start()));
+        Ok(Some(Step { organization_id: org.clone(), licensee, terms, last, events, moments, asked, initial }))
+    }
+
+    fn queries(&self) -> impl Iterator<Item = (OrganizationId, Timestamp)> + '_ {
+        let sources = self.licensee.sources();
+        self.moments.iter().flat_map(move |t| sources.clone().into_iter().map(move |o| (o, *t)))
+    }
+
+    /// The rows the ledger gains, given the snapshots its queries asked for (in their order).
+    fn rows(&self, snapshots: &[SeatSnapshot], until: Timestamp) -> Vec<LedgerEntry> {
+        let ratio = self.licensee.guest_seat_ratio();
+        let seats: Vec<u64> = match self.licensee.sources().len() {
+            // A server without realms yet: no seats at any moment.
+            0 => vec![0; self.moments.len()],
+            per_moment => snapshots.chunks(per_moment).map(|m| m.iter().map(|s| seats_of(s, ratio)).sum()).collect(),
+        };
+        let changes: Vec<SeatChange> = self
+            .events
+            .iter()
+            .zip(&self.asked)
+            .map(|(e, (then, latest))| SeatChange {
+                event_time: e.event_time,
+                audit_organization_id: e.organization_id.to_string(),
+                audit_id: e.id.clone(),
+                seats_then: seats[*then],
+                seats_latest: seats[*latest],
+            })
+            .collect();
+        let initial = self.initial.map_or(0, |i| seats[i]);
+        ledger::advance(self.organization_id.as_str(), &self.terms, self.last.as_ref(), initial, &changes, until)
+    }
+}
+
+/// The ledger rows a batch of events (in time order) and renewals up to `until` make, with one
+/// store call for every seat count the batch needs.
+async fn batch_rows(
     store: &dyn Store,
     book: &mut Book,
-    org: &OrganizationId,
-    events: &[&AuditEvent],
+    by_licensee: &BTreeMap<OrganizationId, Vec<&AuditEvent>>,
     until: Timestamp,
 ) -> Result<Vec<LedgerEntry>, StoreError> {
-    let licensee = book.licensee(store, org).await?;
-    let Some(terms) = licensee.terms() else { return Ok(Vec::new()) };
-    let last = book.last(store, org).await?;
-    let clock = last.as_ref().map(|l| l.event_time);
-    // Seats at each event, at the latest moment the ledger knows of, and at the first period start.
-    let mut moments: Vec<Timestamp> = Vec::with_capacity(events.len() * 2 + 1);
-    for e in events {
-        moments.push(e.event_time);
-        moments.push(clock.map_or(e.event_time, |c| c.max(e.event_time)));
+    let mut steps = Vec::new();
+    for (org, events) in by_licensee {
+        steps.extend(Step::new(store, book, org, events).await?);
     }
-    moments.push(terms.periods.first_start());
-    let seats = seats_at_many(store, &licensee, &moments).await?;
-    let changes: Vec<SeatChange> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| SeatChange {
-            event_time: e.event_time,
-            audit_organization_id: e.organization_id.to_string(),
-            audit_id: e.id.clone(),
-            seats_then: seats[2 * i],
-            seats_latest: seats[2 * i + 1],
-        })
-        .collect();
-    let initial = seats[seats.len() - 1];
-    let rows = ledger::advance(org.as_str(), &terms, last.as_ref(), initial, &changes, until);
-    if let Some(newest) = rows.last() {
-        book.last.insert(org.clone(), Some(newest.clone()));
+    let queries: Vec<(OrganizationId, Timestamp)> = steps.iter().flat_map(Step::queries).collect();
+    let snapshots = store.seat_snapshots(queries).await?;
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    for step in &steps {
+        let n = step.moments.len() * step.licensee.sources().len();
+        let rows = step.rows(&snapshots[offset..offset + n], until);
+        offset += n;
+        if let Some(newest) = rows.last() {
+            book.last.insert(step.organization_id.clone(), Some(newest.clone()));
+        }
+        entries.extend(rows);
     }
-    Ok(rows)
+    Ok(entries)
 }
 
 /// Runs the ledger job to completion: every unprocessed audit event becomes ledger rows for the
@@ -370,8 +419,10 @@ pub async fn run_ledger(store: &dyn Store, options: LedgerOptions, progress: imp
     let mut run = store.claim_job(LEDGER_JOB, &owner, now + lease, now).await?;
     let mut book = Book::default();
     let result = async {
+        let mut after = None;
         loop {
-            let events = store.unprocessed_audit_events(options.batch.max(1)).await?;
+            let events = store.unprocessed_audit_events(after.clone(), options.batch.max(1)).await?;
+            after = events.last().map(|e| (e.event_time, e.organization_id.clone(), e.id.clone()));
             let now = Timestamp::now();
             let finished = events.is_empty();
             let mut by_licensee: BTreeMap<OrganizationId, Vec<&AuditEvent>> = BTreeMap::new();
@@ -387,10 +438,7 @@ pub async fn run_ledger(store: &dyn Store, options: LedgerOptions, progress: imp
                 }
             }
             let until = events.last().map_or(now, |e| e.event_time);
-            let mut entries = Vec::new();
-            for (org, its_events) in &by_licensee {
-                entries.extend(advance_licensee(store, &mut book, org, its_events, until).await?);
-            }
+            let entries = batch_rows(store, &mut book, &by_licensee, until).await?;
             let processed = events.iter().map(|e| (e.organization_id.clone(), e.id.clone())).collect();
             run = store.commit_ledger(&run.id, &owner, entries, processed, now + lease, now, finished).await?;
             progress(&run);

@@ -62,3 +62,29 @@ fn demo_fills_an_empty_store_once() {
     assert!(ok && out.contains("already holds events"), "{out}");
     assert!(tally(dir.path(), &["migrate"]).1.contains("sqlite schema is up to date"));
 }
+
+#[test]
+fn servers_register_rotate_and_the_ledger_job_runs_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) =
+        tally(dir.path(), &["servers", "register", "--hostname", "chat.example.org", "--contact-email", "ops@example.org"]);
+    assert!(ok, "{err}");
+    let field = |text: &str, name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).unwrap().to_owned();
+    let (id, key) = (field(&out, "server_id"), field(&out, "api_key"));
+    assert!(key.starts_with("tly_"));
+    let (_, list, _) = tally(dir.path(), &["servers", "list"]);
+    assert!(list.contains(&id) && list.contains("never") && !list.contains(&key), "{list}");
+    let (ok, rotated, _) = tally(dir.path(), &["servers", "rotate-key", &id]);
+    assert!(ok && field(&rotated, "api_key") != key);
+    let (_, keys, _) = tally(dir.path(), &["keys", "list"]);
+    assert_eq!(keys.lines().filter(|l| l.contains(&format!("server:{id}"))).count(), 2, "{keys}");
+    assert!(!tally(dir.path(), &["servers", "rotate-key", "nope"]).0);
+    let (ok, _, err) = tally(dir.path(), &["servers", "register", "--hostname", "h", "--contact-email", "not-an-email"]);
+    assert!(!ok && err.contains("email"), "{err}");
+
+    let (ok, out, err) = tally(dir.path(), &["jobs", "run", "ledger"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("completed"), "{out}");
+    let (ok, _, err) = tally(dir.path(), &["jobs", "run", "churn"]);
+    assert!(!ok && err.contains("ledger"), "{err}");
+}

@@ -338,8 +338,8 @@ impl Store for PostgresStore {
         seats::realm_server(&**self.conn().await?, org).await
     }
 
-    async fn unprocessed_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>> {
-        seats::unprocessed_audit(&**self.conn().await?, limit).await
+    async fn unprocessed_audit_events(&self, after: Option<crate::AuditKey>, limit: u32) -> Result<Vec<AuditEvent>> {
+        seats::unprocessed_audit(&**self.conn().await?, after, limit).await
     }
 
     async fn ledger(&self, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>> {

@@ -5,7 +5,7 @@ use super::map_err;
 use crate::sql::{AUDIT_COLUMNS, LEDGER_COLUMNS, SERVER_COLUMNS};
 use crate::{AuditSource, JobRun, Listed, Page, PushOutcome, Result, SeatSnapshot, Server, StoreError, Stored, Write};
 use jiff::Timestamp;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tally_domain::seats::audit::{AuditEvent, AuditEventType, user_after};
 use tally_domain::seats::ledger::LedgerEntry;
 use tally_domain::seats::remote::{RemoteCount, RemotePush, realm_organization};
@@ -48,110 +48,154 @@ fn code(role: Option<Role>) -> Option<i16> {
     role.map(|r| r.code() as i16)
 }
 
-/// Active users of an organization by role, from Tally's user table.
-async fn user_counts(tx: &Transaction<'_>, org: &str) -> Result<RoleCounts> {
-    let rows = tx
-        .query("SELECT role, is_bot, count(*) FROM users WHERE organization_id = $1 AND is_active GROUP BY role, is_bot", &[&org])
-        .await
-        .map_err(map_err)?;
-    let (mut humans, mut bots) = (Vec::new(), 0);
-    for r in rows {
-        let n = r.get::<_, i64>(2) as u64;
-        match r.get::<_, bool>(1) {
-            true => bots += n,
-            false => humans.extend(Role::from_code(i64::from(r.get::<_, i16>(0))).map(|role| (role, n))),
-        }
-    }
-    Ok(RoleCounts::new(humans, bots))
-}
+const INSERT_AUDIT: &str = "INSERT INTO audit_events (organization_id, audit_id, event_time, event_type, user_id, role, old_role, new_role, \
+     is_bot, plan_id, role_counts, backfilled, server_id, received_at) \
+     SELECT o, i, t, ty, u, r, r0, r1, b, p, c::jsonb, bf, s, $14 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int2[], \
+     $5::text[], $6::int2[], $7::int2[], $8::int2[], $9::bool[], $10::text[], $11::text[], $12::bool[], $13::text[]) \
+     AS x(o, i, t, ty, u, r, r0, r1, b, p, c, bf, s) ON CONFLICT DO NOTHING RETURNING organization_id, audit_id";
 
-async fn user_seat(tx: &Transaction<'_>, org: &str, user: &str) -> Result<Option<UserSeat>> {
-    let row = tx
-        .query_opt("SELECT role, is_bot, is_active FROM users WHERE organization_id = $1 AND user_id = $2", &[&org, &user])
-        .await
-        .map_err(map_err)?;
-    row.map(|r| Ok(UserSeat { role: corrupt(Role::try_from(i64::from(r.get::<_, i16>(0))))?, is_bot: r.get(1), is_active: r.get(2) }))
-        .transpose()
-}
-
-/// Stores audit events inside the caller's transaction; see `Store::record_audit_events`. A row
-/// is inserted first and its effects applied only if it was new, so two writers racing on the
-/// same event apply it once; an advisory lock per organization keeps their counts in step.
+/// Stores audit events inside the caller's transaction; see `Store::record_audit_events`. Rows
+/// go in as one array insert; only the ones that were new then change users, in event order,
+/// under an advisory lock per organization so concurrent writers keep the counts in step.
 async fn insert_audit(tx: &Transaction<'_>, events: &[AuditEvent], now: Timestamp) -> Result<Vec<bool>> {
-    let mut live_counts: HashMap<String, RoleCounts> = HashMap::new();
-    let mut stored = Vec::with_capacity(events.len());
-    let insert = tx
-        .prepare(&format!(
-            "INSERT INTO audit_events ({AUDIT_COLUMNS}, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT DO NOTHING"
-        ))
-        .await
-        .map_err(map_err)?;
-    for e in events {
-        let org = e.organization_id.as_str();
-        let counts = e.role_counts.map(|c| Json(c.to_json()));
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-            &org,
-            &e.id,
-            &e.event_time,
-            &(e.event_type.code() as i16),
-            &e.user_id.as_ref().map(UserId::as_str),
-            &code(e.role),
-            &code(e.old_role),
-            &code(e.new_role),
-            &e.is_bot,
-            &e.plan_id,
-            &counts,
-            &e.backfilled,
-            &e.server_id,
-            &now,
-        ];
-        if tx.execute(&insert, &params).await.map_err(map_err)? == 0 {
-            stored.push(false);
-            continue;
-        }
-        stored.push(true);
-        tx.execute(
-            "INSERT INTO organizations (organization_id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT DO NOTHING",
-            &[&org, &e.event_time],
+    let orgs: Vec<&str> = events.iter().map(|e| e.organization_id.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let times: Vec<Timestamp> = events.iter().map(|e| e.event_time).collect();
+    let types: Vec<i16> = events.iter().map(|e| e.event_type.code() as i16).collect();
+    let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_ref().map(UserId::as_str)).collect();
+    let roles: Vec<Option<i16>> = events.iter().map(|e| code(e.role)).collect();
+    let old_roles: Vec<Option<i16>> = events.iter().map(|e| code(e.old_role)).collect();
+    let new_roles: Vec<Option<i16>> = events.iter().map(|e| code(e.new_role)).collect();
+    let bots: Vec<bool> = events.iter().map(|e| e.is_bot).collect();
+    let plans: Vec<Option<&str>> = events.iter().map(|e| e.plan_id.as_deref()).collect();
+    let counts: Vec<Option<String>> = events.iter().map(|e| e.role_counts.map(|c| c.to_json().to_string())).collect();
+    let backfilled: Vec<bool> = events.iter().map(|e| e.backfilled).collect();
+    let servers: Vec<Option<&str>> = events.iter().map(|e| e.server_id.as_deref()).collect();
+    let inserted = tx
+        .query(
+            INSERT_AUDIT,
+            &[&orgs, &ids, &times, &types, &users, &roles, &old_roles, &new_roles, &bots, &plans, &counts, &backfilled, &servers, &now],
         )
         .await
         .map_err(map_err)?;
-        if let (Some(user), true) = (&e.user_id, e.event_type.is_user_event()) {
-            if !live_counts.contains_key(org) {
-                tx.execute("SELECT pg_advisory_xact_lock(hashtext('audit:' || $1))", &[&org]).await.map_err(map_err)?;
-                let loaded = user_counts(tx, org).await?;
-                live_counts.insert(org.to_owned(), loaded);
-            }
-            let counts = live_counts.get_mut(org).expect("loaded above");
-            let before = user_seat(tx, org, user.as_str()).await?;
-            let after = user_after(before, e);
-            before.into_iter().for_each(|b| counts.remove(b));
-            if let Some(a) = after {
-                counts.add(a);
-                tx.execute(
-                    "INSERT INTO users (organization_id, user_id, username, role, is_bot, is_active, date_joined) \
-                     VALUES ($1, $2, $2, $3, $4, $5, $6) ON CONFLICT (organization_id, user_id) DO UPDATE SET \
-                     role = excluded.role, is_bot = excluded.is_bot, is_active = excluded.is_active",
-                    &[&org, &user.as_str(), &(a.role.code() as i16), &a.is_bot, &a.is_active, &e.event_time],
-                )
-                .await
-                .map_err(map_err)?;
-            }
-            if e.role_counts.is_none() {
-                tx.execute(
-                    "UPDATE audit_events SET role_counts = $3 WHERE organization_id = $1 AND audit_id = $2",
-                    &[&org, &e.id, &Json(counts.to_json())],
-                )
-                .await
-                .map_err(map_err)?;
-            }
-        }
-        if let Some(active) = e.event_type.organization_active() {
-            tx.execute("UPDATE organizations SET is_active = $2 WHERE organization_id = $1", &[&org, &active]).await.map_err(map_err)?;
-        }
+    let mut new: HashSet<(String, String)> = inserted.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // The first occurrence of each new key is the stored one.
+    let stored: Vec<bool> = events.iter().map(|e| new.remove(&(e.organization_id.to_string(), e.id.clone()))).collect();
+    let fresh: Vec<&AuditEvent> = events.iter().zip(&stored).filter(|(_, s)| **s).map(|(e, _)| e).collect();
+    if fresh.is_empty() {
+        return Ok(stored);
+    }
+    let (org_ids, org_times): (Vec<&str>, Vec<Timestamp>) = fresh.iter().map(|e| (e.organization_id.as_str(), e.event_time)).unzip();
+    tx.execute(
+        "INSERT INTO organizations (organization_id, name, created_at) SELECT DISTINCT ON (o) o, o, t FROM unnest($1::text[], $2::timestamptz[]) \
+         AS x(o, t) ORDER BY o, t ON CONFLICT DO NOTHING",
+        &[&org_ids, &org_times],
+    )
+    .await
+    .map_err(map_err)?;
+    apply_to_users(tx, &fresh).await?;
+    for e in fresh.iter().filter(|e| e.event_type.organization_active().is_some()) {
+        let active = e.event_type.organization_active();
+        tx.execute("UPDATE organizations SET is_active = $2 WHERE organization_id = $1", &[&e.organization_id.as_str(), &active])
+            .await
+            .map_err(map_err)?;
     }
     Ok(stored)
+}
+
+/// Applies new user events to the user table, in order, and fills in the role counts of those
+/// that came without.
+async fn apply_to_users(tx: &Transaction<'_>, fresh: &[&AuditEvent]) -> Result<()> {
+    let user_events: Vec<&AuditEvent> = fresh.iter().copied().filter(|e| e.user_id.is_some() && e.event_type.is_user_event()).collect();
+    if user_events.is_empty() {
+        return Ok(());
+    }
+    let mut orgs: Vec<&str> = user_events.iter().map(|e| e.organization_id.as_str()).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    // Sorted, so two writers take the locks in the same order.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('audit:' || o)) FROM unnest($1::text[]) AS x(o) ORDER BY o", &[&orgs])
+        .await
+        .map_err(map_err)?;
+    let rows = tx
+        .query(
+            "SELECT organization_id, role, is_bot, count(*) FROM users WHERE organization_id = ANY($1) AND is_active \
+             GROUP BY organization_id, role, is_bot",
+            &[&orgs],
+        )
+        .await
+        .map_err(map_err)?;
+    let mut live: HashMap<String, RoleCounts> = orgs.iter().map(|o| ((*o).to_owned(), RoleCounts::default())).collect();
+    for r in rows {
+        let n = r.get::<_, i64>(3) as u64;
+        let added = match r.get::<_, bool>(2) {
+            true => RoleCounts::new([], n),
+            false => RoleCounts::new(Role::from_code(i64::from(r.get::<_, i16>(1))).map(|role| (role, n)), 0),
+        };
+        let counts = live.get_mut(r.get::<_, &str>(0)).expect("asked for");
+        *counts = counts.plus(&added);
+    }
+    let (key_orgs, key_users): (Vec<&str>, Vec<&str>) =
+        user_events.iter().map(|e| (e.organization_id.as_str(), e.user_id.as_ref().map_or("", UserId::as_str))).unzip();
+    let rows = tx
+        .query(
+            "SELECT u.organization_id, u.user_id, u.role, u.is_bot, u.is_active FROM users u \
+             JOIN unnest($1::text[], $2::text[]) AS k(o, i) ON u.organization_id = k.o AND u.user_id = k.i",
+            &[&key_orgs, &key_users],
+        )
+        .await
+        .map_err(map_err)?;
+    let mut seats: HashMap<(String, String), UserSeat> = HashMap::new();
+    for r in rows {
+        let seat = UserSeat { role: corrupt(Role::try_from(i64::from(r.get::<_, i16>(2))))?, is_bot: r.get(3), is_active: r.get(4) };
+        seats.insert((r.get(0), r.get(1)), seat);
+    }
+    let mut changed: HashMap<(String, String), (UserSeat, Timestamp)> = HashMap::new();
+    let mut filled: Vec<(&str, &str, String)> = Vec::new();
+    for e in &user_events {
+        let key = (e.organization_id.to_string(), e.user_id.as_ref().map(UserId::to_string).unwrap_or_default());
+        let counts = live.get_mut(e.organization_id.as_str()).expect("every organization loaded");
+        let before = seats.get(&key).copied();
+        let after = user_after(before, e);
+        before.into_iter().for_each(|b| counts.remove(b));
+        if let Some(a) = after {
+            counts.add(a);
+            seats.insert(key.clone(), a);
+            let joined = changed.get(&key).map_or(e.event_time, |(_, t)| *t);
+            changed.insert(key, (a, joined));
+        }
+        if e.role_counts.is_none() {
+            filled.push((e.organization_id.as_str(), e.id.as_str(), counts.to_json().to_string()));
+        }
+    }
+    let states: Vec<_> = changed.into_iter().collect();
+    let user_orgs: Vec<&str> = states.iter().map(|((o, _), _)| o.as_str()).collect();
+    let user_ids: Vec<&str> = states.iter().map(|((_, u), _)| u.as_str()).collect();
+    let roles: Vec<i16> = states.iter().map(|(_, (s, _))| s.role.code() as i16).collect();
+    let bots: Vec<bool> = states.iter().map(|(_, (s, _))| s.is_bot).collect();
+    let active: Vec<bool> = states.iter().map(|(_, (s, _))| s.is_active).collect();
+    let joined: Vec<Timestamp> = states.iter().map(|(_, (_, t))| *t).collect();
+    tx.execute(
+        "INSERT INTO users (organization_id, user_id, username, role, is_bot, is_active, date_joined) \
+         SELECT o, i, i, r, b, a, t FROM unnest($1::text[], $2::text[], $3::int2[], $4::bool[], $5::bool[], $6::timestamptz[]) \
+         AS x(o, i, r, b, a, t) ON CONFLICT (organization_id, user_id) DO UPDATE SET \
+         role = excluded.role, is_bot = excluded.is_bot, is_active = excluded.is_active",
+        &[&user_orgs, &user_ids, &roles, &bots, &active, &joined],
+    )
+    .await
+    .map_err(map_err)?;
+    if !filled.is_empty() {
+        let (o, rest): (Vec<&str>, Vec<(&str, String)>) = filled.into_iter().map(|(o, i, c)| (o, (i, c))).unzip();
+        let (i, c): (Vec<&str>, Vec<String>) = rest.into_iter().unzip();
+        tx.execute(
+            "UPDATE audit_events a SET role_counts = x.c::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS x(o, i, c) \
+             WHERE a.organization_id = x.o AND a.audit_id = x.i",
+            &[&o, &i, &c],
+        )
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
 }
 
 pub(super) async fn record_audit(conn: &mut Client, events: &[AuditEvent], now: Timestamp) -> Result<Vec<bool>> {
@@ -173,39 +217,39 @@ pub(super) async fn audit_events(conn: &Client, org: &OrganizationId, page: Page
 }
 
 pub(super) async fn seat_snapshots(conn: &Client, at: &[(OrganizationId, Timestamp)]) -> Result<Vec<SeatSnapshot>> {
-    let counts = conn
-        .prepare(
-            "SELECT audit_id, event_type, event_time, role_counts FROM audit_events \
-             WHERE organization_id = $1 AND event_time <= $2 AND role_counts IS NOT NULL ORDER BY event_time DESC, audit_id DESC LIMIT 1",
+    let (orgs, times): (Vec<&str>, Vec<Timestamp>) = at.iter().map(|(o, t)| (o.as_str(), *t)).unzip();
+    // Two index probes per moment, in one round trip.
+    let rows = conn
+        .query(
+            "SELECT q.o, c.audit_id, c.event_type, c.event_time, c.role_counts, s.event_type \
+             FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS q(o, t, n) \
+             LEFT JOIN LATERAL (SELECT audit_id, event_type, event_time, role_counts FROM audit_events a \
+                 WHERE a.organization_id = q.o AND a.event_time <= q.t AND a.role_counts IS NOT NULL \
+                 ORDER BY a.event_time DESC, a.audit_id DESC LIMIT 1) c ON TRUE \
+             LEFT JOIN LATERAL (SELECT event_type FROM audit_events a \
+                 WHERE a.organization_id = q.o AND a.event_time <= q.t AND a.event_type IN (201, 202) \
+                 ORDER BY a.event_time DESC, a.audit_id DESC LIMIT 1) s ON TRUE \
+             ORDER BY q.n",
+            &[&orgs, &times],
         )
         .await
         .map_err(map_err)?;
-    let switch = conn
-        .prepare(
-            "SELECT event_type FROM audit_events WHERE organization_id = $1 AND event_time <= $2 AND event_type IN (201, 202) \
-             ORDER BY event_time DESC, audit_id DESC LIMIT 1",
-        )
-        .await
-        .map_err(map_err)?;
-    let mut out = Vec::with_capacity(at.len());
-    for (org, t) in at {
-        let (role_counts, source) = match conn.query_opt(&counts, &[&org.as_str(), t]).await.map_err(map_err)? {
-            None => (None, None),
-            Some(r) => (
-                counts_of(r.get(3))?,
-                Some(AuditSource {
-                    organization_id: org.to_string(),
-                    id: r.get(0),
-                    event_type: i64::from(r.get::<_, i16>(1)),
-                    event_time: r.get(2),
-                }),
-            ),
-        };
-        let last_switch = conn.query_opt(&switch, &[&org.as_str(), t]).await.map_err(map_err)?.map(|r| i64::from(r.get::<_, i16>(0)));
-        let is_active = last_switch != Some(AuditEventType::OrganizationDeactivated.code());
-        out.push(SeatSnapshot { role_counts, source, is_active });
-    }
-    Ok(out)
+    rows.iter()
+        .map(|r| {
+            let source = r.get::<_, Option<String>>(1).map(|id| AuditSource {
+                organization_id: r.get(0),
+                id,
+                event_type: i64::from(r.get::<_, i16>(2)),
+                event_time: r.get(3),
+            });
+            let last_switch = r.get::<_, Option<i16>>(5).map(i64::from);
+            Ok(SeatSnapshot {
+                role_counts: counts_of(r.get(4))?,
+                source,
+                is_active: last_switch != Some(AuditEventType::OrganizationDeactivated.code()),
+            })
+        })
+        .collect()
 }
 
 // ---- servers
@@ -276,23 +320,26 @@ pub(super) async fn realm_server(conn: &Client, org: &OrganizationId) -> Result<
 }
 
 async fn store_counts(tx: &Transaction<'_>, server: &Server, rows: &[RemoteCount]) -> Result<Stored> {
-    let insert = tx
-        .prepare(
+    let orgs: Vec<String> = rows
+        .iter()
+        .map(|c| c.realm_id.map_or_else(|| server.organization_id.to_string(), |realm| realm_organization(&server.id, realm).to_string()))
+        .collect();
+    let ids: Vec<i64> = rows.iter().map(|c| c.id).collect();
+    let realms: Vec<Option<i64>> = rows.iter().map(|c| c.realm_id).collect();
+    let properties: Vec<&str> = rows.iter().map(|c| c.property.as_str()).collect();
+    let subgroups: Vec<Option<&str>> = rows.iter().map(|c| c.subgroup.as_deref()).collect();
+    let ends: Vec<Timestamp> = rows.iter().map(|c| c.end_time).collect();
+    let values: Vec<i64> = rows.iter().map(|c| c.value).collect();
+    let stored = tx
+        .execute(
             "INSERT INTO remote_counts (organization_id, remote_id, server_id, realm_id, property, subgroup, end_time, value) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+             SELECT o, i, $3, r, p, s, t, v FROM unnest($1::text[], $2::int8[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[], $8::int8[]) \
+             AS x(o, i, r, p, s, t, v) ON CONFLICT DO NOTHING",
+            &[&orgs, &ids, &server.id, &realms, &properties, &subgroups, &ends, &values],
         )
         .await
         .map_err(map_err)?;
-    let mut s = Stored::default();
-    for c in rows {
-        let org = c.realm_id.map_or_else(|| server.organization_id.clone(), |realm| realm_organization(&server.id, realm));
-        let n = tx
-            .execute(&insert, &[&org.as_str(), &c.id, &server.id, &c.realm_id, &c.property, &c.subgroup, &c.end_time, &c.value])
-            .await
-            .map_err(map_err)?;
-        if n == 1 { s.stored += 1 } else { s.duplicates += 1 }
-    }
-    Ok(s)
+    Ok(Stored { stored, duplicates: rows.len() as u64 - stored })
 }
 
 pub(super) async fn record_push(conn: &mut Client, server: &Server, push: &RemotePush, now: Timestamp) -> Result<PushOutcome> {
@@ -358,10 +405,25 @@ fn ledger_row(r: &Row) -> LedgerEntry {
     }
 }
 
-pub(super) async fn unprocessed_audit(conn: &Client, limit: u32) -> Result<Vec<AuditEvent>> {
-    let sql =
-        format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE NOT processed ORDER BY event_time, organization_id, audit_id LIMIT $1");
-    conn.query(&sql, &[&i64::from(limit)]).await.map_err(map_err)?.iter().map(audit_row).collect()
+pub(super) async fn unprocessed_audit(conn: &Client, after: Option<crate::AuditKey>, limit: u32) -> Result<Vec<AuditEvent>> {
+    // Walking forward from the last row read keeps the scan off the index entries of rows this run
+    // has just marked (dead until vacuumed).
+    let rows = match &after {
+        None => {
+            let sql = format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE NOT processed ORDER BY event_time, organization_id, audit_id LIMIT $1"
+            );
+            conn.query(&sql, &[&i64::from(limit)]).await
+        }
+        Some((t, org, id)) => {
+            let sql = format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE NOT processed AND (event_time, organization_id, audit_id) > ($2, $3, $4) \
+                 ORDER BY event_time, organization_id, audit_id LIMIT $1"
+            );
+            conn.query(&sql, &[&i64::from(limit), t, &org.as_str(), id]).await
+        }
+    };
+    rows.map_err(map_err)?.iter().map(audit_row).collect()
 }
 
 pub(super) async fn ledger(conn: &Client, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>> {
@@ -405,34 +467,27 @@ pub(super) async fn commit_ledger(
     if renewed == 0 {
         return Err(StoreError::Conflict(format!("job run {run_id} is no longer held by {owner}")));
     }
-    let insert = tx
-        .prepare(&format!(
-            "INSERT INTO license_ledger ({LEDGER_COLUMNS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    let orgs: Vec<&str> = entries.iter().map(|e| e.organization_id.as_str()).collect();
+    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    let audit_orgs: Vec<&str> = entries.iter().map(|e| e.audit_organization_id.as_str()).collect();
+    let audit_ids: Vec<&str> = entries.iter().map(|e| e.audit_id.as_str()).collect();
+    let times: Vec<Timestamp> = entries.iter().map(|e| e.event_time).collect();
+    let licenses: Vec<i64> = entries.iter().map(|e| e.licenses as i64).collect();
+    let next: Vec<i64> = entries.iter().map(|e| e.licenses_at_next_renewal as i64).collect();
+    let renewals: Vec<bool> = entries.iter().map(|e| e.is_renewal).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO license_ledger ({LEDGER_COLUMNS}, created_at) SELECT *, $9 FROM unnest($1::text[], $2::int8[], $3::text[], \
+             $4::text[], $5::timestamptz[], $6::int8[], $7::int8[], $8::bool[]) \
              ON CONFLICT (organization_id, audit_organization_id, audit_id) DO NOTHING"
-        ))
-        .await
-        .map_err(map_err)?;
-    for e in entries {
-        tx.execute(
-            &insert,
-            &[
-                &e.organization_id,
-                &e.seq,
-                &e.audit_organization_id,
-                &e.audit_id,
-                &e.event_time,
-                &(e.licenses as i64),
-                &(e.licenses_at_next_renewal as i64),
-                &e.is_renewal,
-                &now,
-            ],
-        )
-        .await
-        .map_err(|e| match map_err(e) {
-            StoreError::AlreadyExists(what) => StoreError::Conflict(format!("the ledger moved on under this run: {what}")),
-            other => other,
-        })?;
-    }
+        ),
+        &[&orgs, &seqs, &audit_orgs, &audit_ids, &times, &licenses, &next, &renewals, &now],
+    )
+    .await
+    .map_err(|e| match map_err(e) {
+        StoreError::AlreadyExists(what) => StoreError::Conflict(format!("the ledger moved on under this run: {what}")),
+        other => other,
+    })?;
     let (orgs, ids): (Vec<&str>, Vec<&str>) = processed.iter().map(|(o, id)| (o.as_str(), id.as_str())).unzip();
     tx.execute(
         "UPDATE audit_events a SET processed = TRUE FROM unnest($1::text[], $2::text[]) AS p(organization_id, audit_id) \

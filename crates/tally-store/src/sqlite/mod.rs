@@ -442,8 +442,8 @@ impl Store for SqliteStore {
         self.read(move |c| seats::realm_server(c, &org)).await
     }
 
-    async fn unprocessed_audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>> {
-        self.read(move |c| seats::unprocessed_audit(c, limit)).await
+    async fn unprocessed_audit_events(&self, after: Option<crate::AuditKey>, limit: u32) -> Result<Vec<AuditEvent>> {
+        self.read(move |c| seats::unprocessed_audit(c, after, limit)).await
     }
 
     async fn ledger(&self, org: &OrganizationId, page: Page) -> Result<Listed<LedgerEntry>> {

@@ -342,11 +342,17 @@ fn ledger_row(r: &Row) -> Result<LedgerEntry> {
     })
 }
 
-pub(super) fn unprocessed_audit(conn: &Connection, limit: u32) -> Result<Vec<AuditEvent>> {
-    let sql =
-        format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE processed = 0 ORDER BY event_time, organization_id, audit_id LIMIT ?1");
+pub(super) fn unprocessed_audit(conn: &Connection, after: Option<crate::AuditKey>, limit: u32) -> Result<Vec<AuditEvent>> {
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE processed = 0 AND (?1 IS NULL OR (event_time, organization_id, audit_id) > (?1, ?2, ?3)) \
+         ORDER BY event_time, organization_id, audit_id LIMIT ?4"
+    );
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
-    let mut rows = stmt.query([limit]).map_err(map_err)?;
+    let (t, org, id) = match &after {
+        Some((t, org, id)) => (Some(micros(*t)), Some(org.as_str()), Some(id.as_str())),
+        None => (None, None, None),
+    };
+    let mut rows = stmt.query(params![t, org, id, limit]).map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
         out.push(audit_row(r)?);

@@ -2,9 +2,11 @@
 //! clients, `tally import` of the same events, and PostgreSQL's own `COPY` of them into a plain
 //! indexed table as a reference point. `series`: usage series queries over a loaded store, side
 //! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events. `reports`: user
-//! report pages, exports and rebuilds, beside a PostgreSQL materialized view.
+//! report pages, exports and rebuilds, beside a PostgreSQL materialized view. `seats`: pushes,
+//! seat counts and the ledger job.
 
 mod reports;
+mod seats;
 mod series;
 
 use crate::app::App;
@@ -26,6 +28,8 @@ pub enum BenchCommand {
     Series(series::SeriesArgs),
     /// User reports: a filtered, ordered page, its count, a full export and a full rebuild.
     Reports(reports::ReportsArgs),
+    /// Seats: a server's push, the seat count at a moment, the ledger job over a million rows.
+    Seats(seats::SeatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +117,7 @@ pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(args).await,
         BenchCommand::Series(args) => series::run(args).await,
         BenchCommand::Reports(args) => reports::run(args).await,
+        BenchCommand::Seats(args) => seats::run(args).await,
     }
 }
 

@@ -30,7 +30,7 @@ pub enum JobsCommand {
         #[arg(value_parser = ["ledger"])]
         job: String,
         /// Audit events per transaction.
-        #[arg(long, default_value_t = 5_000)]
+        #[arg(long, default_value_t = 10_000)]
         batch: u32,
     },
 }
