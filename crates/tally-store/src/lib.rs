@@ -32,7 +32,7 @@ use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 /// Tables that are small, global reference data: copied to every node when sharded. Every other
 /// table is a tenant table whose primary and unique keys start with `organization_id`.
 pub const REFERENCE_TABLES: &[&str] =
-    &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs", "llm_prices", "llm_price_table", "servers"];
+    &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs", "llm_prices", "llm_price_table", "servers", "report_runs"];
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -189,6 +189,47 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         finished: bool,
     ) -> Result<JobRun>;
+
+    /// Per user of the organization with activity in the windows: counts per window from the
+    /// hourly aggregates, the latest active hour, and the average frustration from raw events.
+    async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>>;
+    /// Replaces the organization's churn rows of that date, opens and resolves alerts, in one
+    /// transaction; an alert whose user already has an open one of its type is not opened again.
+    /// Returns the alerts opened.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_churn_report(
+        &self,
+        org: &OrganizationId,
+        date: jiff::civil::Date,
+        rows: Vec<ChurnRow>,
+        open: Vec<Alert>,
+        resolve: Vec<String>,
+        now: Timestamp,
+    ) -> Result<u64>;
+    async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>>;
+    /// The latest date with churn rows (of one organization, or any).
+    async fn latest_churn_date(&self, org: Option<&OrganizationId>) -> Result<Option<jiff::civil::Date>>;
+    /// Rows of `date` whose score rose by at least `min_increase` since `since`, with the earlier
+    /// score, largest rise first.
+    async fn churn_risers(
+        &self,
+        date: jiff::civil::Date,
+        since: jiff::civil::Date,
+        min_increase: f64,
+        org: Option<&OrganizationId>,
+        limit: u32,
+    ) -> Result<Vec<(ChurnRow, f64)>>;
+    /// Alerts newest first; open ones of an organization when `query` says so.
+    async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>>;
+    /// Closes an open alert by hand; the alert as it is now, or `None` if no such alert.
+    async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>>;
+    async fn save_report_run(&self, run: &ReportRun) -> Result<()>;
+    /// Report runs, newest first.
+    async fn report_runs(&self, report: Option<&str>, page: Page) -> Result<Listed<ReportRun>>;
+    /// Whether a run of the report for that date (and organization, or all) succeeded.
+    async fn report_succeeded(&self, report: &str, date: jiff::civil::Date, org: Option<&OrganizationId>) -> Result<bool>;
+    /// Completes a job run this owner holds (a lease taken with `claim_job`).
+    async fn finish_job(&self, run_id: &str, owner: &str, now: Timestamp) -> Result<()>;
 
     async fn event_count(&self) -> Result<u64>;
 

@@ -245,3 +245,9 @@ pub const LEDGER_COLUMNS: &str =
     "organization_id, seq, audit_organization_id, audit_id, event_time, licenses, licenses_at_next_renewal, is_renewal";
 pub const SERVER_COLUMNS: &str = "server_id, organization_id, hostname, contact_email, key_id, created_at, last_push_at, \
      last_audit_log_id, last_realm_count_id, last_installation_count_id";
+
+pub const CHURN_COLUMNS: &str =
+    "organization_id, report_date, user_id, score, risk_level, details, login_count, login_trend, days_until_renewal, schema_version";
+pub const ALERT_COLUMNS: &str = "alert_id, organization_id, user_id, alert_type, severity, status, report_date, details, opened_at, resolved_at, resolution, action_taken";
+pub const REPORT_RUN_COLUMNS: &str =
+    "run_id, report, report_date, organization_id, status, rows_written, alerts_opened, alerts_resolved, started_at, duration_ms, error";

@@ -205,3 +205,105 @@ pub struct PushOutcome {
 
 /// Where an audit event sorts for the ledger job: time, organization, id.
 pub type AuditKey = (Timestamp, OrganizationId, String);
+
+/// The two windows a churn report compares, `[start, middle)` and `[middle, end)`, and what it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnWindows {
+    pub start: Timestamp,
+    pub middle: Timestamp,
+    pub end: Timestamp,
+    pub login_type: String,
+    pub progress_type: String,
+    /// An event property (letters, digits, `_`) read as a number.
+    pub frustration_property: String,
+}
+
+/// One user's activity in the two windows: events, logins and completions in each (from the
+/// hourly aggregates), the hour of the latest activity, and the average frustration (raw events).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserActivity {
+    pub user_id: String,
+    pub last_active_hour: Option<Timestamp>,
+    pub activity: [i64; 2],
+    pub logins: [i64; 2],
+    pub progress: [i64; 2],
+    pub frustration: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChurnRow {
+    pub organization_id: OrganizationId,
+    pub report_date: jiff::civil::Date,
+    pub user_id: String,
+    pub score: f64,
+    pub risk_level: String,
+    pub details: serde_json::Value,
+    pub login_count: i64,
+    pub login_trend: String,
+    pub days_until_renewal: Option<i64>,
+    pub schema_version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChurnOrdering {
+    ScoreDesc,
+    ScoreAsc,
+    User,
+    DateDesc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnQuery {
+    pub date: Option<jiff::civil::Date>,
+    pub organization_id: Option<OrganizationId>,
+    pub user_id: Option<String>,
+    pub risk_level: Option<String>,
+    pub min_score: Option<f64>,
+    pub ordering: ChurnOrdering,
+    pub page: Page,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub id: String,
+    pub organization_id: OrganizationId,
+    pub user_id: String,
+    pub alert_type: String,
+    pub severity: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    pub report_date: jiff::civil::Date,
+    pub details: serde_json::Value,
+    pub opened_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    /// `auto` (the condition cleared) or `manual`.
+    pub resolution: Option<String>,
+    pub action_taken: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertQuery {
+    pub id: Option<String>,
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    pub alert_type: Option<String>,
+    pub organization_id: Option<OrganizationId>,
+    pub user_id: Option<String>,
+    pub page: Option<Page>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportRun {
+    pub id: String,
+    pub report: String,
+    pub report_date: jiff::civil::Date,
+    pub organization_id: Option<String>,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    pub rows_written: u64,
+    pub alerts_opened: u64,
+    pub alerts_resolved: u64,
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}

@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub max_batch_events: Option<usize>,
     pub max_body_bytes: Option<usize>,
+    /// Churn-report weights, windows and event types.
+    pub churn: Option<tally_domain::churn::ChurnSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -76,6 +78,7 @@ pub struct Config {
     pub max_batch_events: usize,
     /// Bytes per ingest request body.
     pub max_body_bytes: usize,
+    pub churn: tally_domain::churn::ChurnSettings,
 }
 
 impl Config {
@@ -92,7 +95,10 @@ impl Config {
                 format!("sqlite://{}", dir.join("tally.db").display())
             }
         };
+        let churn = file.churn.unwrap_or_default();
+        churn.check().map_err(|e| anyhow::anyhow!("[churn] in the configuration file: {e}"))?;
         Ok(Config {
+            churn,
             listen: listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             database_url: Secret::new(database_url),
             log_format: log_format.or(file.log_format).unwrap_or_default(),

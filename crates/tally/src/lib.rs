@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod churn;
 pub mod cli;
 pub mod compat;
 pub mod config;

@@ -33,6 +33,11 @@ fn routes() -> Vec<String> {
         "/v1/llm/activity",
         "/v1/servers",
         "/v1/remote/analytics/status",
+        "/v1/reports/churn",
+        "/v1/reports/churn/risers?min_increase=0",
+        "/v1/reports/runs",
+        "/v1/alerts",
+        "/v1/alerts?status=open",
     ]
     .map(String::from)
     .to_vec();
@@ -49,7 +54,7 @@ fn routes() -> Vec<String> {
         }
     }
     for user in [ANN, BOB, CID] {
-        for tail in ["", "/usage/totals", "/llm/summary", "/llm/breakdown", "/llm/monthly", "/llm/requests"] {
+        for tail in ["", "/usage/totals", "/llm/summary", "/llm/breakdown", "/llm/monthly", "/llm/requests", "/churn"] {
             routes.push(format!("/v1/users/{user}{tail}"));
         }
     }
@@ -82,6 +87,10 @@ async fn no_read_route_leaks_across_scopes(app: support::TestApp) {
         .collect();
     assert_eq!(app.post("/v1/audit-events", json!(audit)).await.0, 200);
     assert_eq!(app.post("/v1/jobs/ledger/run", json!({})).await.0, 200);
+    // Two days of churn rows and alerts (every user is inactive by then).
+    let options = tally::churn::Generate { organization: None, dry_run: false, force: false, settings: Default::default() };
+    let days = ["2025-02-10".parse().unwrap(), "2025-02-20".parse().unwrap()];
+    tally::churn::generate(app.store.as_ref(), &days, &options, |_| {}).await.unwrap();
 
     // (key scope, markers it must never see)
     let cases: [(&str, &[&str]); 4] = [

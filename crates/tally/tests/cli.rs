@@ -88,3 +88,30 @@ fn servers_register_rotate_and_the_ledger_job_runs_on_demand() {
     let (ok, _, err) = tally(dir.path(), &["jobs", "run", "churn"]);
     assert!(!ok && err.contains("ledger"), "{err}");
 }
+
+#[test]
+fn churn_reports_generate_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(tally(dir.path(), &["demo"]).0);
+    let yesterday = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24)).to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let (ok, out, err) = tally(dir.path(), &["report", "generate", "churn", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&yesterday) && out.contains("would open") && out.contains("LOW") && out.contains("nothing was written"), "{out}");
+    let (ok, out, err) = tally(dir.path(), &["reports", "generate", "churn", "--days-back", "3"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains(" rows, opened ")).count(), 3, "{out}");
+    let (_, again, _) = tally(dir.path(), &["report", "generate", "churn"]);
+    assert!(again.contains("skipped"), "{again}");
+    let (ok, forced, _) = tally(dir.path(), &["report", "generate", "churn", "--force", "-v", "--org", "acme"]);
+    assert!(ok && forced.contains(" rows, opened "), "{forced}");
+
+    for (args, says) in [
+        (vec!["report", "generate", "churn", "--date", "2999-01-01"], "future"),
+        (vec!["report", "generate", "churn", "--date", "yesterday"], "--date"),
+        (vec!["report", "generate", "churn", "--days-back", "400"], "1 to 366"),
+        (vec!["report", "generate", "weather"], "churn"),
+    ] {
+        let (ok, _, err) = tally(dir.path(), &args);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
+}

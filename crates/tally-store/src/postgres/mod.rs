@@ -1,6 +1,7 @@
 //! The production backend: PostgreSQL through a connection pool. Ingestion sends whole batches as
 //! arrays (`unnest`) so a group commit costs a handful of round trips, not one per event.
 
+mod churn;
 mod entities;
 mod events;
 mod jobs;
@@ -9,8 +10,8 @@ mod report;
 mod seats;
 
 use crate::{
-    AggregatesFingerprint, ApiKey, JobRun, Listed, Page, PushOutcome, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange,
-    UsageFilter, UsageTotal, Write,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, JobRun, Listed, Page, PushOutcome, ReportRun,
+    Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -35,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_llm_requests_by_user.sql")),
     (6, include_str!("../../migrations/postgres/0006_llm_prices.sql")),
     (7, include_str!("../../migrations/postgres/0007_seats.sql")),
+    (8, include_str!("../../migrations/postgres/0008_churn.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -361,6 +363,65 @@ impl Store for PostgresStore {
         finished: bool,
     ) -> Result<JobRun> {
         seats::commit_ledger(&mut **self.conn().await?, run_id, owner, &entries, &processed, lease_until, now, finished).await
+    }
+
+    async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>> {
+        churn::activity(&**self.conn().await?, org, windows).await
+    }
+
+    async fn save_churn_report(
+        &self,
+        org: &OrganizationId,
+        date: jiff::civil::Date,
+        rows: Vec<ChurnRow>,
+        open: Vec<Alert>,
+        resolve: Vec<String>,
+        now: Timestamp,
+    ) -> Result<u64> {
+        churn::save_report(&mut **self.conn().await?, org, date, &rows, &open, &resolve, now).await
+    }
+
+    async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>> {
+        churn::scores(&**self.conn().await?, query).await
+    }
+
+    async fn latest_churn_date(&self, org: Option<&OrganizationId>) -> Result<Option<jiff::civil::Date>> {
+        churn::latest_date(&**self.conn().await?, org).await
+    }
+
+    async fn churn_risers(
+        &self,
+        date: jiff::civil::Date,
+        since: jiff::civil::Date,
+        min_increase: f64,
+        org: Option<&OrganizationId>,
+        limit: u32,
+    ) -> Result<Vec<(ChurnRow, f64)>> {
+        churn::risers(&**self.conn().await?, date, since, min_increase, org, limit).await
+    }
+
+    async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
+        churn::alerts(&**self.conn().await?, query).await
+    }
+
+    async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>> {
+        churn::resolve(&**self.conn().await?, id, action_taken, now).await
+    }
+
+    async fn save_report_run(&self, run: &ReportRun) -> Result<()> {
+        churn::save_run(&**self.conn().await?, run).await
+    }
+
+    async fn report_runs(&self, report: Option<&str>, page: Page) -> Result<Listed<ReportRun>> {
+        churn::runs(&**self.conn().await?, report, page).await
+    }
+
+    async fn report_succeeded(&self, report: &str, date: jiff::civil::Date, org: Option<&OrganizationId>) -> Result<bool> {
+        churn::succeeded(&**self.conn().await?, report, date, org).await
+    }
+
+    async fn finish_job(&self, run_id: &str, owner: &str, now: Timestamp) -> Result<()> {
+        churn::finish_job(&**self.conn().await?, run_id, owner, now).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -176,3 +176,16 @@ pub(super) fn runs(conn: &Connection, job: &str) -> Result<Vec<JobRun>> {
     }
     Ok(out)
 }
+
+pub(super) fn finish(conn: &Connection, run_id: &str, owner: &str, now: Timestamp) -> Result<()> {
+    let done = conn
+        .execute(
+            "UPDATE job_runs SET status = 'completed', finished_at = ?3 WHERE run_id = ?1 AND lease_owner = ?2 AND status = 'in_progress'",
+            params![run_id, owner, micros(now)],
+        )
+        .map_err(map_err)?;
+    if done == 0 {
+        return Err(StoreError::Conflict(format!("job run {run_id} is no longer held by {owner}")));
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode. One writer connection (SQLite allows one
 //! writer at a time; the group committer feeds it big transactions) and a small pool of readers.
 
+mod churn;
 mod entities;
 mod events;
 mod jobs;
@@ -21,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_llm_requests_by_user.sql")),
     (6, include_str!("../../migrations/sqlite/0006_llm_prices.sql")),
     (7, include_str!("../../migrations/sqlite/0007_seats.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_churn.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -165,8 +167,8 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 }
 
 use crate::{
-    AggregatesFingerprint, ApiKey, JobRun, Listed, Page, PushOutcome, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter,
-    UsageTotal, Write,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, JobRun, Listed, Page, PushOutcome, ReportRun,
+    SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -468,6 +470,76 @@ impl Store for SqliteStore {
     ) -> Result<JobRun> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.write(move |c| seats::commit_ledger(c, &run_id, &owner, &entries, &processed, lease_until, now, finished)).await
+    }
+
+    async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>> {
+        let (org, windows) = (org.clone(), windows.clone());
+        self.read(move |c| churn::activity(c, &org, &windows)).await
+    }
+
+    async fn save_churn_report(
+        &self,
+        org: &OrganizationId,
+        date: jiff::civil::Date,
+        rows: Vec<ChurnRow>,
+        open: Vec<Alert>,
+        resolve: Vec<String>,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let org = org.clone();
+        self.write(move |c| churn::save_report(c, &org, date, &rows, &open, &resolve, now)).await
+    }
+
+    async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>> {
+        let query = query.clone();
+        self.read(move |c| churn::scores(c, &query)).await
+    }
+
+    async fn latest_churn_date(&self, org: Option<&OrganizationId>) -> Result<Option<jiff::civil::Date>> {
+        let org = org.cloned();
+        self.read(move |c| churn::latest_date(c, org.as_ref())).await
+    }
+
+    async fn churn_risers(
+        &self,
+        date: jiff::civil::Date,
+        since: jiff::civil::Date,
+        min_increase: f64,
+        org: Option<&OrganizationId>,
+        limit: u32,
+    ) -> Result<Vec<(ChurnRow, f64)>> {
+        let org = org.cloned();
+        self.read(move |c| churn::risers(c, date, since, min_increase, org.as_ref(), limit)).await
+    }
+
+    async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
+        let query = query.clone();
+        self.read(move |c| churn::alerts(c, &query)).await
+    }
+
+    async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>> {
+        let (id, action) = (id.to_owned(), action_taken.to_owned());
+        self.write(move |c| churn::resolve(c, &id, &action, now)).await
+    }
+
+    async fn save_report_run(&self, run: &ReportRun) -> Result<()> {
+        let run = run.clone();
+        self.write(move |c| churn::save_run(c, &run)).await
+    }
+
+    async fn report_runs(&self, report: Option<&str>, page: Page) -> Result<Listed<ReportRun>> {
+        let report = report.map(str::to_owned);
+        self.read(move |c| churn::runs(c, report.as_deref(), page)).await
+    }
+
+    async fn report_succeeded(&self, report: &str, date: jiff::civil::Date, org: Option<&OrganizationId>) -> Result<bool> {
+        let (report, org) = (report.to_owned(), org.cloned());
+        self.read(move |c| churn::succeeded(c, &report, date, org.as_ref())).await
+    }
+
+    async fn finish_job(&self, run_id: &str, owner: &str, now: Timestamp) -> Result<()> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        self.write(move |c| jobs::finish(c, &run_id, &owner, now)).await
     }
 
     async fn event_count(&self) -> Result<u64> {

@@ -178,6 +178,7 @@ async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::
         log_format: Default::default(),
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
+        churn: Default::default(),
     };
     let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
     let (app, writer) = App::start(store.clone(), &config).await?;

@@ -37,8 +37,8 @@ pub enum Command {
     /// Maintain the aggregates.
     #[command(subcommand)]
     Aggregates(AggregatesCommand),
-    /// Rebuild and inspect reports.
-    #[command(subcommand)]
+    /// Generate daily reports (churn), rebuild and inspect reports.
+    #[command(subcommand, visible_alias = "report")]
     Reports(ReportsCommand),
     /// LLM maintenance.
     #[command(subcommand)]
@@ -77,6 +77,8 @@ pub enum AggregatesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ReportsCommand {
+    /// Compute a daily report (`churn`) for a day, or backfill several, oldest first.
+    Generate(GenerateArgs),
     /// Recompute a report's figures from raw events, resumably (`user-reports`).
     Rebuild(RebuildArgs),
     /// List a report's rebuild runs, newest first.
@@ -98,6 +100,30 @@ pub enum LlmCommand {
         #[arg(long)]
         to: jiff::Timestamp,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[arg(value_parser = ["churn"])]
+    pub report: String,
+    /// The report date (YYYY-MM-DD, UTC); default yesterday.
+    #[arg(long)]
+    pub date: Option<jiff::civil::Date>,
+    /// Days to compute, ending at --date (1 to 366).
+    #[arg(long, default_value_t = 1)]
+    pub days_back: u32,
+    /// One organization only.
+    #[arg(long, value_parser = |s: &str| tally_domain::OrganizationId::parse(s.to_owned()).map_err(|e| e.to_string()))]
+    pub org: Option<tally_domain::OrganizationId>,
+    /// Compute and print a summary; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Recompute days that already succeeded.
+    #[arg(long)]
+    pub force: bool,
+    /// Print each day's rows per risk level.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,6 +191,38 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Reports(ReportsCommand::Generate(args)) => {
+            init_logging(LogFormat::Text, "warn");
+            let config = Config::load(&cli.store, None, None)?;
+            let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+            let days = crate::churn::days(args.date, args.days_back, today)?;
+            let store = tally_store::open(config.database_url.expose()).await.context("opening the store")?;
+            let options =
+                crate::churn::Generate { organization: args.org, dry_run: args.dry_run, force: args.force, settings: config.churn };
+            let verbose = args.verbose || args.dry_run;
+            crate::churn::generate(store.as_ref(), &days, &options, |day| {
+                let date = day.date.map(|d| d.to_string()).unwrap_or_default();
+                if day.skipped {
+                    println!("{date}: already generated; skipped (--force recomputes it)");
+                    return;
+                }
+                let verb = if args.dry_run { "would open" } else { "opened" };
+                println!(
+                    "{date}: {} rows, {verb} {} alerts, resolved {}, {} ms",
+                    day.rows, day.alerts_opened, day.alerts_resolved, day.duration_ms
+                );
+                if verbose {
+                    for (level, n) in &day.by_level {
+                        println!("  {level:<8} {n}");
+                    }
+                }
+            })
+            .await?;
+            if args.dry_run {
+                println!("dry run: nothing was written");
+            }
+            Ok(())
+        }
         Command::Reports(ReportsCommand::Runs { report }) => {
             let store = open(&cli.store).await?;
             for run in store.job_runs(&report).await? {
@@ -226,10 +284,12 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     let (app, writer) = App::start(store.clone(), &config).await?;
     let ledger = tokio::spawn(crate::seats::hourly_ledger(store.clone()));
+    let churn = tokio::spawn(crate::churn::daily(store.clone(), config.churn.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "tally listening");
     crate::http::serve(listener, app, shutdown_signal()).await?;
     ledger.abort();
+    churn.abort();
     // Every request is answered; let the writer finish its last batch.
     writer.await.context("writer task")?;
     tracing::info!("shut down cleanly");

@@ -2,6 +2,7 @@
 //! authorize, call the store or a service, and shape the answer.
 
 pub mod auth;
+mod churn;
 pub mod error;
 mod events;
 mod lago;
@@ -58,6 +59,12 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/llm/prices/{model}", axum::routing::put(llm::put_price).delete(llm::delete_price))
         .route("/v1/llm/unpriced-models", get(llm::unpriced_models))
         .route("/v1/organizations/{id}/llm/summary", get(llm::organization_summary))
+        .route("/v1/reports/churn", get(churn::churn))
+        .route("/v1/reports/churn/risers", get(churn::risers))
+        .route("/v1/reports/runs", get(churn::runs))
+        .route("/v1/users/{id}/churn", get(churn::user_churn))
+        .route("/v1/alerts", get(churn::alerts))
+        .route("/v1/alerts/{id}/resolve", post(churn::resolve))
         .route("/v1/audit-events", post(seats::post_audit_events).get(seats::list_audit_events))
         .route("/v1/organizations/{id}/seats", get(seats::organization_seats))
         .route("/v1/organizations/{id}/license-ledger", get(seats::organization_ledger))

@@ -34,6 +34,7 @@ pub async fn spawn(test_store: TestStore) -> TestApp {
         log_format: Default::default(),
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
+        churn: Default::default(),
     };
     let (_, admin) = tally::cli::create_key(store.as_ref(), Scope::Admin, "test").await.unwrap();
     let (app, _writer) = App::start(store.clone(), &config).await.unwrap();

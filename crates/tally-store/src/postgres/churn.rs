@@ -1,0 +1,326 @@
+//! Churn reports, alerts and report runs on PostgreSQL.
+
+use super::map_err;
+use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
+use crate::{
+    Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity,
+};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use std::collections::HashMap;
+use tally_domain::OrganizationId;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{Client, Row};
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+fn org_of(text: String) -> Result<OrganizationId> {
+    OrganizationId::parse(text).map_err(StoreError::corrupt)
+}
+
+pub(super) async fn activity(conn: &Client, org: &OrganizationId, w: &ChurnWindows) -> Result<Vec<UserActivity>> {
+    let rows = conn
+        .query(
+            "SELECT user_id, max(hour), \
+             sum(count) FILTER (WHERE hour < $3)::int8, sum(count) FILTER (WHERE hour >= $3)::int8, \
+             sum(count) FILTER (WHERE usage_type = $5 AND hour < $3)::int8, sum(count) FILTER (WHERE usage_type = $5 AND hour >= $3)::int8, \
+             sum(count) FILTER (WHERE usage_type = $6 AND hour < $3)::int8, sum(count) FILTER (WHERE usage_type = $6 AND hour >= $3)::int8 \
+             FROM usage_hourly WHERE organization_id = $1 AND hour >= $2 AND hour < $4 GROUP BY user_id",
+            &[&org.as_str(), &w.start, &w.middle, &w.end, &w.login_type, &w.progress_type],
+        )
+        .await
+        .map_err(map_err)?;
+    let n = |r: &Row, i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0);
+    let mut out: HashMap<String, UserActivity> = HashMap::new();
+    for r in &rows {
+        let user: String = r.get(0);
+        out.insert(
+            user.clone(),
+            UserActivity {
+                user_id: user,
+                last_active_hour: r.get(1),
+                activity: [n(r, 2), n(r, 3)],
+                logins: [n(r, 4), n(r, 5)],
+                progress: [n(r, 6), n(r, 7)],
+                frustration: None,
+            },
+        );
+    }
+    let rows = conn
+        .query(
+            "SELECT user_id, avg((properties ->> $4)::float8) FROM events \
+             WHERE organization_id = $1 AND ts >= $2 AND ts < $3 AND jsonb_typeof(properties -> $4) = 'number' GROUP BY user_id",
+            &[&org.as_str(), &w.start, &w.end, &w.frustration_property],
+        )
+        .await
+        .map_err(map_err)?;
+    for r in rows {
+        let user: String = r.get(0);
+        let entry = out.entry(user.clone()).or_insert_with(|| UserActivity { user_id: user, ..Default::default() });
+        entry.frustration = r.get(1);
+    }
+    Ok(out.into_values().collect())
+}
+
+fn churn_row(r: &Row) -> Result<ChurnRow> {
+    Ok(ChurnRow {
+        organization_id: org_of(r.get(0))?,
+        report_date: r.get(1),
+        user_id: r.get(2),
+        score: r.get(3),
+        risk_level: r.get(4),
+        details: r.get::<_, Json<serde_json::Value>>(5).0,
+        login_count: r.get(6),
+        login_trend: r.get(7),
+        days_until_renewal: r.get(8),
+        schema_version: r.get(9),
+    })
+}
+
+fn alert_row(r: &Row) -> Result<Alert> {
+    Ok(Alert {
+        id: r.get(0),
+        organization_id: org_of(r.get(1))?,
+        user_id: r.get(2),
+        alert_type: r.get(3),
+        severity: r.get(4),
+        status: r.get(5),
+        report_date: r.get(6),
+        details: r.get::<_, Json<serde_json::Value>>(7).0,
+        opened_at: r.get(8),
+        resolved_at: r.get(9),
+        resolution: r.get(10),
+        action_taken: r.get(11),
+    })
+}
+
+pub(super) async fn save_report(
+    conn: &mut Client,
+    org: &OrganizationId,
+    day: Date,
+    rows: &[ChurnRow],
+    open: &[Alert],
+    resolve: &[String],
+    now: Timestamp,
+) -> Result<u64> {
+    let tx = conn.transaction().await.map_err(map_err)?;
+    tx.execute("DELETE FROM churn_scores WHERE organization_id = $1 AND report_date = $2", &[&org.as_str(), &day])
+        .await
+        .map_err(map_err)?;
+    let users: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+    let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
+    let levels: Vec<&str> = rows.iter().map(|r| r.risk_level.as_str()).collect();
+    let details: Vec<String> = rows.iter().map(|r| r.details.to_string()).collect();
+    let logins: Vec<i64> = rows.iter().map(|r| r.login_count).collect();
+    let trends: Vec<&str> = rows.iter().map(|r| r.login_trend.as_str()).collect();
+    let renewals: Vec<Option<i64>> = rows.iter().map(|r| r.days_until_renewal).collect();
+    let versions: Vec<i64> = rows.iter().map(|r| r.schema_version).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO churn_scores ({CHURN_COLUMNS}, computed_at) SELECT $1, $2, u, s, l, d::jsonb, n, t, r, v, $11 \
+             FROM unnest($3::text[], $4::float8[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::int8[], $10::int8[]) AS x(u, s, l, d, n, t, r, v)"
+        ),
+        &[&org.as_str(), &day, &users, &scores, &levels, &details, &logins, &trends, &renewals, &versions, &now],
+    )
+    .await
+    .map_err(map_err)?;
+    tx.execute(
+        "UPDATE alerts SET status = 'resolved', resolved_at = $3, resolution = 'auto' WHERE organization_id = $1 AND alert_id = ANY($2) AND status = 'open'",
+        &[&org.as_str(), &resolve, &now],
+    )
+    .await
+    .map_err(map_err)?;
+    let ids: Vec<&str> = open.iter().map(|a| a.id.as_str()).collect();
+    let users: Vec<&str> = open.iter().map(|a| a.user_id.as_str()).collect();
+    let types: Vec<&str> = open.iter().map(|a| a.alert_type.as_str()).collect();
+    let severities: Vec<&str> = open.iter().map(|a| a.severity.as_str()).collect();
+    let details: Vec<String> = open.iter().map(|a| a.details.to_string()).collect();
+    let opened = tx
+        .execute(
+            &format!(
+                "INSERT INTO alerts ({ALERT_COLUMNS}) SELECT i, $1, u, t, s, 'open', $2, d::jsonb, $8, NULL, NULL, NULL \
+                 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(i, u, t, s, d) ON CONFLICT DO NOTHING"
+            ),
+            &[&org.as_str(), &day, &ids, &users, &types, &severities, &details, &now],
+        )
+        .await
+        .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(opened)
+}
+
+/// `WHERE` conditions and their values, numbered from 1.
+fn conditions(parts: Vec<(&str, Option<Param>)>) -> (String, Vec<Param>) {
+    let mut sql = Vec::new();
+    let mut values = Vec::new();
+    for (condition, value) in parts {
+        if let Some(v) = value {
+            values.push(v);
+            sql.push(condition.replace('?', &format!("${}", values.len())));
+        }
+    }
+    let clause = if sql.is_empty() { String::new() } else { format!(" WHERE {}", sql.join(" AND ")) };
+    (clause, values)
+}
+
+fn text(v: &Option<impl ToString>) -> Option<Param> {
+    v.as_ref().map(|v| Box::new(v.to_string()) as Param)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn listed<T>(
+    conn: &Client,
+    table: &str,
+    columns: &str,
+    clause: &str,
+    values: &[Param],
+    order: &str,
+    page: Page,
+    map: impl Fn(&Row) -> Result<T>,
+) -> Result<Listed<T>> {
+    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+    let count: i64 = conn.query_one(&format!("SELECT count(*) FROM {table}{clause}"), &params).await.map_err(map_err)?.get(0);
+    let sql = format!("SELECT {columns} FROM {table}{clause} ORDER BY {order} LIMIT {} OFFSET {}", page.limit, page.offset);
+    let rows = conn.query(&sql, &params).await.map_err(map_err)?;
+    Ok(Listed { count: count as u64, results: rows.iter().map(map).collect::<Result<_>>()? })
+}
+
+pub(super) async fn scores(conn: &Client, q: &ChurnQuery) -> Result<Listed<ChurnRow>> {
+    let (clause, values) = conditions(vec![
+        ("report_date = ?", q.date.map(|d| Box::new(d) as Param)),
+        ("organization_id = ?", text(&q.organization_id)),
+        ("user_id = ?", text(&q.user_id)),
+        ("risk_level = ?", text(&q.risk_level)),
+        ("score >= ?", q.min_score.map(|s| Box::new(s) as Param)),
+    ]);
+    let order = match q.ordering {
+        ChurnOrdering::ScoreDesc => "score DESC, organization_id, user_id",
+        ChurnOrdering::ScoreAsc => "score, organization_id, user_id",
+        ChurnOrdering::User => "user_id, organization_id",
+        ChurnOrdering::DateDesc => "report_date DESC, organization_id, user_id",
+    };
+    listed(conn, "churn_scores", CHURN_COLUMNS, &clause, &values, order, q.page, churn_row).await
+}
+
+pub(super) async fn latest_date(conn: &Client, org: Option<&OrganizationId>) -> Result<Option<Date>> {
+    let row = conn
+        .query_one(
+            "SELECT max(report_date) FROM churn_scores WHERE $1::text IS NULL OR organization_id = $1",
+            &[&org.map(OrganizationId::as_str)],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(row.get(0))
+}
+
+pub(super) async fn risers(
+    conn: &Client,
+    day: Date,
+    since: Date,
+    min_increase: f64,
+    org: Option<&OrganizationId>,
+    limit: u32,
+) -> Result<Vec<(ChurnRow, f64)>> {
+    let columns: Vec<String> = CHURN_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
+    let sql = format!(
+        "SELECT {}, p.score FROM churn_scores c JOIN churn_scores p ON p.organization_id = c.organization_id AND p.user_id = c.user_id \
+         AND p.report_date = $2 WHERE c.report_date = $1 AND c.score - p.score >= $3 AND ($4::text IS NULL OR c.organization_id = $4) \
+         ORDER BY c.score - p.score DESC, c.organization_id, c.user_id LIMIT $5",
+        columns.join(", ")
+    );
+    let rows =
+        conn.query(&sql, &[&day, &since, &min_increase, &org.map(OrganizationId::as_str), &i64::from(limit)]).await.map_err(map_err)?;
+    rows.iter().map(|r| Ok((churn_row(r)?, r.get(10)))).collect()
+}
+
+pub(super) async fn alerts(conn: &Client, q: &AlertQuery) -> Result<Listed<Alert>> {
+    let (clause, values) = conditions(vec![
+        ("alert_id = ?", text(&q.id)),
+        ("status = ?", text(&q.status)),
+        ("severity = ?", text(&q.severity)),
+        ("alert_type = ?", text(&q.alert_type)),
+        ("organization_id = ?", text(&q.organization_id)),
+        ("user_id = ?", text(&q.user_id)),
+    ]);
+    listed(conn, "alerts", ALERT_COLUMNS, &clause, &values, "opened_at DESC, alert_id", q.page.unwrap_or(Page::all()), alert_row).await
+}
+
+pub(super) async fn resolve(conn: &Client, id: &str, action: &str, now: Timestamp) -> Result<Option<Alert>> {
+    conn.execute(
+        "UPDATE alerts SET status = 'resolved', resolved_at = $2, resolution = 'manual', action_taken = $3 WHERE alert_id = $1 AND status = 'open'",
+        &[&id, &now, &action],
+    )
+    .await
+    .map_err(map_err)?;
+    let row = conn.query_opt(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1"), &[&id]).await.map_err(map_err)?;
+    row.as_ref().map(alert_row).transpose()
+}
+
+fn run_row(r: &Row) -> Result<ReportRun> {
+    Ok(ReportRun {
+        id: r.get(0),
+        report: r.get(1),
+        report_date: r.get(2),
+        organization_id: r.get(3),
+        status: r.get(4),
+        rows_written: r.get::<_, i64>(5) as u64,
+        alerts_opened: r.get::<_, i64>(6) as u64,
+        alerts_resolved: r.get::<_, i64>(7) as u64,
+        started_at: r.get(8),
+        duration_ms: r.get::<_, i64>(9) as u64,
+        error: r.get(10),
+    })
+}
+
+pub(super) async fn save_run(conn: &Client, run: &ReportRun) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO report_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+        &[
+            &run.id,
+            &run.report,
+            &run.report_date,
+            &run.organization_id,
+            &run.status,
+            &(run.rows_written as i64),
+            &(run.alerts_opened as i64),
+            &(run.alerts_resolved as i64),
+            &run.started_at,
+            &(run.duration_ms as i64),
+            &run.error,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) async fn runs(conn: &Client, report: Option<&str>, page: Page) -> Result<Listed<ReportRun>> {
+    let (clause, values) = conditions(vec![("report = ?", report.map(|r| Box::new(r.to_owned()) as Param))]);
+    listed(conn, "report_runs", RUN_COLUMNS, &clause, &values, "started_at DESC, run_id", page, run_row).await
+}
+
+pub(super) async fn succeeded(conn: &Client, report: &str, day: Date, org: Option<&OrganizationId>) -> Result<bool> {
+    let row = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM report_runs WHERE report = $1 AND report_date = $2 AND status = 'succeeded' \
+             AND (organization_id IS NULL OR organization_id = $3))",
+            &[&report, &day, &org.map(OrganizationId::as_str)],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(row.get(0))
+}
+
+pub(super) async fn finish_job(conn: &Client, run_id: &str, owner: &str, now: Timestamp) -> Result<()> {
+    let done = conn
+        .execute(
+            "UPDATE job_runs SET status = 'completed', finished_at = $3 WHERE run_id = $1 AND lease_owner = $2 AND status = 'in_progress'",
+            &[&run_id, &owner, &now],
+        )
+        .await
+        .map_err(map_err)?;
+    if done == 0 {
+        return Err(StoreError::Conflict(format!("job run {run_id} is no longer held by {owner}")));
+    }
+    Ok(())
+}

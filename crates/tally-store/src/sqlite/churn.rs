@@ -1,0 +1,338 @@
+//! Churn reports, alerts and report runs on SQLite.
+
+use super::entities::{col, one};
+use super::{map_err, micros, timestamp};
+use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
+use crate::{
+    Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity,
+};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
+use std::collections::HashMap;
+use tally_domain::OrganizationId;
+
+fn date(text: String) -> Result<Date> {
+    text.parse().map_err(StoreError::corrupt)
+}
+
+fn json(text: String) -> Result<serde_json::Value> {
+    serde_json::from_str(&text).map_err(StoreError::corrupt)
+}
+
+pub(super) fn activity(conn: &Connection, org: &OrganizationId, w: &ChurnWindows) -> Result<Vec<UserActivity>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT user_id, max(hour), \
+             sum(CASE WHEN hour < ?3 THEN count ELSE 0 END), sum(CASE WHEN hour >= ?3 THEN count ELSE 0 END), \
+             sum(CASE WHEN usage_type = ?5 AND hour < ?3 THEN count ELSE 0 END), sum(CASE WHEN usage_type = ?5 AND hour >= ?3 THEN count ELSE 0 END), \
+             sum(CASE WHEN usage_type = ?6 AND hour < ?3 THEN count ELSE 0 END), sum(CASE WHEN usage_type = ?6 AND hour >= ?3 THEN count ELSE 0 END) \
+             FROM usage_hourly WHERE organization_id = ?1 AND hour >= ?2 AND hour < ?4 GROUP BY user_id",
+        )
+        .map_err(map_err)?;
+    let mut rows = stmt
+        .query(params![org.as_str(), micros(w.start), micros(w.middle), micros(w.end), w.login_type, w.progress_type])
+        .map_err(map_err)?;
+    let mut out: HashMap<String, UserActivity> = HashMap::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let user: String = col(r, 0)?;
+        out.insert(
+            user.clone(),
+            UserActivity {
+                user_id: user,
+                last_active_hour: col::<Option<i64>>(r, 1)?.map(timestamp).transpose()?,
+                activity: [col(r, 2)?, col(r, 3)?],
+                logins: [col(r, 4)?, col(r, 5)?],
+                progress: [col(r, 6)?, col(r, 7)?],
+                frustration: None,
+            },
+        );
+    }
+    // The property is checked to be a plain name before it gets here.
+    let path = format!("$.{}", w.frustration_property);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT user_id, avg(json_extract(properties, ?4)) FROM events \
+             WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?3 AND properties IS NOT NULL \
+             AND json_type(properties, ?4) IN ('integer', 'real') GROUP BY user_id",
+        )
+        .map_err(map_err)?;
+    let mut rows = stmt.query(params![org.as_str(), micros(w.start), micros(w.end), path]).map_err(map_err)?;
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let user: String = col(r, 0)?;
+        let entry = out.entry(user.clone()).or_insert_with(|| UserActivity { user_id: user, ..Default::default() });
+        entry.frustration = col(r, 1)?;
+    }
+    Ok(out.into_values().collect())
+}
+
+fn churn_row(r: &Row) -> Result<ChurnRow> {
+    Ok(ChurnRow {
+        organization_id: OrganizationId::parse(col::<String>(r, 0)?).map_err(StoreError::corrupt)?,
+        report_date: date(col(r, 1)?)?,
+        user_id: col(r, 2)?,
+        score: col(r, 3)?,
+        risk_level: col(r, 4)?,
+        details: json(col(r, 5)?)?,
+        login_count: col(r, 6)?,
+        login_trend: col(r, 7)?,
+        days_until_renewal: col(r, 8)?,
+        schema_version: col(r, 9)?,
+    })
+}
+
+fn alert_row(r: &Row) -> Result<Alert> {
+    Ok(Alert {
+        id: col(r, 0)?,
+        organization_id: OrganizationId::parse(col::<String>(r, 1)?).map_err(StoreError::corrupt)?,
+        user_id: col(r, 2)?,
+        alert_type: col(r, 3)?,
+        severity: col(r, 4)?,
+        status: col(r, 5)?,
+        report_date: date(col(r, 6)?)?,
+        details: json(col(r, 7)?)?,
+        opened_at: timestamp(col(r, 8)?)?,
+        resolved_at: col::<Option<i64>>(r, 9)?.map(timestamp).transpose()?,
+        resolution: col(r, 10)?,
+        action_taken: col(r, 11)?,
+    })
+}
+
+pub(super) fn save_report(
+    conn: &mut Connection,
+    org: &OrganizationId,
+    day: Date,
+    rows: &[ChurnRow],
+    open: &[Alert],
+    resolve: &[String],
+    now: Timestamp,
+) -> Result<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    tx.execute("DELETE FROM churn_scores WHERE organization_id = ?1 AND report_date = ?2", params![org.as_str(), day.to_string()])
+        .map_err(map_err)?;
+    let mut opened = 0;
+    {
+        let mut insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO churn_scores ({CHURN_COLUMNS}, computed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))
+            .map_err(map_err)?;
+        for row in rows {
+            insert
+                .execute(params![
+                    row.organization_id.as_str(),
+                    row.report_date.to_string(),
+                    row.user_id,
+                    row.score,
+                    row.risk_level,
+                    row.details.to_string(),
+                    row.login_count,
+                    row.login_trend,
+                    row.days_until_renewal,
+                    row.schema_version,
+                    micros(now)
+                ])
+                .map_err(map_err)?;
+        }
+        let mut close = tx
+            .prepare_cached(
+                "UPDATE alerts SET status = 'resolved', resolved_at = ?3, resolution = 'auto' WHERE organization_id = ?1 AND alert_id = ?2 AND status = 'open'",
+            )
+            .map_err(map_err)?;
+        for id in resolve {
+            close.execute(params![org.as_str(), id, micros(now)]).map_err(map_err)?;
+        }
+        let mut insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, NULL, NULL, NULL) ON CONFLICT DO NOTHING"
+            ))
+            .map_err(map_err)?;
+        for a in open {
+            opened += insert
+                .execute(params![
+                    a.id,
+                    a.organization_id.as_str(),
+                    a.user_id,
+                    a.alert_type,
+                    a.severity,
+                    a.report_date.to_string(),
+                    a.details.to_string(),
+                    micros(a.opened_at)
+                ])
+                .map_err(map_err)? as u64;
+        }
+    }
+    tx.commit().map_err(map_err)?;
+    Ok(opened)
+}
+
+/// `WHERE` conditions and their values, numbered from 1.
+fn conditions(parts: &[(&str, Option<Sql>)]) -> (String, Vec<Sql>) {
+    let mut sql = Vec::new();
+    let mut values = Vec::new();
+    for (condition, value) in parts {
+        if let Some(v) = value {
+            values.push(v.clone());
+            sql.push(condition.replace('?', &format!("?{}", values.len())));
+        }
+    }
+    let clause = if sql.is_empty() { String::new() } else { format!(" WHERE {}", sql.join(" AND ")) };
+    (clause, values)
+}
+
+fn text(v: &Option<impl ToString>) -> Option<Sql> {
+    v.as_ref().map(|v| Sql::Text(v.to_string()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn listed<T>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    clause: &str,
+    values: Vec<Sql>,
+    order: &str,
+    page: Page,
+    map: impl Fn(&Row) -> Result<T>,
+) -> Result<Listed<T>> {
+    let count: i64 =
+        conn.query_row(&format!("SELECT count(*) FROM {table}{clause}"), params_from_iter(values.iter()), |r| r.get(0)).map_err(map_err)?;
+    let sql = format!("SELECT {columns} FROM {table}{clause} ORDER BY {order} LIMIT {} OFFSET {}", page.limit, page.offset);
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = stmt.query(params_from_iter(values.iter())).map_err(map_err)?;
+    let mut results = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        results.push(map(r)?);
+    }
+    Ok(Listed { count: count as u64, results })
+}
+
+pub(super) fn scores(conn: &Connection, q: &ChurnQuery) -> Result<Listed<ChurnRow>> {
+    let (clause, values) = conditions(&[
+        ("report_date = ?", text(&q.date)),
+        ("organization_id = ?", text(&q.organization_id)),
+        ("user_id = ?", text(&q.user_id)),
+        ("risk_level = ?", text(&q.risk_level)),
+        ("score >= ?", q.min_score.map(Sql::Real)),
+    ]);
+    let order = match q.ordering {
+        ChurnOrdering::ScoreDesc => "score DESC, organization_id, user_id",
+        ChurnOrdering::ScoreAsc => "score, organization_id, user_id",
+        ChurnOrdering::User => "user_id, organization_id",
+        ChurnOrdering::DateDesc => "report_date DESC, organization_id, user_id",
+    };
+    listed(conn, "churn_scores", CHURN_COLUMNS, &clause, values, order, q.page, churn_row)
+}
+
+pub(super) fn latest_date(conn: &Connection, org: Option<&OrganizationId>) -> Result<Option<Date>> {
+    let latest: Option<String> = conn
+        .query_row(
+            "SELECT max(report_date) FROM churn_scores WHERE ?1 IS NULL OR organization_id = ?1",
+            [org.map(OrganizationId::as_str)],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    latest.map(date).transpose()
+}
+
+pub(super) fn risers(
+    conn: &Connection,
+    day: Date,
+    since: Date,
+    min_increase: f64,
+    org: Option<&OrganizationId>,
+    limit: u32,
+) -> Result<Vec<(ChurnRow, f64)>> {
+    let columns: Vec<String> = CHURN_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
+    let sql = format!(
+        "SELECT {}, p.score FROM churn_scores c JOIN churn_scores p ON p.organization_id = c.organization_id AND p.user_id = c.user_id \
+         AND p.report_date = ?2 WHERE c.report_date = ?1 AND c.score - p.score >= ?3 AND (?4 IS NULL OR c.organization_id = ?4) \
+         ORDER BY c.score - p.score DESC, c.organization_id, c.user_id LIMIT ?5",
+        columns.join(", ")
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows =
+        stmt.query(params![day.to_string(), since.to_string(), min_increase, org.map(OrganizationId::as_str), limit]).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        out.push((churn_row(r)?, col(r, 10)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn alerts(conn: &Connection, q: &AlertQuery) -> Result<Listed<Alert>> {
+    let (clause, values) = conditions(&[
+        ("alert_id = ?", text(&q.id)),
+        ("status = ?", text(&q.status)),
+        ("severity = ?", text(&q.severity)),
+        ("alert_type = ?", text(&q.alert_type)),
+        ("organization_id = ?", text(&q.organization_id)),
+        ("user_id = ?", text(&q.user_id)),
+    ]);
+    listed(conn, "alerts", ALERT_COLUMNS, &clause, values, "opened_at DESC, alert_id", q.page.unwrap_or(Page::all()), alert_row)
+}
+
+pub(super) fn resolve(conn: &mut Connection, id: &str, action: &str, now: Timestamp) -> Result<Option<Alert>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+    tx.execute(
+        "UPDATE alerts SET status = 'resolved', resolved_at = ?2, resolution = 'manual', action_taken = ?3 WHERE alert_id = ?1 AND status = 'open'",
+        params![id, micros(now), action],
+    )
+    .map_err(map_err)?;
+    let alert = one(&tx, &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?1"), [id], alert_row)?;
+    tx.commit().map_err(map_err)?;
+    Ok(alert)
+}
+
+fn run_row(r: &Row) -> Result<ReportRun> {
+    Ok(ReportRun {
+        id: col(r, 0)?,
+        report: col(r, 1)?,
+        report_date: date(col(r, 2)?)?,
+        organization_id: col(r, 3)?,
+        status: col(r, 4)?,
+        rows_written: col::<i64>(r, 5)? as u64,
+        alerts_opened: col::<i64>(r, 6)? as u64,
+        alerts_resolved: col::<i64>(r, 7)? as u64,
+        started_at: timestamp(col(r, 8)?)?,
+        duration_ms: col::<i64>(r, 9)? as u64,
+        error: col(r, 10)?,
+    })
+}
+
+pub(super) fn save_run(conn: &Connection, run: &ReportRun) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO report_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        params![
+            run.id,
+            run.report,
+            run.report_date.to_string(),
+            run.organization_id,
+            run.status,
+            run.rows_written as i64,
+            run.alerts_opened as i64,
+            run.alerts_resolved as i64,
+            micros(run.started_at),
+            run.duration_ms as i64,
+            run.error
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) fn runs(conn: &Connection, report: Option<&str>, page: Page) -> Result<Listed<ReportRun>> {
+    let (clause, values) = conditions(&[("report = ?", report.map(|r| Sql::Text(r.to_owned())))]);
+    listed(conn, "report_runs", RUN_COLUMNS, &clause, values, "started_at DESC, run_id", page, run_row)
+}
+
+pub(super) fn succeeded(conn: &Connection, report: &str, day: Date, org: Option<&OrganizationId>) -> Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM report_runs WHERE report = ?1 AND report_date = ?2 AND status = 'succeeded' \
+         AND (organization_id IS NULL OR organization_id = ?3))",
+        params![report, day.to_string(), org.map(OrganizationId::as_str)],
+        |r| r.get(0),
+    )
+    .map_err(map_err)
+}
