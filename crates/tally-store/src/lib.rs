@@ -190,22 +190,13 @@ pub trait Store: Send + Sync + 'static {
         finished: bool,
     ) -> Result<JobRun>;
 
-    /// Per user of the organization with activity in the windows: counts per window from the
-    /// hourly aggregates, the latest active hour, and the average frustration from raw events.
+    /// Per user of the organization with events in the windows (one range of its events): counts
+    /// per window, the latest event and the average frustration.
     async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>>;
-    /// Replaces the organization's churn rows of that date, opens and resolves alerts, in one
+    /// Replaces each organization's churn rows of that date, opens and resolves alerts, in one
     /// transaction; an alert whose user already has an open one of its type is not opened again.
     /// Returns the alerts opened.
-    #[allow(clippy::too_many_arguments)]
-    async fn save_churn_report(
-        &self,
-        org: &OrganizationId,
-        date: jiff::civil::Date,
-        rows: Vec<ChurnRow>,
-        open: Vec<Alert>,
-        resolve: Vec<String>,
-        now: Timestamp,
-    ) -> Result<u64>;
+    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<ChurnBatch>, now: Timestamp) -> Result<u64>;
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>>;
     /// The latest date with churn rows (of one organization, or any).
     async fn latest_churn_date(&self, org: Option<&OrganizationId>) -> Result<Option<jiff::civil::Date>>;

@@ -218,12 +218,12 @@ pub struct ChurnWindows {
     pub frustration_property: String,
 }
 
-/// One user's activity in the two windows: events, logins and completions in each (from the
-/// hourly aggregates), the hour of the latest activity, and the average frustration (raw events).
+/// One user's activity in the two windows: events, logins and completions in each, the time of
+/// the latest activity, and the average frustration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserActivity {
     pub user_id: String,
-    pub last_active_hour: Option<Timestamp>,
+    pub last_active: Option<Timestamp>,
     pub activity: [i64; 2],
     pub logins: [i64; 2],
     pub progress: [i64; 2],
@@ -279,6 +279,16 @@ pub struct Alert {
     /// `auto` (the condition cleared) or `manual`.
     pub resolution: Option<String>,
     pub action_taken: Option<String>,
+}
+
+/// One organization's churn rows of a day, and its alert changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnBatch {
+    pub organization_id: OrganizationId,
+    pub rows: Vec<ChurnRow>,
+    pub open: Vec<Alert>,
+    /// Ids of open alerts to resolve.
+    pub resolve: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -14,7 +14,7 @@ use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, RiskLevel}
 use tally_domain::entities::{Subscription, SubscriptionStatus, User};
 use tally_domain::time::date_start;
 use tally_domain::{OrganizationId, Role};
-use tally_store::{Alert, AlertQuery, ChurnRow, ChurnWindows, ReportRun, Store, StoreError, UserActivity};
+use tally_store::{Alert, AlertQuery, ChurnBatch, ChurnRow, ChurnWindows, ReportRun, Store, StoreError, UserActivity};
 
 pub const CHURN: &str = "churn";
 /// Report types, by name.
@@ -86,8 +86,8 @@ async fn subscribers(store: &dyn Store, only: Option<&OrganizationId>) -> Result
 
 /// One user's inputs, from the gathered activity, the user and the subscription.
 fn input(user: &User, activity: Option<&UserActivity>, sub: &Subscription, day_end: Timestamp, lookback_days: i64) -> ChurnInput {
-    let days_inactive = match (activity.and_then(|a| a.last_active_hour), user.last_activity) {
-        (Some(hour), _) => whole_days(hour, day_end),
+    let days_inactive = match (activity.and_then(|a| a.last_active), user.last_activity) {
+        (Some(last), _) => whole_days(last, day_end),
         (None, Some(last)) if last <= day_end => whole_days(last, day_end),
         // Never active: inactive since joining.
         (None, None) => whole_days(user.date_joined, day_end).max(0),
@@ -121,14 +121,14 @@ fn billing_contacts(users: &[User]) -> HashSet<&str> {
     HashSet::new()
 }
 
-/// Computes (and unless dry, stores) one organization's report for one day.
+/// Computes one organization's report for one day: its rows and alert changes.
 async fn organization_day(
     store: &dyn Store,
     sub: &Subscription,
     day: Date,
     options: &Generate,
     outcome: &mut DayOutcome,
-) -> Result<(), StoreError> {
+) -> Result<ChurnBatch, StoreError> {
     let org = &sub.organization_id;
     let settings = &options.settings;
     let day_end = date_start(day.tomorrow().expect("in range"));
@@ -184,11 +184,7 @@ async fn organization_day(
     let to_resolve: Vec<&str> = to_resolve.into_iter().filter(|id| !later.contains(id)).collect();
     outcome.rows += rows.len() as u64;
     outcome.alerts_resolved += to_resolve.len() as u64;
-    if options.dry_run {
-        outcome.alerts_opened += to_open.len() as u64;
-        return Ok(());
-    }
-    let new_alerts: Vec<Alert> = to_open
+    let open = to_open
         .into_iter()
         .map(|(user, kind)| {
             let level = levels.get(user).copied().unwrap_or(RiskLevel::Low);
@@ -208,8 +204,26 @@ async fn organization_day(
             }
         })
         .collect();
-    let resolve: Vec<String> = to_resolve.into_iter().map(str::to_owned).collect();
-    outcome.alerts_opened += store.save_churn_report(org, day, rows, new_alerts, resolve, now).await?;
+    let resolve = to_resolve.into_iter().map(str::to_owned).collect();
+    Ok(ChurnBatch { organization_id: org.clone(), rows, open, resolve })
+}
+
+/// Rows per transaction when storing a day.
+const ROWS_PER_COMMIT: usize = 20_000;
+
+/// Stores (or, dry, counts) the batches gathered so far.
+async fn flush(
+    store: &dyn Store,
+    day: Date,
+    pending: &mut Vec<ChurnBatch>,
+    options: &Generate,
+    outcome: &mut DayOutcome,
+) -> Result<(), StoreError> {
+    let batches = std::mem::take(pending);
+    match options.dry_run {
+        true => outcome.alerts_opened += batches.iter().map(|b| b.open.len() as u64).sum::<u64>(),
+        false => outcome.alerts_opened += store.save_churn_reports(day, batches, Timestamp::now()).await?,
+    }
     Ok(())
 }
 
@@ -222,10 +236,18 @@ pub async fn generate_day(store: &dyn Store, day: Date, options: &Generate) -> R
         return Ok(outcome);
     }
     let result = async {
+        let mut pending: Vec<ChurnBatch> = Vec::new();
+        let mut pending_rows = 0;
         for sub in subscribers(store, options.organization.as_ref()).await? {
-            organization_day(store, &sub, day, options, &mut outcome).await?;
+            let batch = organization_day(store, &sub, day, options, &mut outcome).await?;
+            pending_rows += batch.rows.len();
+            pending.push(batch);
+            if pending_rows >= ROWS_PER_COMMIT {
+                flush(store, day, &mut pending, options, &mut outcome).await?;
+                pending_rows = 0;
+            }
         }
-        Ok::<_, StoreError>(())
+        flush(store, day, &mut pending, options, &mut outcome).await
     }
     .await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;

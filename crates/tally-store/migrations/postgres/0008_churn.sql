@@ -15,6 +15,8 @@ CREATE TABLE churn_scores (
     PRIMARY KEY (organization_id, report_date, user_id)
 );
 CREATE INDEX churn_scores_by_date ON churn_scores (report_date, score);
+-- The high-risk list of a day: one range of this index.
+CREATE INDEX churn_scores_by_level ON churn_scores (report_date, risk_level, score);
 CREATE INDEX churn_scores_by_user ON churn_scores (organization_id, user_id, report_date);
 
 CREATE TABLE alerts (

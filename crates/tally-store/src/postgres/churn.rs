@@ -1,13 +1,13 @@
 //! Churn reports, alerts and report runs on PostgreSQL.
 
 use super::map_err;
+use crate::ChurnBatch;
 use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
 use crate::{
     Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
-use std::collections::HashMap;
 use tally_domain::OrganizationId;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
@@ -21,45 +21,26 @@ fn org_of(text: String) -> Result<OrganizationId> {
 pub(super) async fn activity(conn: &Client, org: &OrganizationId, w: &ChurnWindows) -> Result<Vec<UserActivity>> {
     let rows = conn
         .query(
-            "SELECT user_id, max(hour), \
-             sum(count) FILTER (WHERE hour < $3)::int8, sum(count) FILTER (WHERE hour >= $3)::int8, \
-             sum(count) FILTER (WHERE usage_type = $5 AND hour < $3)::int8, sum(count) FILTER (WHERE usage_type = $5 AND hour >= $3)::int8, \
-             sum(count) FILTER (WHERE usage_type = $6 AND hour < $3)::int8, sum(count) FILTER (WHERE usage_type = $6 AND hour >= $3)::int8 \
-             FROM usage_hourly WHERE organization_id = $1 AND hour >= $2 AND hour < $4 GROUP BY user_id",
-            &[&org.as_str(), &w.start, &w.middle, &w.end, &w.login_type, &w.progress_type],
+            "SELECT user_id, max(ts), count(*) FILTER (WHERE ts < $3), count(*) FILTER (WHERE ts >= $3), \
+             count(*) FILTER (WHERE usage_type = $5 AND ts < $3), count(*) FILTER (WHERE usage_type = $5 AND ts >= $3), \
+             count(*) FILTER (WHERE usage_type = $6 AND ts < $3), count(*) FILTER (WHERE usage_type = $6 AND ts >= $3), \
+             avg((properties ->> $7)::float8) FILTER (WHERE jsonb_typeof(properties -> $7) = 'number') \
+             FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $4 GROUP BY user_id",
+            &[&org.as_str(), &w.start, &w.middle, &w.end, &w.login_type, &w.progress_type, &w.frustration_property],
         )
         .await
         .map_err(map_err)?;
-    let n = |r: &Row, i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0);
-    let mut out: HashMap<String, UserActivity> = HashMap::new();
-    for r in &rows {
-        let user: String = r.get(0);
-        out.insert(
-            user.clone(),
-            UserActivity {
-                user_id: user,
-                last_active_hour: r.get(1),
-                activity: [n(r, 2), n(r, 3)],
-                logins: [n(r, 4), n(r, 5)],
-                progress: [n(r, 6), n(r, 7)],
-                frustration: None,
-            },
-        );
-    }
-    let rows = conn
-        .query(
-            "SELECT user_id, avg((properties ->> $4)::float8) FROM events \
-             WHERE organization_id = $1 AND ts >= $2 AND ts < $3 AND jsonb_typeof(properties -> $4) = 'number' GROUP BY user_id",
-            &[&org.as_str(), &w.start, &w.end, &w.frustration_property],
-        )
-        .await
-        .map_err(map_err)?;
-    for r in rows {
-        let user: String = r.get(0);
-        let entry = out.entry(user.clone()).or_insert_with(|| UserActivity { user_id: user, ..Default::default() });
-        entry.frustration = r.get(1);
-    }
-    Ok(out.into_values().collect())
+    Ok(rows
+        .iter()
+        .map(|r| UserActivity {
+            user_id: r.get(0),
+            last_active: r.get(1),
+            activity: [r.get(2), r.get(3)],
+            logins: [r.get(4), r.get(5)],
+            progress: [r.get(6), r.get(7)],
+            frustration: r.get(8),
+        })
+        .collect())
 }
 
 fn churn_row(r: &Row) -> Result<ChurnRow> {
@@ -94,19 +75,12 @@ fn alert_row(r: &Row) -> Result<Alert> {
     })
 }
 
-pub(super) async fn save_report(
-    conn: &mut Client,
-    org: &OrganizationId,
-    day: Date,
-    rows: &[ChurnRow],
-    open: &[Alert],
-    resolve: &[String],
-    now: Timestamp,
-) -> Result<u64> {
+pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnBatch], now: Timestamp) -> Result<u64> {
     let tx = conn.transaction().await.map_err(map_err)?;
-    tx.execute("DELETE FROM churn_scores WHERE organization_id = $1 AND report_date = $2", &[&org.as_str(), &day])
-        .await
-        .map_err(map_err)?;
+    let orgs: Vec<&str> = batches.iter().map(|b| b.organization_id.as_str()).collect();
+    tx.execute("DELETE FROM churn_scores WHERE organization_id = ANY($1) AND report_date = $2", &[&orgs, &day]).await.map_err(map_err)?;
+    let rows: Vec<&ChurnRow> = batches.iter().flat_map(|b| &b.rows).collect();
+    let row_orgs: Vec<&str> = rows.iter().map(|r| r.organization_id.as_str()).collect();
     let users: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
     let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
     let levels: Vec<&str> = rows.iter().map(|r| r.risk_level.as_str()).collect();
@@ -117,31 +91,37 @@ pub(super) async fn save_report(
     let versions: Vec<i64> = rows.iter().map(|r| r.schema_version).collect();
     tx.execute(
         &format!(
-            "INSERT INTO churn_scores ({CHURN_COLUMNS}, computed_at) SELECT $1, $2, u, s, l, d::jsonb, n, t, r, v, $11 \
-             FROM unnest($3::text[], $4::float8[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::int8[], $10::int8[]) AS x(u, s, l, d, n, t, r, v)"
+            "INSERT INTO churn_scores ({CHURN_COLUMNS}, computed_at) SELECT o, $1, u, s, l, d::jsonb, n, t, r, v, $11 \
+             FROM unnest($2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::int8[], $10::int8[]) \
+             AS x(o, u, s, l, d, n, t, r, v)"
         ),
-        &[&org.as_str(), &day, &users, &scores, &levels, &details, &logins, &trends, &renewals, &versions, &now],
+        &[&day, &row_orgs, &users, &scores, &levels, &details, &logins, &trends, &renewals, &versions, &now],
     )
     .await
     .map_err(map_err)?;
+    let (close_orgs, close_ids): (Vec<&str>, Vec<&str>) =
+        batches.iter().flat_map(|b| b.resolve.iter().map(move |id| (b.organization_id.as_str(), id.as_str()))).unzip();
     tx.execute(
-        "UPDATE alerts SET status = 'resolved', resolved_at = $3, resolution = 'auto' WHERE organization_id = $1 AND alert_id = ANY($2) AND status = 'open'",
-        &[&org.as_str(), &resolve, &now],
+        "UPDATE alerts a SET status = 'resolved', resolved_at = $3, resolution = 'auto' FROM unnest($1::text[], $2::text[]) AS x(o, i) \
+         WHERE a.organization_id = x.o AND a.alert_id = x.i AND a.status = 'open'",
+        &[&close_orgs, &close_ids, &now],
     )
     .await
     .map_err(map_err)?;
-    let ids: Vec<&str> = open.iter().map(|a| a.id.as_str()).collect();
-    let users: Vec<&str> = open.iter().map(|a| a.user_id.as_str()).collect();
-    let types: Vec<&str> = open.iter().map(|a| a.alert_type.as_str()).collect();
-    let severities: Vec<&str> = open.iter().map(|a| a.severity.as_str()).collect();
-    let details: Vec<String> = open.iter().map(|a| a.details.to_string()).collect();
+    let alerts: Vec<&Alert> = batches.iter().flat_map(|b| &b.open).collect();
+    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    let alert_orgs: Vec<&str> = alerts.iter().map(|a| a.organization_id.as_str()).collect();
+    let alert_users: Vec<&str> = alerts.iter().map(|a| a.user_id.as_str()).collect();
+    let types: Vec<&str> = alerts.iter().map(|a| a.alert_type.as_str()).collect();
+    let severities: Vec<&str> = alerts.iter().map(|a| a.severity.as_str()).collect();
+    let alert_details: Vec<String> = alerts.iter().map(|a| a.details.to_string()).collect();
     let opened = tx
         .execute(
             &format!(
-                "INSERT INTO alerts ({ALERT_COLUMNS}) SELECT i, $1, u, t, s, 'open', $2, d::jsonb, $8, NULL, NULL, NULL \
-                 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(i, u, t, s, d) ON CONFLICT DO NOTHING"
+                "INSERT INTO alerts ({ALERT_COLUMNS}) SELECT i, o, u, t, s, 'open', $1, d::jsonb, $8, NULL, NULL, NULL \
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(i, o, u, t, s, d) ON CONFLICT DO NOTHING"
             ),
-            &[&org.as_str(), &day, &ids, &users, &types, &severities, &details, &now],
+            &[&day, &ids, &alert_orgs, &alert_users, &types, &severities, &alert_details, &now],
         )
         .await
         .map_err(map_err)?;

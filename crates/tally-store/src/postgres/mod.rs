@@ -369,16 +369,8 @@ impl Store for PostgresStore {
         churn::activity(&**self.conn().await?, org, windows).await
     }
 
-    async fn save_churn_report(
-        &self,
-        org: &OrganizationId,
-        date: jiff::civil::Date,
-        rows: Vec<ChurnRow>,
-        open: Vec<Alert>,
-        resolve: Vec<String>,
-        now: Timestamp,
-    ) -> Result<u64> {
-        churn::save_report(&mut **self.conn().await?, org, date, &rows, &open, &resolve, now).await
+    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<crate::ChurnBatch>, now: Timestamp) -> Result<u64> {
+        churn::save_reports(&mut **self.conn().await?, date, &batches, now).await
     }
 
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>> {

@@ -2,6 +2,7 @@
 
 use super::entities::{col, one};
 use super::{map_err, micros, timestamp};
+use crate::ChurnBatch;
 use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
 use crate::{
     Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity,
@@ -10,7 +11,6 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
-use std::collections::HashMap;
 use tally_domain::OrganizationId;
 
 fn date(text: String) -> Result<Date> {
@@ -22,49 +22,32 @@ fn json(text: String) -> Result<serde_json::Value> {
 }
 
 pub(super) fn activity(conn: &Connection, org: &OrganizationId, w: &ChurnWindows) -> Result<Vec<UserActivity>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT user_id, max(hour), \
-             sum(CASE WHEN hour < ?3 THEN count ELSE 0 END), sum(CASE WHEN hour >= ?3 THEN count ELSE 0 END), \
-             sum(CASE WHEN usage_type = ?5 AND hour < ?3 THEN count ELSE 0 END), sum(CASE WHEN usage_type = ?5 AND hour >= ?3 THEN count ELSE 0 END), \
-             sum(CASE WHEN usage_type = ?6 AND hour < ?3 THEN count ELSE 0 END), sum(CASE WHEN usage_type = ?6 AND hour >= ?3 THEN count ELSE 0 END) \
-             FROM usage_hourly WHERE organization_id = ?1 AND hour >= ?2 AND hour < ?4 GROUP BY user_id",
-        )
-        .map_err(map_err)?;
-    let mut rows = stmt
-        .query(params![org.as_str(), micros(w.start), micros(w.middle), micros(w.end), w.login_type, w.progress_type])
-        .map_err(map_err)?;
-    let mut out: HashMap<String, UserActivity> = HashMap::new();
-    while let Some(r) = rows.next().map_err(map_err)? {
-        let user: String = col(r, 0)?;
-        out.insert(
-            user.clone(),
-            UserActivity {
-                user_id: user,
-                last_active_hour: col::<Option<i64>>(r, 1)?.map(timestamp).transpose()?,
-                activity: [col(r, 2)?, col(r, 3)?],
-                logins: [col(r, 4)?, col(r, 5)?],
-                progress: [col(r, 6)?, col(r, 7)?],
-                frustration: None,
-            },
-        );
-    }
     // The property is checked to be a plain name before it gets here.
     let path = format!("$.{}", w.frustration_property);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT user_id, avg(json_extract(properties, ?4)) FROM events \
-             WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?3 AND properties IS NOT NULL \
-             AND json_type(properties, ?4) IN ('integer', 'real') GROUP BY user_id",
+            "SELECT user_id, max(ts), sum(ts < ?3), sum(ts >= ?3), \
+             sum(usage_type = ?5 AND ts < ?3), sum(usage_type = ?5 AND ts >= ?3), \
+             sum(usage_type = ?6 AND ts < ?3), sum(usage_type = ?6 AND ts >= ?3), \
+             avg(CASE WHEN json_type(properties, ?7) IN ('integer', 'real') THEN json_extract(properties, ?7) END) \
+             FROM events WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?4 GROUP BY user_id",
         )
         .map_err(map_err)?;
-    let mut rows = stmt.query(params![org.as_str(), micros(w.start), micros(w.end), path]).map_err(map_err)?;
+    let mut rows = stmt
+        .query(params![org.as_str(), micros(w.start), micros(w.middle), micros(w.end), w.login_type, w.progress_type, path])
+        .map_err(map_err)?;
+    let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
-        let user: String = col(r, 0)?;
-        let entry = out.entry(user.clone()).or_insert_with(|| UserActivity { user_id: user, ..Default::default() });
-        entry.frustration = col(r, 1)?;
+        out.push(UserActivity {
+            user_id: col(r, 0)?,
+            last_active: col::<Option<i64>>(r, 1)?.map(timestamp).transpose()?,
+            activity: [col(r, 2)?, col(r, 3)?],
+            logins: [col(r, 4)?, col(r, 5)?],
+            progress: [col(r, 6)?, col(r, 7)?],
+            frustration: col(r, 8)?,
+        });
     }
-    Ok(out.into_values().collect())
+    Ok(out)
 }
 
 fn churn_row(r: &Row) -> Result<ChurnRow> {
@@ -99,68 +82,63 @@ fn alert_row(r: &Row) -> Result<Alert> {
     })
 }
 
-pub(super) fn save_report(
-    conn: &mut Connection,
-    org: &OrganizationId,
-    day: Date,
-    rows: &[ChurnRow],
-    open: &[Alert],
-    resolve: &[String],
-    now: Timestamp,
-) -> Result<u64> {
+pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBatch], now: Timestamp) -> Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-    tx.execute("DELETE FROM churn_scores WHERE organization_id = ?1 AND report_date = ?2", params![org.as_str(), day.to_string()])
-        .map_err(map_err)?;
     let mut opened = 0;
     {
+        let mut clear = tx.prepare_cached("DELETE FROM churn_scores WHERE organization_id = ?1 AND report_date = ?2").map_err(map_err)?;
         let mut insert = tx
             .prepare_cached(&format!(
                 "INSERT INTO churn_scores ({CHURN_COLUMNS}, computed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))
             .map_err(map_err)?;
-        for row in rows {
-            insert
-                .execute(params![
-                    row.organization_id.as_str(),
-                    row.report_date.to_string(),
-                    row.user_id,
-                    row.score,
-                    row.risk_level,
-                    row.details.to_string(),
-                    row.login_count,
-                    row.login_trend,
-                    row.days_until_renewal,
-                    row.schema_version,
-                    micros(now)
-                ])
-                .map_err(map_err)?;
-        }
         let mut close = tx
             .prepare_cached(
                 "UPDATE alerts SET status = 'resolved', resolved_at = ?3, resolution = 'auto' WHERE organization_id = ?1 AND alert_id = ?2 AND status = 'open'",
             )
             .map_err(map_err)?;
-        for id in resolve {
-            close.execute(params![org.as_str(), id, micros(now)]).map_err(map_err)?;
-        }
-        let mut insert = tx
+        let mut raise = tx
             .prepare_cached(&format!(
                 "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, NULL, NULL, NULL) ON CONFLICT DO NOTHING"
             ))
             .map_err(map_err)?;
-        for a in open {
-            opened += insert
-                .execute(params![
-                    a.id,
-                    a.organization_id.as_str(),
-                    a.user_id,
-                    a.alert_type,
-                    a.severity,
-                    a.report_date.to_string(),
-                    a.details.to_string(),
-                    micros(a.opened_at)
-                ])
-                .map_err(map_err)? as u64;
+        for batch in batches {
+            let org = batch.organization_id.as_str();
+            clear.execute(params![org, day.to_string()]).map_err(map_err)?;
+            for row in &batch.rows {
+                insert
+                    .execute(params![
+                        org,
+                        row.report_date.to_string(),
+                        row.user_id,
+                        row.score,
+                        row.risk_level,
+                        row.details.to_string(),
+                        row.login_count,
+                        row.login_trend,
+                        row.days_until_renewal,
+                        row.schema_version,
+                        micros(now)
+                    ])
+                    .map_err(map_err)?;
+            }
+            for id in &batch.resolve {
+                close.execute(params![org, id, micros(now)]).map_err(map_err)?;
+            }
+            for a in &batch.open {
+                opened += raise
+                    .execute(params![
+                        a.id,
+                        org,
+                        a.user_id,
+                        a.alert_type,
+                        a.severity,
+                        a.report_date.to_string(),
+                        a.details.to_string(),
+                        micros(a.opened_at)
+                    ])
+                    .map_err(map_err)? as u64;
+            }
         }
     }
     tx.commit().map_err(map_err)?;

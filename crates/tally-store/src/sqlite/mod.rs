@@ -477,17 +477,8 @@ impl Store for SqliteStore {
         self.read(move |c| churn::activity(c, &org, &windows)).await
     }
 
-    async fn save_churn_report(
-        &self,
-        org: &OrganizationId,
-        date: jiff::civil::Date,
-        rows: Vec<ChurnRow>,
-        open: Vec<Alert>,
-        resolve: Vec<String>,
-        now: Timestamp,
-    ) -> Result<u64> {
-        let org = org.clone();
-        self.write(move |c| churn::save_report(c, &org, date, &rows, &open, &resolve, now)).await
+    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<crate::ChurnBatch>, now: Timestamp) -> Result<u64> {
+        self.write(move |c| churn::save_reports(c, date, &batches, now)).await
     }
 
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>> {

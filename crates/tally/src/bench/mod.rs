@@ -3,8 +3,9 @@
 //! indexed table as a reference point. `series`: usage series queries over a loaded store, side
 //! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events. `reports`: user
 //! report pages, exports and rebuilds, beside a PostgreSQL materialized view. `seats`: pushes,
-//! seat counts and the ledger job.
+//! seat counts and the ledger job. `churn`: daily reports, backfills and the high-risk list.
 
+mod churn;
 mod reports;
 mod seats;
 mod series;
@@ -30,6 +31,8 @@ pub enum BenchCommand {
     Reports(reports::ReportsArgs),
     /// Seats: a server's push, the seat count at a moment, the ledger job over a million rows.
     Seats(seats::SeatsArgs),
+    /// Churn: one day's report, a backfill, the high-risk list.
+    Churn(churn::ChurnArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +121,7 @@ pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Series(args) => series::run(args).await,
         BenchCommand::Reports(args) => reports::run(args).await,
         BenchCommand::Seats(args) => seats::run(args).await,
+        BenchCommand::Churn(args) => churn::run(args).await,
     }
 }
 
