@@ -204,13 +204,11 @@ pub(super) fn scores(conn: &Connection, q: &ChurnQuery) -> Result<Listed<ChurnRo
 }
 
 pub(super) fn latest_date(conn: &Connection, org: Option<&OrganizationId>) -> Result<Option<Date>> {
-    let latest: Option<String> = conn
-        .query_row(
-            "SELECT max(report_date) FROM churn_scores WHERE ?1 IS NULL OR organization_id = ?1",
-            [org.map(OrganizationId::as_str)],
-            |r| r.get(0),
-        )
-        .map_err(map_err)?;
+    let latest: Option<String> = match org {
+        Some(o) => conn.query_row("SELECT max(report_date) FROM churn_scores WHERE organization_id = ?1", [o.as_str()], |r| r.get(0)),
+        None => conn.query_row("SELECT max(report_date) FROM churn_scores", [], |r| r.get(0)),
+    }
+    .map_err(map_err)?;
     latest.map(date).transpose()
 }
 

@@ -48,6 +48,28 @@ pub(super) fn listed<T>(
     Ok(Listed { count: count as u64, results })
 }
 
+/// A page of a tenant table, of one organization or of all. Two statements rather than
+/// `?1 IS NULL OR organization_id = ?1`, which SQLite cannot answer from the key.
+fn by_organization<T>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    order: &str,
+    org: Option<&OrganizationId>,
+    page: Page,
+    map: impl Fn(&Row) -> Result<T>,
+) -> Result<Listed<T>> {
+    let filter = if org.is_some() { " WHERE organization_id = ?1" } else { "" };
+    listed(
+        conn,
+        &format!("SELECT count(*) FROM {table}{filter}"),
+        &format!("SELECT {columns} FROM {table}{filter} ORDER BY {order}"),
+        rusqlite::params_from_iter(org.map(OrganizationId::as_str)),
+        page,
+        map,
+    )
+}
+
 pub(super) fn one<T>(conn: &Connection, sql: &str, params: impl Params, map: impl Fn(&Row) -> Result<T>) -> Result<Option<T>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
     let mut rows = stmt.query(params).map_err(map_err)?;
@@ -182,15 +204,7 @@ pub(super) fn team(conn: &Connection, id: &TeamId) -> Result<Option<Team>> {
 }
 
 pub(super) fn teams(conn: &Connection, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Team>> {
-    let org = org.map(|o| o.as_str().to_owned());
-    listed(
-        conn,
-        "SELECT count(*) FROM teams WHERE ?1 IS NULL OR organization_id = ?1",
-        &format!("SELECT {TEAM_COLUMNS} FROM teams WHERE ?1 IS NULL OR organization_id = ?1 ORDER BY organization_id, team_id"),
-        [org],
-        page,
-        team_row,
-    )
+    by_organization(conn, "teams", TEAM_COLUMNS, "organization_id, team_id", org, page, team_row)
 }
 
 // ---- users
@@ -253,15 +267,7 @@ pub(super) fn user(conn: &Connection, id: &UserId) -> Result<Option<User>> {
 }
 
 pub(super) fn users(conn: &Connection, org: Option<&OrganizationId>, page: Page) -> Result<Listed<User>> {
-    let org = org.map(|o| o.as_str().to_owned());
-    listed(
-        conn,
-        "SELECT count(*) FROM users WHERE ?1 IS NULL OR organization_id = ?1",
-        &format!("SELECT {USER_COLUMNS} FROM users WHERE ?1 IS NULL OR organization_id = ?1 ORDER BY organization_id, user_id"),
-        [org],
-        page,
-        user_row,
-    )
+    by_organization(conn, "users", USER_COLUMNS, "organization_id, user_id", org, page, user_row)
 }
 
 // ---- plans (small reference data: stored whole as JSON)
@@ -389,17 +395,7 @@ pub(super) fn subscription(conn: &Connection, id: &str) -> Result<Option<Subscri
 }
 
 pub(super) fn subscriptions(conn: &Connection, org: Option<&OrganizationId>, page: Page) -> Result<Listed<Subscription>> {
-    let org = org.map(|o| o.as_str().to_owned());
-    listed(
-        conn,
-        "SELECT count(*) FROM subscriptions WHERE ?1 IS NULL OR organization_id = ?1",
-        &format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE ?1 IS NULL OR organization_id = ?1 ORDER BY organization_id, subscription_id"
-        ),
-        [org],
-        page,
-        subscription_row,
-    )
+    by_organization(conn, "subscriptions", SUBSCRIPTION_COLUMNS, "organization_id, subscription_id", org, page, subscription_row)
 }
 
 // ---- API keys
