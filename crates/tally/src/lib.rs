@@ -3,10 +3,10 @@
 
 pub mod app;
 pub mod bench;
-pub mod churn;
 pub mod cli;
 pub mod compat;
 pub mod config;
+pub mod daily;
 pub mod demo;
 pub mod http;
 pub mod ingest;

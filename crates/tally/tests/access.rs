@@ -88,9 +88,10 @@ async fn no_read_route_leaks_across_scopes(app: support::TestApp) {
     assert_eq!(app.post("/v1/audit-events", json!(audit)).await.0, 200);
     assert_eq!(app.post("/v1/jobs/ledger/run", json!({})).await.0, 200);
     // Two days of churn rows and alerts (every user is inactive by then).
-    let options = tally::churn::Generate { organization: None, dry_run: false, force: false, settings: Default::default() };
+    let options = tally::daily::Generate::default();
+    let report = tally::daily::churn::ChurnReport { settings: Default::default() };
     let days = ["2025-02-10".parse().unwrap(), "2025-02-20".parse().unwrap()];
-    tally::churn::generate(app.store.as_ref(), &days, &options, |_| {}).await.unwrap();
+    tally::daily::generate(&report, app.store.as_ref(), &days, &options, |_| {}).await.unwrap();
 
     // (key scope, markers it must never see)
     let cases: [(&str, &[&str]); 4] = [

@@ -9,7 +9,8 @@ use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde_json::{Value, json};
 use support::TestApp;
-use tally::churn::{self, Generate};
+use tally::daily::churn::ChurnReport;
+use tally::daily::{self, Generate};
 
 http_tests!(churn_report_over_consecutive_days);
 
@@ -82,7 +83,11 @@ async fn setup(app: &TestApp) {
 }
 
 fn options(force: bool) -> Generate {
-    Generate { organization: None, dry_run: false, force, settings: Default::default() }
+    Generate { organization: None, dry_run: false, force }
+}
+
+fn report() -> ChurnReport {
+    ChurnReport { settings: Default::default() }
 }
 
 fn day(offset: i64) -> Date {
@@ -118,13 +123,13 @@ async fn churn_report_over_consecutive_days(app: TestApp) {
 
     // A dry run computes and writes nothing.
     let dry = Generate { dry_run: true, ..options(false) };
-    let preview = churn::generate(store.as_ref(), &[day(-4)], &dry, |_| {}).await.unwrap();
+    let preview = daily::generate(&report(), store.as_ref(), &[day(-4)], &dry, |_| {}).await.unwrap();
     assert_eq!((preview[0].rows, preview[0].alerts_opened), (5, 4), "{preview:?}");
     assert_eq!(app.get("/v1/reports/churn").await.1["count"], 0);
 
     // Three days of the world as it is.
     let days: Vec<Date> = (-4..=-2).map(day).collect();
-    let done = churn::generate(store.as_ref(), &days, &options(false), |_| {}).await.unwrap();
+    let done = daily::generate(&report(), store.as_ref(), &days, &options(false), |_| {}).await.unwrap();
     assert_eq!(done.iter().map(|d| d.alerts_opened).collect::<Vec<_>>(), [4, 0, 1], "{done:?}");
 
     // Sam: inactive since day -14 (10, 11, 12 whole days: 25 × d / 14 points), no activity or
@@ -164,9 +169,9 @@ async fn churn_report_over_consecutive_days(app: TestApp) {
     assert_eq!((sam_alert["count"].as_u64(), sam_alert["results"][0]["severity"].as_str()), (Some(1), Some("high")));
 
     // A day that succeeded is skipped; forced, its rows are replaced and no alert doubles.
-    let again = churn::generate(store.as_ref(), &[day(-3)], &options(false), |_| {}).await.unwrap();
+    let again = daily::generate(&report(), store.as_ref(), &[day(-3)], &options(false), |_| {}).await.unwrap();
     assert!(again[0].skipped);
-    let forced = churn::generate(store.as_ref(), &[day(-3)], &options(true), |_| {}).await.unwrap();
+    let forced = daily::generate(&report(), store.as_ref(), &[day(-3)], &options(true), |_| {}).await.unwrap();
     assert_eq!((forced[0].rows, forced[0].alerts_opened), (5, 0));
     assert_eq!(app.get(&format!("/v1/reports/churn?date={}", day(-3))).await.1["count"], 5);
 
@@ -176,7 +181,7 @@ async fn churn_report_over_consecutive_days(app: TestApp) {
         "current_period_end": (Timestamp::now() + SignedDuration::from_hours(240)).to_string()});
     let (status, body) = app.request("PUT", "/v1/subscriptions/sub-late-pay", Some(&app.admin.clone()), Some(fixed)).await;
     assert!(status == 200 || status == 201, "{status} {body}");
-    let last = churn::generate(store.as_ref(), &[day(-1)], &options(false), |_| {}).await.unwrap();
+    let last = daily::generate(&report(), store.as_ref(), &[day(-1)], &options(false), |_| {}).await.unwrap();
     assert_eq!((last[0].alerts_opened, last[0].alerts_resolved), (0, 3), "{last:?} {}", app.get("/v1/alerts").await.1);
     assert_eq!(
         open_alerts(&app).await,
@@ -237,6 +242,6 @@ async fn churn_report_over_consecutive_days(app: TestApp) {
     }
     // An organization with no subscribers: an empty report, not an error.
     let lonely = Generate { organization: Some(tally_domain::OrganizationId::parse("nobody").unwrap()), ..options(false) };
-    let empty = churn::generate(store.as_ref(), &[day(-1)], &lonely, |_| {}).await.unwrap();
+    let empty = daily::generate(&report(), store.as_ref(), &[day(-1)], &lonely, |_| {}).await.unwrap();
     assert_eq!(empty[0].rows, 0);
 }

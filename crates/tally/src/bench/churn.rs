@@ -4,7 +4,8 @@
 //! one SQL query over the raw events, the approach the report's pre-computation replaces.
 
 use super::{fresh_url, median, ms};
-use crate::churn::{self, Generate};
+use crate::daily::churn::ChurnReport;
+use crate::daily::{self, Generate};
 use clap::Args;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp, ToSpan};
@@ -129,7 +130,8 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
     let last: Date = today.yesterday()?;
     let first = last.checked_sub(i64::from(args.days - 1).days())?;
     let start = tally_domain::time::date_start(first.checked_sub(14.days())?);
-    let options = Generate { organization: None, dry_run: false, force: true, settings: Default::default() };
+    let options = Generate { organization: None, dry_run: false, force: true };
+    let report = ChurnReport { settings: Default::default() };
     println!("| backend | what | time |\n|---|---|---|");
     for (name, pg) in backends {
         let url = fresh_url(dir.path(), name, pg.as_deref(), "churn").await?;
@@ -143,7 +145,7 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
         }
 
         let started = Instant::now();
-        let day = churn::generate(store.as_ref(), &[last], &options, |_| {}).await?;
+        let day = daily::generate(&report, store.as_ref(), &[last], &options, |_| {}).await?;
         println!(
             "| {name} | one day's churn report ({} subscribers, {} alerts opened) | {:.1} s |",
             day[0].rows,
@@ -153,7 +155,7 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
 
         let days: Vec<Date> = (0..i64::from(args.days)).map(|n| first.checked_add(n.days())).collect::<Result<_, _>>()?;
         let started = Instant::now();
-        let done = churn::generate(store.as_ref(), &days, &options, |_| {}).await?;
+        let done = daily::generate(&report, store.as_ref(), &days, &options, |_| {}).await?;
         let rows: u64 = done.iter().map(|d| d.rows).sum();
         println!("| {name} | backfill of {} days ({rows} rows) | {:.0} s |", args.days, started.elapsed().as_secs_f64());
 

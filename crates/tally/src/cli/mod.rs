@@ -195,12 +195,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             init_logging(LogFormat::Text, "warn");
             let config = Config::load(&cli.store, None, None)?;
             let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
-            let days = crate::churn::days(args.date, args.days_back, today)?;
+            let days = crate::daily::days(args.date, args.days_back, today)?;
             let store = tally_store::open(config.database_url.expose()).await.context("opening the store")?;
-            let options =
-                crate::churn::Generate { organization: args.org, dry_run: args.dry_run, force: args.force, settings: config.churn };
+            let report = crate::daily::churn::ChurnReport { settings: config.churn };
+            let options = crate::daily::Generate { organization: args.org, dry_run: args.dry_run, force: args.force };
             let verbose = args.verbose || args.dry_run;
-            crate::churn::generate(store.as_ref(), &days, &options, |day| {
+            crate::daily::generate(&report, store.as_ref(), &days, &options, |day| {
                 let date = day.date.map(|d| d.to_string()).unwrap_or_default();
                 if day.skipped {
                     println!("{date}: already generated; skipped (--force recomputes it)");
@@ -284,7 +284,7 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     let (app, writer) = App::start(store.clone(), &config).await?;
     let ledger = tokio::spawn(crate::seats::hourly_ledger(store.clone()));
-    let churn = tokio::spawn(crate::churn::daily(store.clone(), config.churn.clone()));
+    let churn = tokio::spawn(crate::daily::schedule(store.clone(), crate::daily::churn::ChurnReport { settings: config.churn.clone() }));
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "tally listening");
     crate::http::serve(listener, app, shutdown_signal()).await?;

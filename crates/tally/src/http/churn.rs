@@ -217,8 +217,8 @@ pub async fn resolve(
 pub async fn runs(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Listed<ReportRun>>> {
     caller.require_admin()?;
     only(&params, &["report", "limit", "offset"])?;
-    if let Some(r) = params.get("report").filter(|r| !crate::churn::REPORTS.contains(&r.as_str())) {
-        return Err(ApiError::bad_parameter("report", format!("unknown report {r:?}; known: {}", crate::churn::REPORTS.join(", "))));
+    if let Some(r) = params.get("report").filter(|r| !crate::daily::REPORTS.contains(&r.as_str())) {
+        return Err(ApiError::bad_parameter("report", format!("unknown report {r:?}; known: {}", crate::daily::REPORTS.join(", "))));
     }
     let page = super::resources::page(params.get("limit").map(String::as_str), params.get("offset").map(String::as_str))?;
     Ok(Json(app.store.report_runs(params.get("report").map(String::as_str), page).await?))

@@ -1,0 +1,205 @@
+//! The churn-risk report: a score per subscriber and day from six signals (scored in
+//! `tally_domain::churn`), and the alerts that follow. Its unit is an organization with a live
+//! subscription; its inputs are the organization's users, their activity in the two windows before
+//! the day's end (one range of its events) and its open alerts.
+
+use super::{DailyReport, DayOutcome};
+use async_trait::async_trait;
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, RiskLevel};
+use tally_domain::entities::{Subscription, SubscriptionStatus, User};
+use tally_domain::time::date_start;
+use tally_domain::{OrganizationId, Role};
+use tally_store::{Alert, AlertQuery, ChurnBatch, ChurnRow, ChurnWindows, Store, StoreError, UserActivity};
+
+fn whole_days(from: Timestamp, to: Timestamp) -> i64 {
+    (to.as_second() - from.as_second()).div_euclid(86_400)
+}
+
+/// The live subscription of each organization that has one (active, trialing or payment issue).
+async fn subscribers(store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Subscription>, StoreError> {
+    let mut latest: BTreeMap<OrganizationId, Subscription> = BTreeMap::new();
+    for s in crate::series::every(|page| store.subscriptions(only, page)).await? {
+        if matches!(s.status, SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PaymentIssue) {
+            let keep = latest
+                .get(&s.organization_id)
+                .is_none_or(|l| (s.current_period_start, s.created_at) > (l.current_period_start, l.created_at));
+            if keep {
+                latest.insert(s.organization_id.clone(), s);
+            }
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
+/// One user's inputs, from the gathered activity, the user and the subscription.
+fn input(user: &User, activity: Option<&UserActivity>, sub: &Subscription, day_end: Timestamp, lookback_days: i64) -> ChurnInput {
+    let days_inactive = match (activity.and_then(|a| a.last_active), user.last_activity) {
+        (Some(last), _) => whole_days(last, day_end),
+        (None, Some(last)) if last <= day_end => whole_days(last, day_end),
+        // Never active: inactive since joining.
+        (None, None) => whole_days(user.date_joined, day_end).max(0),
+        // Active only after the day asked (a backfill): at least the whole lookback.
+        (None, Some(_)) => lookback_days,
+    };
+    let a = activity.cloned().unwrap_or_default();
+    ChurnInput {
+        days_inactive: Some(days_inactive),
+        activity: a.activity,
+        logins: a.logins,
+        progress: a.progress,
+        frustration: a.frustration,
+        payment_issue: sub.status == SubscriptionStatus::PaymentIssue,
+        days_until_renewal: Some(whole_days(day_end, sub.current_period_end)),
+        trial_days_left: match (sub.status, sub.trial_end) {
+            (SubscriptionStatus::Trialing, Some(end)) => Some(whole_days(day_end, end)),
+            _ => None,
+        },
+    }
+}
+
+/// Organization-level alerts go to the owners, or the admins when there is no owner.
+fn billing_contacts(users: &[User]) -> HashSet<&str> {
+    for role in [Role::Owner, Role::Admin] {
+        let found: HashSet<&str> = users.iter().filter(|u| u.role == role && u.is_active && !u.is_bot).map(|u| u.id.as_str()).collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    HashSet::new()
+}
+
+/// The churn report, with the deployment's settings.
+pub struct ChurnReport {
+    pub settings: ChurnSettings,
+}
+
+/// One organization's inputs for a day.
+pub struct Inputs {
+    subscription: Subscription,
+    users: Vec<User>,
+    activity: HashMap<String, UserActivity>,
+    open_alerts: Vec<Alert>,
+}
+
+#[async_trait]
+impl DailyReport for ChurnReport {
+    type Unit = Subscription;
+    type Inputs = Inputs;
+    type Output = ChurnBatch;
+
+    fn name(&self) -> &'static str {
+        "churn"
+    }
+
+    fn schedule_hour(&self) -> i8 {
+        2
+    }
+
+    /// Every organization with a live subscription (active, trialing or payment issue).
+    async fn units(&self, store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Subscription>, StoreError> {
+        subscribers(store, only).await
+    }
+
+    async fn gather(&self, store: &dyn Store, sub: &Subscription, day: Date) -> Result<Inputs, StoreError> {
+        let org = &sub.organization_id;
+        let settings = &self.settings;
+        let day_end = date_start(day.tomorrow().expect("in range"));
+        let window = SignedDuration::from_hours(24 * settings.window_days);
+        let windows = ChurnWindows {
+            start: day_end - window - window,
+            middle: day_end - window,
+            end: day_end,
+            login_type: settings.login_type.clone(),
+            progress_type: settings.progress_type.clone(),
+            frustration_property: settings.frustration_property.clone(),
+        };
+        let users: Vec<User> = crate::series::every(|page| store.users(Some(org), page))
+            .await?
+            .into_iter()
+            .filter(|u| u.is_active && !u.is_bot && u.date_joined < day_end)
+            .collect();
+        let activity = store.churn_activity(org, &windows).await?.into_iter().map(|a| (a.user_id.clone(), a)).collect();
+        let open_alerts = store
+            .alerts(&AlertQuery { status: Some("open".into()), organization_id: Some(org.clone()), ..Default::default() })
+            .await?
+            .results;
+        Ok(Inputs { subscription: sub.clone(), users, activity, open_alerts })
+    }
+
+    fn compute(&self, inputs: Inputs, day: Date, now: Timestamp, outcome: &mut DayOutcome) -> ChurnBatch {
+        let Inputs { subscription: sub, users, activity, open_alerts } = inputs;
+        let org = &sub.organization_id;
+        let settings = &self.settings;
+        let day_end = date_start(day.tomorrow().expect("in range"));
+        let contacts = billing_contacts(&users);
+        let lookback = (2 * settings.window_days).max(settings.inactivity_days);
+        let mut rows = Vec::with_capacity(users.len());
+        let mut raised: Vec<(String, AlertType)> = Vec::new();
+        let mut levels: HashMap<String, RiskLevel> = HashMap::new();
+        for user in &users {
+            let input = input(user, activity.get(user.id.as_str()), &sub, day_end, lookback);
+            let score = churn::score(&input, settings);
+            *outcome.by_level.entry(score.risk_level.as_str()).or_default() += 1;
+            levels.insert(user.id.to_string(), score.risk_level);
+            raised
+                .extend(churn::alert_conditions(&input, contacts.contains(user.id.as_str())).into_iter().map(|t| (user.id.to_string(), t)));
+            rows.push(ChurnRow {
+                organization_id: org.clone(),
+                report_date: day,
+                user_id: user.id.to_string(),
+                score: score.score,
+                risk_level: score.risk_level.as_str().to_owned(),
+                details: score.details(),
+                login_count: score.login_count,
+                login_trend: score.login_trend.to_owned(),
+                days_until_renewal: score.days_until_renewal,
+                schema_version: churn::SCHEMA_VERSION,
+            });
+        }
+        let open: Vec<(String, AlertType, String)> =
+            open_alerts.iter().filter_map(|a| Some((a.user_id.clone(), AlertType::parse(&a.alert_type)?, a.id.clone()))).collect();
+        let evaluated: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
+        let (to_open, to_resolve) = churn::reconcile(&open, &raised, &evaluated);
+        // Recomputing an earlier day never closes what a later day's report opened.
+        let later: HashSet<&str> = open_alerts.iter().filter(|a| a.report_date > day).map(|a| a.id.as_str()).collect();
+        let resolve: Vec<String> = to_resolve.into_iter().filter(|id| !later.contains(id)).map(str::to_owned).collect();
+        outcome.rows += rows.len() as u64;
+        outcome.alerts_resolved += resolve.len() as u64;
+        let open = to_open
+            .into_iter()
+            .map(|(user, kind)| {
+                let level = levels.get(user).copied().unwrap_or(RiskLevel::Low);
+                Alert {
+                    id: format!("alt_{:016x}", rand::random::<u64>()),
+                    organization_id: org.clone(),
+                    user_id: user.clone(),
+                    alert_type: kind.as_str().to_owned(),
+                    severity: level.as_str().to_lowercase(),
+                    status: "open".into(),
+                    report_date: day,
+                    details: serde_json::json!({ "risk_level": level.as_str() }),
+                    opened_at: now,
+                    resolved_at: None,
+                    resolution: None,
+                    action_taken: None,
+                }
+            })
+            .collect();
+        ChurnBatch { organization_id: org.clone(), rows, open, resolve }
+    }
+
+    fn rows(output: &ChurnBatch) -> usize {
+        output.rows.len()
+    }
+
+    fn alerts(output: &ChurnBatch) -> u64 {
+        output.open.len() as u64
+    }
+
+    async fn upsert(&self, store: &dyn Store, day: Date, batches: Vec<ChurnBatch>, now: Timestamp) -> Result<u64, StoreError> {
+        store.save_churn_reports(day, batches, now).await
+    }
+}

@@ -1,0 +1,214 @@
+//! Daily reports. A report type is a small registered type ([`DailyReport`]): a name, a schedule
+//! and three steps — gather one unit's inputs (an organization's) with a few set-based queries,
+//! compute its rows (pure), and upsert a batch of units in one transaction. This module runs
+//! them: days oldest first, each run recorded, a day that succeeded skipped unless forced, a
+//! dry run that writes nothing, and a lease that keeps two runs of a report apart.
+
+pub mod churn;
+
+use async_trait::async_trait;
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp, ToSpan};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tally_domain::OrganizationId;
+use tally_domain::time::date_start;
+use tally_store::{ReportRun, Store, StoreError};
+
+/// The report types, by name.
+pub const REPORTS: &[&str] = &["churn"];
+pub const MAX_DAYS_BACK: u32 = 366;
+/// Rows per transaction when storing a day.
+const ROWS_PER_COMMIT: usize = 20_000;
+
+#[async_trait]
+pub trait DailyReport: Send + Sync {
+    /// What one step covers (an organization and what the report needs to know of it).
+    type Unit: Send + Sync;
+    type Inputs: Send;
+    type Output: Send;
+
+    /// The name its runs are recorded under.
+    fn name(&self) -> &'static str;
+    /// The UTC hour at which `tally serve` runs it for the day before.
+    fn schedule_hour(&self) -> i8;
+    /// The units a day covers (of one organization, if given).
+    async fn units(&self, store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Self::Unit>, StoreError>;
+    async fn gather(&self, store: &dyn Store, unit: &Self::Unit, day: Date) -> Result<Self::Inputs, StoreError>;
+    /// Pure: the unit's rows and alert changes; counts them into `outcome`.
+    fn compute(&self, inputs: Self::Inputs, day: Date, now: Timestamp, outcome: &mut DayOutcome) -> Self::Output;
+    /// Rows an output holds (to size transactions).
+    fn rows(output: &Self::Output) -> usize;
+    /// Alerts an output would open (what a dry run reports).
+    fn alerts(output: &Self::Output) -> u64;
+    /// Stores a batch of outputs in one transaction; returns the alerts opened.
+    async fn upsert(&self, store: &dyn Store, day: Date, outputs: Vec<Self::Output>, now: Timestamp) -> Result<u64, StoreError>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Generate {
+    pub organization: Option<OrganizationId>,
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+/// What one day's run did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayOutcome {
+    pub date: Option<Date>,
+    pub skipped: bool,
+    pub rows: u64,
+    pub by_level: BTreeMap<&'static str, u64>,
+    pub alerts_opened: u64,
+    pub alerts_resolved: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDays(String);
+
+/// The days a run covers: `days_back` days ending at `date` (default yesterday, UTC), oldest
+/// first. A future date or too many days is refused with the allowed values.
+pub fn days(date: Option<Date>, days_back: u32, today: Date) -> Result<Vec<Date>, InvalidDays> {
+    let last = date.unwrap_or_else(|| today.yesterday().expect("a day before today"));
+    if last > today {
+        return Err(InvalidDays(format!("the date {last} is in the future; give today ({today}) or an earlier date")));
+    }
+    if !(1..=MAX_DAYS_BACK).contains(&days_back) {
+        return Err(InvalidDays(format!("--days-back must be 1 to {MAX_DAYS_BACK}, got {days_back}")));
+    }
+    Ok((0..i64::from(days_back)).rev().map(|n| last.checked_sub(n.days()).expect("dates in range")).collect())
+}
+
+/// Stores (or, dry, counts) the outputs gathered so far.
+async fn flush<R: DailyReport>(
+    report: &R,
+    store: &dyn Store,
+    day: Date,
+    pending: &mut Vec<R::Output>,
+    options: &Generate,
+    outcome: &mut DayOutcome,
+) -> Result<(), StoreError> {
+    let outputs = std::mem::take(pending);
+    outcome.alerts_opened += match options.dry_run {
+        true => outputs.iter().map(R::alerts).sum(),
+        false => report.upsert(store, day, outputs, Timestamp::now()).await?,
+    };
+    Ok(())
+}
+
+/// Runs a report for one day over every unit, in transactions of about `ROWS_PER_COMMIT` rows,
+/// and records the run.
+pub async fn generate_day<R: DailyReport>(report: &R, store: &dyn Store, day: Date, options: &Generate) -> Result<DayOutcome, StoreError> {
+    let started = Instant::now();
+    let mut outcome = DayOutcome { date: Some(day), ..Default::default() };
+    if !options.dry_run && !options.force && store.report_succeeded(report.name(), day, options.organization.as_ref()).await? {
+        outcome.skipped = true;
+        return Ok(outcome);
+    }
+    let result = async {
+        let mut pending = Vec::new();
+        let mut pending_rows = 0;
+        for unit in report.units(store, options.organization.as_ref()).await? {
+            let inputs = report.gather(store, &unit, day).await?;
+            let output = report.compute(inputs, day, Timestamp::now(), &mut outcome);
+            pending_rows += R::rows(&output);
+            pending.push(output);
+            if pending_rows >= ROWS_PER_COMMIT {
+                flush(report, store, day, &mut pending, options, &mut outcome).await?;
+                pending_rows = 0;
+            }
+        }
+        flush(report, store, day, &mut pending, options, &mut outcome).await
+    }
+    .await;
+    outcome.duration_ms = started.elapsed().as_millis() as u64;
+    if !options.dry_run {
+        let run = ReportRun {
+            id: format!("{:032x}", rand::random::<u128>()),
+            report: report.name().into(),
+            report_date: day,
+            organization_id: options.organization.as_ref().map(|o| o.to_string()),
+            status: if result.is_ok() { "succeeded" } else { "failed" }.into(),
+            rows_written: outcome.rows,
+            alerts_opened: outcome.alerts_opened,
+            alerts_resolved: outcome.alerts_resolved,
+            started_at: Timestamp::now() - SignedDuration::from_millis(outcome.duration_ms as i64),
+            duration_ms: outcome.duration_ms,
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        store.save_report_run(&run).await?;
+    }
+    result.map(|_| outcome)
+}
+
+/// Runs a report for each day, oldest first, under the report's lease.
+pub async fn generate<R: DailyReport>(
+    report: &R,
+    store: &dyn Store,
+    days: &[Date],
+    options: &Generate,
+    progress: impl Fn(&DayOutcome),
+) -> Result<Vec<DayOutcome>, StoreError> {
+    let owner = crate::jobs::owner();
+    let lease = SignedDuration::from_hours(1);
+    let now = Timestamp::now();
+    let run = match options.dry_run {
+        true => None,
+        false => Some(store.claim_job(&format!("report:{}", report.name()), &owner, now + lease, now).await?),
+    };
+    let mut outcomes = Vec::with_capacity(days.len());
+    let result = async {
+        for day in days {
+            let outcome = generate_day(report, store, *day, options).await?;
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    if let Some(run) = run {
+        match &result {
+            Ok(()) => store.finish_job(&run.id, &owner, Timestamp::now()).await?,
+            Err(e) => store.abort_job(&run.id, &e.to_string(), Timestamp::now()).await?,
+        }
+    }
+    result.map(|_| outcomes)
+}
+
+/// Runs a report for the day before, every day at its hour (UTC), while the server runs.
+pub async fn schedule<R: DailyReport>(store: std::sync::Arc<dyn Store>, report: R) {
+    loop {
+        let now = Timestamp::now();
+        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let mut next = date_start(today) + SignedDuration::from_hours(i64::from(report.schedule_hour()));
+        if next <= now {
+            next += SignedDuration::from_hours(24);
+        }
+        tokio::time::sleep(next.duration_since(now).unsigned_abs()).await;
+        let day = Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date().yesterday().expect("in range");
+        match generate(&report, store.as_ref(), &[day], &Generate::default(), |_| {}).await {
+            Ok(done) => tracing::info!(report = report.name(), date = %day, rows = done.first().map_or(0, |d| d.rows), "daily report done"),
+            Err(StoreError::Conflict(holder)) => tracing::info!(report = report.name(), %holder, "daily report already running elsewhere"),
+            Err(e) => tracing::warn!(report = report.name(), error = %e, "daily report failed; retrying tomorrow"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_run_oldest_first_and_refuse_bad_ranges() {
+        let today: Date = "2026-03-10".parse().unwrap();
+        assert_eq!(days(None, 1, today).unwrap(), ["2026-03-09".parse::<Date>().unwrap()]);
+        let back = days(Some("2026-03-01".parse().unwrap()), 3, today).unwrap();
+        assert_eq!(back.iter().map(ToString::to_string).collect::<Vec<_>>(), ["2026-02-27", "2026-02-28", "2026-03-01"]);
+        assert!(days(Some("2026-03-11".parse().unwrap()), 1, today).unwrap_err().to_string().contains("future"));
+        assert!(days(None, 367, today).unwrap_err().to_string().contains("1 to 366"));
+        assert!(days(None, 0, today).is_err());
+    }
+}
