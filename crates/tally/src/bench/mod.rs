@@ -4,8 +4,10 @@
 //! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events. `reports`: user
 //! report pages, exports and rebuilds, beside a PostgreSQL materialized view. `seats`: pushes,
 //! seat counts and the ledger job. `churn`: daily reports, backfills and the high-risk list.
+//! `llm`: a heavy user's LLM analytics and OTLP ingest.
 
 mod churn;
+mod llm;
 mod reports;
 mod seats;
 mod series;
@@ -33,6 +35,8 @@ pub enum BenchCommand {
     Seats(seats::SeatsArgs),
     /// Churn: one day's report, a backfill, the high-risk list.
     Churn(churn::ChurnArgs),
+    /// LLM analytics: a heavy user's summary, breakdown and deep history; OTLP ingest.
+    Llm(llm::LlmArgs),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +126,7 @@ pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Reports(args) => reports::run(args).await,
         BenchCommand::Seats(args) => seats::run(args).await,
         BenchCommand::Churn(args) => churn::run(args).await,
+        BenchCommand::Llm(args) => llm::run(args).await,
     }
 }
 
