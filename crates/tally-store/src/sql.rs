@@ -194,7 +194,9 @@ pub fn llm_requests_query(dialect: Dialect, org: &str, user: &str, q: &crate::Ll
     match &q.cursor {
         Some((_, id)) => {
             values.push(id.clone());
-            sql.push_str(&format!(" AND (ts < {t} OR (ts = {t} AND event_id < {}))", mark(values.len() + 2), t = mark(2)));
+            // The redundant `ts <= t` is a range bound PostgreSQL can walk the index from; the OR
+            // alone makes it scan down from the newest request.
+            sql.push_str(&format!(" AND ts <= {t} AND (ts < {t} OR (ts = {t} AND event_id < {}))", mark(values.len() + 2), t = mark(2)));
         }
         None => sql.push_str(&format!(" AND ts < {}", mark(2))),
     }

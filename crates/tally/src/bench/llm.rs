@@ -138,6 +138,12 @@ pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
         let store = tally_store::open(&url).await?;
         let secs = load(store.as_ref(), &args).await?;
         eprintln!("{name}: loaded {} events in {secs:.1} s", args.events + args.heavy_requests);
+        if pg.is_some() {
+            // Statistics, as autovacuum would have gathered them on a live database.
+            let (pg_client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            pg_client.batch_execute("ANALYZE").await?;
+        }
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             database_url: Secret::new(url.clone()),
@@ -227,7 +233,6 @@ pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
         if pg.is_some() {
             let (pg_client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
-            pg_client.batch_execute("ANALYZE").await?;
             let mut samples = Vec::new();
             for _ in 0..args.runs.min(5) {
                 let started = Instant::now();
