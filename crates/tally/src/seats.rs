@@ -53,15 +53,35 @@ pub async fn licensee(store: &dyn Store, org: &OrganizationId) -> Result<License
         .into_iter()
         .filter(|s| s.status != SubscriptionStatus::Canceled)
         .max_by_key(|s| (s.current_period_start, s.created_at));
-    let plan = match &subscription {
+    let mut plan = match &subscription {
         Some(s) => store.plan(&s.plan_id).await?,
         None => None,
     };
-    let realms = match store.servers().await?.into_iter().find(|s| &s.organization_id == org) {
+    let realms = match server_of(store, org).await? {
         Some(server) => Some(store.server_realms(&server.id).await?),
         None => None,
     };
+    // A realm without a plan of its own counts guests as its server's plan says.
+    if plan.is_none()
+        && realms.is_none()
+        && let Some(server) = realm_server_of(store, org).await?
+    {
+        plan = Box::pin(licensee(store, &server.organization_id)).await?.plan;
+    }
     Ok(Licensee { organization_id: org.clone(), subscription, plan, realms })
+}
+
+/// The server whose organization this is.
+pub async fn server_of(store: &dyn Store, org: &OrganizationId) -> Result<Option<Server>, StoreError> {
+    Ok(store.servers().await?.into_iter().find(|s| &s.organization_id == org))
+}
+
+/// The server this organization is a realm of.
+pub async fn realm_server_of(store: &dyn Store, org: &OrganizationId) -> Result<Option<Server>, StoreError> {
+    match store.realm_server(org).await? {
+        Some(id) => store.server(&id).await,
+        None => Ok(None),
+    }
 }
 
 fn seats_of(snapshot: &SeatSnapshot, ratio: Option<u32>) -> u64 {
@@ -286,9 +306,7 @@ impl Book {
             return Ok(f.clone());
         }
         let mut candidates = vec![org.clone()];
-        if let Some(server_id) = store.realm_server(org).await?
-            && let Some(server) = store.server(&server_id).await?
-        {
+        if let Some(server) = realm_server_of(store, org).await? {
             candidates.push(server.organization_id);
         }
         let mut fed = Vec::new();

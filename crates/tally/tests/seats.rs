@@ -157,6 +157,9 @@ async fn self_hosted_server_scenario(app: TestApp) {
     let realm_org = format!("{server}.realm-1");
     let (_, alpha) = app.get(&format!("/v1/organizations/{realm_org}/seats")).await;
     assert_eq!(alpha["seats"].as_u64(), Some(7), "{alpha}");
+    // A realm without a plan of its own counts guests as its server's plan does.
+    let (_, gamma) = app.get(&format!("/v1/organizations/{server}.realm-3/seats")).await;
+    assert_eq!((gamma["seats"].as_u64(), gamma["guest_seat_ratio"].as_u64()), (Some(2), Some(5)), "{gamma}");
 
     // The invoice preview: the renewal at 9 seats is within the 10 free ones; crossing them 5
     // days ago makes all 11 seats payable for the rest of the period, then one more twice.

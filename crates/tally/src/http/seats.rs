@@ -115,13 +115,10 @@ fn require_fresh(server: Option<&Server>, at: Timestamp) -> ApiResult<()> {
 
 /// The server behind an organization: its own, or the one it is a realm of.
 async fn server_behind(app: &AppState, org: &OrganizationId) -> ApiResult<Option<Server>> {
-    if let Some(server) = app.store.servers().await?.into_iter().find(|s| &s.organization_id == org) {
+    if let Some(server) = seats::server_of(app.store.as_ref(), org).await? {
         return Ok(Some(server));
     }
-    match app.store.realm_server(org).await? {
-        Some(id) => Ok(app.store.server(&id).await?),
-        None => Ok(None),
-    }
+    Ok(seats::realm_server_of(app.store.as_ref(), org).await?)
 }
 
 /// The server with this id, if the key may read it (admin, or its organization's key).
