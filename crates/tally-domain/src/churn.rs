@@ -161,16 +161,19 @@ fn decay([earlier, recent]: [i64; 2]) -> Option<f64> {
     (earlier > 0).then(|| ((earlier - recent) as f64 / earlier as f64).clamp(0.0, 1.0))
 }
 
-fn signal(name: &'static str, weight: f64, raw: Option<f64>, risk: Option<f64>, missing: &'static str) -> Signal {
+/// A signal, and its exact points (the stored figures are rounded for reading).
+fn signal(name: &'static str, weight: f64, raw: Option<f64>, risk: Option<f64>, missing: &'static str) -> (Signal, f64) {
     let risk_value = risk.unwrap_or(0.0).clamp(0.0, 1.0);
-    Signal {
+    let points = 100.0 * weight * risk_value;
+    let signal = Signal {
         name,
         weight,
         raw,
-        risk: risk_value,
-        contribution: round2(100.0 * weight * risk_value),
+        risk: (risk_value * 10_000.0).round() / 10_000.0,
+        contribution: round2(points),
         missing: risk.is_none().then_some(missing),
-    }
+    };
+    (signal, points)
 }
 
 fn round2(x: f64) -> f64 {
@@ -182,7 +185,7 @@ pub fn score(input: &ChurnInput, settings: &ChurnSettings) -> ChurnScore {
     let engagement = decay(input.activity);
     let logins = decay(input.logins);
     let progress = decay(input.progress);
-    let signals = vec![
+    let (signals, points): (Vec<Signal>, Vec<f64>) = [
         signal(
             "inactivity",
             settings.weight_inactivity,
@@ -207,8 +210,10 @@ pub fn score(input: &ChurnInput, settings: &ChurnSettings) -> ChurnScore {
             Some(f64::from(u8::from(input.payment_issue))),
             "",
         ),
-    ];
-    let score = round2(signals.iter().map(|s| 100.0 * s.weight * s.risk).sum::<f64>().clamp(0.0, 100.0));
+    ]
+    .into_iter()
+    .unzip();
+    let score = round2(points.iter().sum::<f64>().clamp(0.0, 100.0));
     let [earlier, recent] = input.logins;
     ChurnScore {
         score,

@@ -269,6 +269,11 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<Summary> {
         }
     }
     crate::seats::run_ledger(store, crate::seats::LedgerOptions::default(), |_| {}).await?;
+    // A week of churn reports, so scores, risers and alerts have a history to show.
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let days = crate::daily::days(None, 7, today)?;
+    let churn = crate::daily::churn::ChurnReport { settings: Default::default() };
+    crate::daily::generate(&churn, store, &days, &crate::daily::Generate::default(), |_| {}).await?;
     Ok(Summary { organizations: ORGS.len(), users: user_count, events: event_count, skipped: false })
 }
 
