@@ -7,6 +7,8 @@ use std::sync::Arc;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::event::ValidationContext;
 use tally_domain::meter::{Meter, MeterCreate};
+use tally_domain::seats::audit::{AuditEvent, AuditEventType};
+use tally_domain::seats::ledger::LedgerEntry;
 use tally_domain::{OrganizationId, RawEvent, Role, Scope, TeamId, UsageEvent, UserId};
 use tally_store::{ApiKey, Page, Store, StoreError, Subject, TimeRange, UsageFilter, Write};
 
@@ -47,6 +49,8 @@ store_tests!(
     rebuild_reproduces_live_aggregates,
     latest_values_and_llm_figures_roll_up,
     meters_are_per_organization_and_events_keep_their_properties,
+    audit_events_apply_once_even_when_written_concurrently,
+    ledger_commits_need_the_lease_and_never_repeat_a_cause,
 );
 
 fn ts(s: &str) -> Timestamp {
@@ -321,4 +325,86 @@ async fn meters_are_per_organization_and_events_keep_their_properties(store: Arc
     let properties: serde_json::Value = serde_json::from_str(with[0].properties.as_deref().unwrap()).unwrap();
     assert_eq!(properties, serde_json::json!({"model": "gpt-4o", "tokens": "0.1"}));
     assert_eq!(store.usage_events(&filter, from, to, false).await.unwrap()[0].properties, None);
+}
+
+fn audit(id: &str, at: &str, event_type: AuditEventType, user: &str, role: Role) -> AuditEvent {
+    AuditEvent {
+        organization_id: org("acme"),
+        id: id.into(),
+        event_time: ts(at),
+        event_type,
+        user_id: Some(UserId::parse(user).unwrap()),
+        role: Some(role),
+        old_role: None,
+        new_role: None,
+        is_bot: false,
+        plan_id: None,
+        role_counts: None,
+        backfilled: false,
+        server_id: None,
+    }
+}
+
+async fn audit_events_apply_once_even_when_written_concurrently(store: Arc<dyn Store>) {
+    let now = ts("2026-01-10T00:00:00Z");
+    let batch: Vec<AuditEvent> = (0..40)
+        .map(|i| audit(&format!("a{i}"), &format!("2026-01-01T00:{i:02}:00Z"), AuditEventType::UserCreated, &format!("u{i}"), Role::Member))
+        .collect();
+    // Two writers racing with the same events: each event is stored and applied once.
+    let (a, b) = tokio::join!(store.record_audit_events(batch.clone(), now), store.record_audit_events(batch.clone(), now));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.iter().zip(&b).all(|(x, y)| x ^ y), "every event stored by exactly one writer");
+    let leave = audit("leave", "2026-01-02T00:00:00Z", AuditEventType::UserDeactivated, "u3", Role::Member);
+    assert_eq!(store.record_audit_events(vec![leave.clone(), leave], now).await.unwrap(), [true, false]);
+    let snap =
+        store.seat_snapshots(vec![(org("acme"), ts("2026-01-03T00:00:00Z")), (org("acme"), ts("2026-01-01T00:09:30Z"))]).await.unwrap();
+    // The counts after each event follow the user table: 40 members, then one deactivated.
+    assert_eq!(snap[0].role_counts.unwrap().humans(Role::Member), 39);
+    assert_eq!(snap[0].source.as_ref().unwrap().id, "leave");
+    assert_eq!(snap[1].role_counts.unwrap().humans(Role::Member), 10);
+    assert!(snap[0].is_active);
+    assert_eq!(store.audit_events(&org("acme"), Page::all()).await.unwrap().count, 41);
+    let user = store.user(&UserId::parse("u3").unwrap()).await.unwrap().unwrap();
+    assert!(!user.is_active);
+}
+
+async fn ledger_commits_need_the_lease_and_never_repeat_a_cause(store: Arc<dyn Store>) {
+    let now = ts("2026-01-10T00:00:00Z");
+    store
+        .record_audit_events(vec![audit("a1", "2026-01-01T00:00:00Z", AuditEventType::UserCreated, "u1", Role::Owner)], now)
+        .await
+        .unwrap();
+    let entry = |seq: i64, id: &str| LedgerEntry {
+        organization_id: "acme".into(),
+        seq,
+        event_time: ts("2026-01-05T00:00:00Z"),
+        licenses: 5,
+        licenses_at_next_renewal: 5,
+        is_renewal: false,
+        audit_organization_id: "acme".into(),
+        audit_id: id.into(),
+    };
+    let later = now + jiff::SignedDuration::from_secs(60);
+    let run = store.claim_job("ledger", "me", later, now).await.unwrap();
+    assert!(matches!(store.claim_job("ledger", "someone else", later, now).await, Err(StoreError::Conflict(_))));
+    let unprocessed = store.unprocessed_audit_events(None, 10).await.unwrap();
+    assert_eq!(unprocessed.len(), 1);
+    let done = vec![(org("acme"), "a1".to_owned())];
+    store.commit_ledger(&run.id, "me", vec![entry(1, "a1")], done.clone(), later, now, false).await.unwrap();
+    assert!(store.unprocessed_audit_events(None, 10).await.unwrap().is_empty());
+    // The same cause again is skipped; another row at a taken position is a conflict.
+    store.commit_ledger(&run.id, "me", vec![entry(2, "a1")], vec![], later, now, false).await.unwrap();
+    assert!(matches!(
+        store.commit_ledger(&run.id, "me", vec![entry(1, "other")], vec![], later, now, false).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Someone who does not hold the lease cannot write.
+    assert!(matches!(
+        store.commit_ledger(&run.id, "intruder", vec![entry(3, "x")], vec![], later, now, false).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let finished = store.commit_ledger(&run.id, "me", vec![], vec![], later, now, true).await.unwrap();
+    assert_eq!((finished.status.as_str(), finished.processed), ("completed", 1));
+    let ledger = store.ledger(&org("acme"), Page::all()).await.unwrap();
+    assert_eq!((ledger.count, ledger.results[0].audit_id.as_str()), (1, "a1"));
 }
