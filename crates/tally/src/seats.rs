@@ -7,7 +7,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use tally_domain::OrganizationId;
-use tally_domain::entities::{Plan, Subscription, SubscriptionStatus};
+use tally_domain::entities::{Plan, Subscription};
+use tally_domain::report::balance::billing_subscription;
 use tally_domain::seats::audit::AuditEvent;
 use tally_domain::seats::invoice::{self, InvoicePreview};
 use tally_domain::seats::ledger::{self, LedgerEntry, Periods, SeatChange, Terms};
@@ -40,19 +41,16 @@ impl Licensee {
     }
 
     /// The organizations whose audit history makes up its seats.
-    fn sources(&self) -> Vec<OrganizationId> {
-        self.realms.clone().unwrap_or_else(|| vec![self.organization_id.clone()])
+    fn sources(&self) -> &[OrganizationId] {
+        self.realms.as_deref().unwrap_or(std::slice::from_ref(&self.organization_id))
     }
 }
 
-/// The organization's licensing: its live subscription (the latest not canceled) and plan, and
+/// The organization's licensing: the subscription that bills it (`billing_subscription`), its plan, and
 /// its realms if it is a server's organization.
 pub async fn licensee(store: &dyn Store, org: &OrganizationId) -> Result<Licensee, StoreError> {
     let subscriptions = crate::series::every(|page| store.subscriptions(Some(org), page)).await?;
-    let subscription = subscriptions
-        .into_iter()
-        .filter(|s| s.status != SubscriptionStatus::Canceled)
-        .max_by_key(|s| (s.current_period_start, s.created_at));
+    let subscription = billing_subscription(&subscriptions).cloned();
     let mut plan = match &subscription {
         Some(s) => store.plan(&s.plan_id).await?,
         None => None,
@@ -370,7 +368,7 @@ impl<'a> Step<'a> {
 
     fn queries(&self) -> impl Iterator<Item = (OrganizationId, Timestamp)> + '_ {
         let sources = self.licensee.sources();
-        self.moments.iter().flat_map(move |t| sources.clone().into_iter().map(move |o| (o, *t)))
+        self.moments.iter().flat_map(move |t| sources.iter().map(move |o| (o.clone(), *t)))
     }
 
     /// The rows the ledger gains, given the snapshots its queries asked for (in their order).

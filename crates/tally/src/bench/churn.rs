@@ -3,7 +3,7 @@
 //! same code as `GET /v1/reports/churn`; on PostgreSQL also the same day's signals computed by
 //! one SQL query over the raw events, the approach the report's pre-computation replaces.
 
-use super::{fresh_url, median, ms};
+use super::{fresh_url, median, ms, pg_client};
 use crate::daily::churn::ChurnReport;
 use crate::daily::{self, Generate};
 use clap::Args;
@@ -139,8 +139,7 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
         let secs = load(store.as_ref(), &args, start).await?;
         eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
         if pg.is_some() {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = pg_client(&url).await?;
             client.batch_execute("ANALYZE").await?;
         }
 
@@ -178,8 +177,7 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
         println!("| {name} | high-risk list of a day, page of 50 with its count ({shown} HIGH) | {:.1} ms |", ms(median(&samples)));
 
         if pg.is_some() {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = pg_client(&url).await?;
             let end = tally_domain::time::date_start(last.tomorrow()?);
             let middle = end - SignedDuration::from_hours(24 * 7);
             let from = middle - SignedDuration::from_hours(24 * 7);

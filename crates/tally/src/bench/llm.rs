@@ -4,9 +4,7 @@
 //! of GenAI spans from concurrent clients; on PostgreSQL also the same summary computed from the
 //! raw rows with one `GROUP BY`, the approach of a SQL view.
 
-use super::{fresh_url, generate_chunk, median, ms};
-use crate::app::App;
-use crate::config::{Config, Secret};
+use super::{Running, fresh_url, generate_chunk, median, ms, pg_client};
 use clap::Args;
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
@@ -15,8 +13,8 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_domain::RawEvent;
 use tally_domain::event::ValidationContext;
-use tally_domain::{RawEvent, Scope};
 use tally_store::Store;
 
 #[derive(Debug, Args)]
@@ -140,26 +138,10 @@ pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
         eprintln!("{name}: loaded {} events in {secs:.1} s", args.events + args.heavy_requests);
         if pg.is_some() {
             // Statistics, as autovacuum would have gathered them on a live database.
-            let (pg_client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
-            pg_client.batch_execute("ANALYZE").await?;
+            pg_client(&url).await?.batch_execute("ANALYZE").await?;
         }
-        let config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            database_url: Secret::new(url.clone()),
-            log_format: Default::default(),
-            max_batch_events: Config::MAX_BATCH_EVENTS,
-            max_body_bytes: Config::MAX_BODY_BYTES,
-            churn: Default::default(),
-        };
-        let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
-        let (app, writer) = App::start(store.clone(), &config).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::http::serve(listener, app, async move {
-            let _ = stopped.await;
-        }));
+        let running = Running::start(store.clone(), &url).await?;
+        let (base, key) = (running.base.clone(), running.key.clone());
         let client = reqwest::Client::new();
 
         for (what, path) in [("summary", "summary"), ("breakdown by model and provider", "breakdown?by=model,provider")] {
@@ -227,16 +209,13 @@ pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
             args.spans as f64 / secs
         );
 
-        let _ = stop.send(());
-        server.await??;
-        writer.await?;
+        running.stop().await?;
         if pg.is_some() {
-            let (pg_client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = pg_client(&url).await?;
             let mut samples = Vec::new();
             for _ in 0..args.runs.min(5) {
                 let started = Instant::now();
-                pg_client.query(GROUP_BY, &[]).await?;
+                client.query(GROUP_BY, &[]).await?;
                 samples.push(started.elapsed());
             }
             println!("| {name} | reference: the heavy user's summary as one GROUP BY over raw rows | {:.1} ms |", ms(median(&samples)));

@@ -172,6 +172,52 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain PostgreSQL connection, for `ANALYZE` and the reference queries.
+async fn pg_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `tally serve` over a store, on a free loopback port, with an admin key.
+struct Running {
+    base: String,
+    key: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(store: Arc<dyn tally_store::Store>, url: &str) -> anyhow::Result<Running> {
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            database_url: Secret::new(url.to_owned()),
+            log_format: Default::default(),
+            max_batch_events: Config::MAX_BATCH_EVENTS,
+            max_body_bytes: Config::MAX_BODY_BYTES,
+            churn: Default::default(),
+        };
+        let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
+        let (app, writer) = App::start(store, &config).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::http::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Running { base, key, stop, server, writer })
+    }
+
+    /// Stops taking requests, lets the last batch commit.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        self.writer.await?;
+        Ok(())
+    }
+}
+
 async fn fresh_url(dir: &std::path::Path, backend: &str, pg: Option<&str>, label: &str) -> anyhow::Result<String> {
     Ok(match pg {
         None => format!("sqlite://{}", dir.join(format!("{backend}-{label}.db")).display()),
@@ -181,22 +227,8 @@ async fn fresh_url(dir: &std::path::Path, backend: &str, pg: Option<&str>, label
 
 async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::Result<(f64, f64)> {
     let store = tally_store::open(url).await?;
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        database_url: Secret::new(url.to_owned()),
-        log_format: Default::default(),
-        max_batch_events: Config::MAX_BATCH_EVENTS,
-        max_body_bytes: Config::MAX_BODY_BYTES,
-        churn: Default::default(),
-    };
-    let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
-    let (app, writer) = App::start(store.clone(), &config).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(listener, app, async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(store.clone(), url).await?;
+    let (base, key) = (running.base.clone(), running.key.clone());
     let bodies: Vec<String> = lines.chunks(args.batch).map(|c| format!("[{}]", c.join(","))).collect();
     let bodies = Arc::new(bodies);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -204,14 +236,14 @@ async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
-        let (bodies, next, client, key) = (bodies.clone(), next.clone(), client.clone(), key.clone());
+        let (bodies, next, client, key, base) = (bodies.clone(), next.clone(), client.clone(), key.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { return Ok::<(), anyhow::Error>(()) };
                 loop {
                     let response = client
-                        .post(format!("http://{addr}/v1/events"))
+                        .post(format!("{base}/v1/events"))
                         .bearer_auth(&key)
                         .header("content-type", "application/json")
                         .body(body.clone())
@@ -231,9 +263,7 @@ async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    server.await??;
-    writer.await?;
+    running.stop().await?;
     let stored = store.event_count().await?;
     anyhow::ensure!(stored as usize == lines.len(), "stored {stored} events, sent {} distinct", lines.len());
     Ok((lines.len() as f64 / secs, secs))
@@ -252,8 +282,7 @@ fn import(url: &str, file: &std::path::Path) -> anyhow::Result<serde_json::Value
 
 async fn copy_reference(base: &str, lines: &[String]) -> anyhow::Result<(f64, f64)> {
     let url = tally_store::testing::fresh_schema(base).await?;
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let client = pg_client(&url).await?;
     client
         .batch_execute(
             "CREATE TABLE copy_ref (organization_id text NOT NULL, event_id text NOT NULL, ts timestamptz NOT NULL, user_id text NOT NULL,

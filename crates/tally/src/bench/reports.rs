@@ -3,7 +3,7 @@
 //! CSV export, a full rebuild — and, on PostgreSQL, a `REFRESH MATERIALIZED VIEW` of an
 //! equivalent per-user report over the raw events, the approach Tally replaces.
 
-use super::{fresh_url, median, ms};
+use super::{fresh_url, median, ms, pg_client};
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use clap::Args;
@@ -179,8 +179,7 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
         let secs = load(store.as_ref(), &args).await?;
         eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
         if pg.is_some() {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = pg_client(&url).await?;
             client.batch_execute("ANALYZE").await?;
         }
         let mut without = Vec::new();
@@ -201,8 +200,7 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
         let run = jobs::rebuild_user_reports(store.as_ref(), RebuildOptions::default(), |_| {}).await?;
         println!("| {name} | full rebuild ({} events) | {:.1} s |", run.processed, started.elapsed().as_secs_f64());
         if pg.is_some() {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = pg_client(&url).await?;
             client.batch_execute(MATERIALIZED_VIEW).await?;
             let started = Instant::now();
             client.batch_execute("REFRESH MATERIALIZED VIEW bench_user_report").await?;

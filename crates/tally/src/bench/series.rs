@@ -2,7 +2,7 @@
 //! usage series queries the usage issue names, and PostgreSQL answering the same questions with
 //! `GROUP BY date_trunc(…)` over the raw events table (indexed on organization and time).
 
-use super::{fresh_url, generate_chunk, median, ms};
+use super::{fresh_url, generate_chunk, median, ms, pg_client};
 use crate::ingest;
 use crate::series::{self, Measure, SeriesParams};
 use clap::Args;
@@ -62,8 +62,7 @@ pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
         eprintln!("{name}: loaded {loaded} events in {secs:.1} s ({:.0}/s)", loaded as f64 / secs);
         let reference = match &pg {
             Some(_) => {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
+                let client = pg_client(&url).await?;
                 client.batch_execute("ANALYZE").await?;
                 Some(client)
             }

@@ -10,6 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, RiskLevel};
 use tally_domain::entities::{Subscription, SubscriptionStatus, User};
+use tally_domain::report::balance::billing_subscription;
 use tally_domain::time::date_start;
 use tally_domain::{OrganizationId, Role};
 use tally_store::{Alert, AlertQuery, ChurnBatch, ChurnRow, ChurnWindows, Store, StoreError, UserActivity};
@@ -18,20 +19,14 @@ fn whole_days(from: Timestamp, to: Timestamp) -> i64 {
     (to.as_second() - from.as_second()).div_euclid(86_400)
 }
 
-/// The live subscription of each organization that has one (active, trialing or payment issue).
+/// The subscription that bills each organization that has a live one (active, trialing or
+/// payment issue).
 async fn subscribers(store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Subscription>, StoreError> {
-    let mut latest: BTreeMap<OrganizationId, Subscription> = BTreeMap::new();
+    let mut by_organization: BTreeMap<OrganizationId, Vec<Subscription>> = BTreeMap::new();
     for s in crate::series::every(|page| store.subscriptions(only, page)).await? {
-        if matches!(s.status, SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PaymentIssue) {
-            let keep = latest
-                .get(&s.organization_id)
-                .is_none_or(|l| (s.current_period_start, s.created_at) > (l.current_period_start, l.created_at));
-            if keep {
-                latest.insert(s.organization_id.clone(), s);
-            }
-        }
+        by_organization.entry(s.organization_id.clone()).or_default().push(s);
     }
-    Ok(latest.into_values().collect())
+    Ok(by_organization.values().filter_map(|subs| billing_subscription(subs).cloned()).collect())
 }
 
 /// One user's inputs, from the gathered activity, the user and the subscription.

@@ -102,7 +102,7 @@ async fn flush<R: DailyReport>(
 /// Runs a report for one day over every unit, in transactions of about `ROWS_PER_COMMIT` rows,
 /// and records the run.
 pub async fn generate_day<R: DailyReport>(report: &R, store: &dyn Store, day: Date, options: &Generate) -> Result<DayOutcome, StoreError> {
-    let started = Instant::now();
+    let (started, started_at) = (Instant::now(), Timestamp::now());
     let mut outcome = DayOutcome { date: Some(day), ..Default::default() };
     if !options.dry_run && !options.force && store.report_succeeded(report.name(), day, options.organization.as_ref()).await? {
         outcome.skipped = true;
@@ -135,7 +135,7 @@ pub async fn generate_day<R: DailyReport>(report: &R, store: &dyn Store, day: Da
             rows_written: outcome.rows,
             alerts_opened: outcome.alerts_opened,
             alerts_resolved: outcome.alerts_resolved,
-            started_at: Timestamp::now() - SignedDuration::from_millis(outcome.duration_ms as i64),
+            started_at,
             duration_ms: outcome.duration_ms,
             error: result.as_ref().err().map(ToString::to_string),
         };

@@ -190,8 +190,8 @@ pub async fn resolve(
     Path(id): Path<String>,
     body: axum::body::Body,
 ) -> ApiResult<Json<Alert>> {
-    let bytes = super::seats::body_bytes(&app, body).await?;
-    let resolution: Resolution = serde_json::from_value(super::seats::json_value(&bytes)?)
+    let bytes = super::body::bytes(&app, body).await?;
+    let resolution: Resolution = serde_json::from_value(super::body::json_value(&bytes)?)
         .map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}; send {{\"action_taken\": \"…\"}}")))?;
     if resolution.action_taken.trim().is_empty() || resolution.action_taken.len() > 2000 {
         return Err(ApiError::bad_request("`action_taken` must say what was done (1 to 2000 characters)"));

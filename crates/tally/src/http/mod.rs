@@ -2,6 +2,7 @@
 //! authorize, call the store or a service, and shape the answer.
 
 pub mod auth;
+mod body;
 mod churn;
 pub mod error;
 mod events;

@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::compat::openmeter::{self as om, Invalid, QueryInput};
 use crate::ingest;
 use axum::Json;
-use axum::body::{Body, Bytes, to_bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -96,9 +96,7 @@ pub async fn ingest_events(State(app): State<AppState>, caller: Caller, headers:
             ));
         }
     };
-    let bytes = to_bytes(body, app.max_body_bytes).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the body is larger than {} bytes", app.max_body_bytes))
-    })?;
+    let bytes = super::body::bytes(&app, body).await?;
     let is_array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if shape.is_some_and(|batch| batch != is_array) {
         let expected = if is_array { "one CloudEvent object" } else { "a JSON array of CloudEvents" };

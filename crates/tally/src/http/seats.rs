@@ -2,11 +2,12 @@
 //! self-hosted servers.
 
 use super::auth::Caller;
+use super::body;
 use super::error::{ApiError, ApiResult};
 use crate::app::AppState;
 use crate::seats::{self, Licensee, PreviewError};
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
@@ -21,26 +22,13 @@ use tally_store::{Listed, Server};
 /// Events per `POST /v1/audit-events`.
 const MAX_AUDIT_EVENTS: usize = 10_000;
 
-pub(super) async fn body_bytes(app: &AppState, body: Body) -> ApiResult<axum::body::Bytes> {
-    to_bytes(body, app.max_body_bytes).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the body is larger than {} bytes", app.max_body_bytes))
-    })
-}
-
-pub(super) fn json_value(bytes: &[u8]) -> ApiResult<Value> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", format!("the body is not valid JSON: {e}"))
-            .with(json!({ "line": e.line(), "column": e.column() }))
-    })
-}
-
 /// `POST /v1/audit-events`: a JSON array of events (or one). Every event is checked first; if any
 /// is invalid, none is stored and the answer lists each one's index, field and reason.
 pub async fn post_audit_events(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<Value>> {
     if !caller.scope.can_ingest() {
         return Err(ApiError::forbidden(format!("a {} key cannot write audit events; use an ingest or admin key", caller.scope)));
     }
-    let value = json_value(&body_bytes(&app, body).await?)?;
+    let value = body::json_value(&body::bytes(&app, body).await?)?;
     let items = match value {
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],

@@ -2,8 +2,8 @@
 //! key (`POST /v1/remote/analytics`, `GET /v1/remote/analytics/status`).
 
 use super::auth::Caller;
+use super::body;
 use super::error::{ApiError, ApiResult};
-use super::seats::{body_bytes, json_value};
 use crate::app::AppState;
 use crate::seats;
 use axum::Json;
@@ -29,7 +29,7 @@ pub struct Registration {
 /// `POST /v1/servers`: the answer holds the server's secret key, shown only this once.
 pub async fn register(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_admin()?;
-    let r: Registration = serde_json::from_value(json_value(&body_bytes(&app, body).await?)?)
+    let r: Registration = serde_json::from_value(body::json_value(&body::bytes(&app, body).await?)?)
         .map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}")))?;
     let org =
         r.organization_id.map(OrganizationId::parse).transpose().map_err(|e| ApiError::bad_request(format!("`organization_id`: {e}")))?;
@@ -74,7 +74,7 @@ async fn pushing_server(app: &AppState, caller: &Caller) -> ApiResult<Server> {
 /// stored, and stored in one transaction.
 pub async fn push(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<PushOutcome>> {
     let server = pushing_server(&app, &caller).await?;
-    let value = json_value(&body_bytes(&app, body).await?)?;
+    let value = body::json_value(&body::bytes(&app, body).await?)?;
     let now = Timestamp::now();
     let push = remote::parse(&value, &server.id, now).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid-push", format!("{e}; nothing of this push was stored"))
