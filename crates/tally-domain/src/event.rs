@@ -10,6 +10,8 @@ use std::collections::HashSet;
 
 /// How far ahead of the server's clock an event may be stamped (clock skew, not time travel).
 pub const MAX_FUTURE: SignedDuration = SignedDuration::from_hours(24);
+/// The usage type of LLM requests: events of it carry model, tokens, cost and status.
+pub const LLM_USAGE_TYPE: &str = "llm_request";
 /// Nothing before this is a plausible usage event; it catches zero and seconds-vs-millis mistakes.
 pub const EARLIEST: Timestamp = Timestamp::constant(946_684_800, 0); // 2000-01-01T00:00:00Z
 
@@ -237,7 +239,7 @@ impl RawEvent {
             cost: self.cost,
             latency_ms: self.latency_ms,
         };
-        let is_llm = usage_type.as_str() == "llm_request";
+        let is_llm = usage_type.as_str() == LLM_USAGE_TYPE;
         let llm = if is_llm || llm.any() {
             let llm = match &properties {
                 Some(props) if is_llm && !llm.complete() => llm.fill_from_properties(props.get())?,

@@ -16,7 +16,8 @@ pub enum IdError {
     ControlCharacter,
 }
 
-fn check(value: &str) -> Result<(), IdError> {
+/// Checks a platform identifier's form (non-empty, bounded, no control characters).
+pub fn check(value: &str) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty);
     }

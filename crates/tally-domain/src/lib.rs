@@ -1,6 +1,7 @@
 //! Tally's pure domain: identifiers, usage types, events and their validation, roll-up arithmetic,
 //! roles, scopes and API keys. Nothing here touches a database, a socket or a clock it was not given.
 
+pub mod alerts;
 pub mod churn;
 pub mod entities;
 pub mod event;

@@ -2,6 +2,7 @@
 //! (the default, one file) and PostgreSQL. The backend is chosen once, from the URL, by [`open`].
 //! Every backend maps its driver's errors to [`StoreError`], so nothing above sees a driver type.
 
+mod alerting;
 mod error;
 pub mod group_commit;
 pub mod postgres;
@@ -19,6 +20,8 @@ pub use types::*;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use std::sync::Arc;
+use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal};
+use tally_domain::alerts::{AlertRule, Channel};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
@@ -31,8 +34,19 @@ use tally_domain::{OrganizationId, TeamId, UsageEvent, UsageType, UserId};
 
 /// Tables that are small, global reference data: copied to every node when sharded. Every other
 /// table is a tenant table whose primary and unique keys start with `organization_id`.
-pub const REFERENCE_TABLES: &[&str] =
-    &["schema_migrations", "usage_types", "plans", "api_keys", "job_runs", "llm_prices", "llm_price_table", "servers", "report_runs"];
+pub const REFERENCE_TABLES: &[&str] = &[
+    "schema_migrations",
+    "usage_types",
+    "plans",
+    "api_keys",
+    "job_runs",
+    "llm_prices",
+    "llm_price_table",
+    "servers",
+    "report_runs",
+    "alert_rules",
+    "notification_channels",
+];
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -214,6 +228,43 @@ pub trait Store: Send + Sync + 'static {
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>>;
     /// Closes an open alert by hand; the alert as it is now, or `None` if no such alert.
     async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>>;
+    /// Creates (`AlreadyExists` if the id is taken) or replaces a rule.
+    async fn save_alert_rule(&self, rule: &AlertRule, write: Write) -> Result<()>;
+    async fn alert_rule(&self, id: &str) -> Result<Option<AlertRule>>;
+    /// Every rule, by id.
+    async fn alert_rules(&self) -> Result<Vec<AlertRule>>;
+    /// Removes a rule and its evaluation state (its alerts stay); whether it existed.
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool>;
+    /// Creates a channel with its signing secret (`AlreadyExists` if the id is taken).
+    async fn create_channel(&self, channel: &Channel, secret: Option<&str>) -> Result<()>;
+    /// A channel and its signing secret.
+    async fn channel(&self, id: &str) -> Result<Option<(Channel, Option<String>)>>;
+    async fn channels(&self) -> Result<Vec<Channel>>;
+    async fn delete_channel(&self, id: &str) -> Result<bool>;
+    /// Per query, in order, the totals per usage type of its subject over its window: whole
+    /// hours from the hourly aggregates (a window starting inside an hour adds that hour's raw
+    /// events), or the outcome of the latest LLM requests.
+    async fn window_totals(&self, queries: Vec<WindowQuery>) -> Result<Vec<Vec<WindowTotal>>>;
+    /// What the last evaluations left, per (organization, rule, subject) key.
+    async fn rule_states(&self, keys: Vec<(Option<OrganizationId>, String, String)>) -> Result<Vec<Option<RuleState>>>;
+    /// Lands evaluations in one transaction: per observation, re-reads its state, resolves and
+    /// opens alerts as the transition says, queues one delivery per channel for each alert
+    /// opened or resolved, and saves the new state. Returns the alerts opened or resolved.
+    async fn apply_observations(&self, observations: Vec<Observation>, now: Timestamp) -> Result<Vec<Alert>>;
+    /// Claims up to `limit` due deliveries: each is pushed to `lease_until` so no other worker
+    /// takes it while this one tries.
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<Delivery>>;
+    /// Records an attempt: delivered when `delivered`, else due again at `retry_at` or, without
+    /// one, given up.
+    async fn record_delivery_attempt(
+        &self,
+        delivery: &Delivery,
+        attempt: DeliveryAttempt,
+        delivered: bool,
+        retry_at: Option<Timestamp>,
+    ) -> Result<()>;
+    /// Deliveries newest first.
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Listed<Delivery>>;
     async fn save_report_run(&self, run: &ReportRun) -> Result<()>;
     /// Report runs, newest first.
     async fn report_runs(&self, report: Option<&str>, page: Page) -> Result<Listed<ReportRun>>;

@@ -250,6 +250,9 @@ pub const SERVER_COLUMNS: &str = "server_id, organization_id, hostname, contact_
 
 pub const CHURN_COLUMNS: &str =
     "organization_id, report_date, user_id, score, risk_level, details, login_count, login_trend, days_until_renewal, schema_version";
-pub const ALERT_COLUMNS: &str = "alert_id, organization_id, user_id, alert_type, severity, status, report_date, details, opened_at, resolved_at, resolution, action_taken";
+pub const ALERT_COLUMNS: &str = "alert_id, organization_id, source, rule_id, alert_key, user_id, team_id, alert_type, severity, status, \
+     report_date, details, opened_at, resolved_at, resolution, action_taken";
+pub const DELIVERY_COLUMNS: &str = "delivery_id, organization_id, channel_id, alert_id, event_type, payload, status, attempts, attempt_log, \
+     next_attempt_at, created_at, delivered_at";
 pub const REPORT_RUN_COLUMNS: &str =
     "run_id, report, report_date, organization_id, status, rows_written, alerts_opened, alerts_resolved, started_at, duration_ms, error";

@@ -266,19 +266,75 @@ pub struct ChurnQuery {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub id: String,
-    pub organization_id: OrganizationId,
-    pub user_id: String,
+    /// `None` for system alerts, which belong to no organization.
+    pub organization_id: Option<OrganizationId>,
+    /// `churn_report`, `rule` or `system`.
+    pub source: String,
+    pub rule_id: Option<String>,
+    /// What makes two alerts the same one: at most one open alert per key and organization.
+    #[serde(skip)]
+    pub key: String,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
     pub alert_type: String,
     pub severity: String,
     /// `open` or `resolved`.
     pub status: String,
-    pub report_date: jiff::civil::Date,
+    /// The report that opened it, if a report did.
+    pub report_date: Option<jiff::civil::Date>,
     pub details: serde_json::Value,
     pub opened_at: Timestamp,
     pub resolved_at: Option<Timestamp>,
     /// `auto` (the condition cleared) or `manual`.
     pub resolution: Option<String>,
     pub action_taken: Option<String>,
+}
+
+/// One message to one channel about one alert, and how its delivery went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub organization_id: Option<OrganizationId>,
+    pub channel_id: String,
+    pub alert_id: String,
+    /// `alert.opened` or `alert.resolved`.
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub status: String,
+    pub attempts: u32,
+    pub attempt_log: Vec<DeliveryAttempt>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DeliveryAttempt {
+    pub at: Timestamp,
+    /// The receiver's HTTP status, if it answered.
+    pub status_code: Option<u16>,
+    /// Why the attempt failed, if it did.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryQuery {
+    pub organization_id: Option<OrganizationId>,
+    pub status: Option<String>,
+    pub channel_id: Option<String>,
+    pub alert_id: Option<String>,
+    pub page: Option<Page>,
+}
+
+/// Totals a rule evaluation needs: a subject's usage from `from` on (all time if `None`), or,
+/// with `last_requests`, the outcome of its latest LLM requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowQuery {
+    pub subject: tally_domain::alerts::evaluate::Subject,
+    pub from: Option<Timestamp>,
+    pub last_requests: Option<u32>,
 }
 
 /// One organization's churn rows of a day, and its alert changes.
@@ -294,6 +350,8 @@ pub struct ChurnBatch {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertQuery {
     pub id: Option<String>,
+    pub source: Option<String>,
+    pub rule_id: Option<String>,
     pub status: Option<String>,
     pub severity: Option<String>,
     pub alert_type: Option<String>,

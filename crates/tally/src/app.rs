@@ -25,6 +25,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub usage_types: UsageTypeCache,
     pub prices: PriceCache,
+    /// Threshold rules, their evaluation and notifications.
+    pub alerting: Arc<crate::alerts::Alerting>,
     pub max_batch_events: usize,
     pub max_body_bytes: usize,
 }
@@ -43,8 +45,10 @@ impl App {
         usage_types.reload(store.as_ref()).await?;
         let prices = PriceCache::default();
         prices.seed_and_load(store.as_ref()).await?;
+        let alerting = Arc::new(crate::alerts::Alerting::start(store.clone(), config.alerts.clone()).await?);
         let app = App {
             store,
+            alerting,
             committer,
             metrics,
             usage_types,

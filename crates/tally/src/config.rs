@@ -59,6 +59,42 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Churn-report weights, windows and event types.
     pub churn: Option<tally_domain::churn::ChurnSettings>,
+    /// Rule sweeps and webhook delivery.
+    pub alerts: Option<AlertSettings>,
+}
+
+/// `[alerts]` in `tally.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// How often every rule is re-evaluated (sliding windows fall, periods roll over).
+    pub sweep_seconds: f64,
+    /// The wait before a failed webhook delivery's first retry; each further one doubles it.
+    pub first_retry_seconds: f64,
+    /// How long a receiver may take to answer.
+    pub webhook_timeout_seconds: f64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings { sweep_seconds: 60.0, first_retry_seconds: 5.0, webhook_timeout_seconds: 10.0 }
+    }
+}
+
+impl AlertSettings {
+    pub fn check(&self) -> Result<(), String> {
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
+        if !within(self.sweep_seconds, 0.1, 86_400.0) {
+            return Err("sweep_seconds must be from 0.1 to 86400".into());
+        }
+        if !within(self.first_retry_seconds, 0.01, 3600.0) {
+            return Err("first_retry_seconds must be from 0.01 to 3600".into());
+        }
+        if !within(self.webhook_timeout_seconds, 0.1, 300.0) {
+            return Err("webhook_timeout_seconds must be from 0.1 to 300".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -79,6 +115,7 @@ pub struct Config {
     /// Bytes per ingest request body.
     pub max_body_bytes: usize,
     pub churn: tally_domain::churn::ChurnSettings,
+    pub alerts: AlertSettings,
 }
 
 impl Config {
@@ -97,8 +134,11 @@ impl Config {
         };
         let churn = file.churn.unwrap_or_default();
         churn.check().map_err(|e| anyhow::anyhow!("[churn] in the configuration file: {e}"))?;
+        let alerts = file.alerts.unwrap_or_default();
+        alerts.check().map_err(|e| anyhow::anyhow!("[alerts] in the configuration file: {e}"))?;
         Ok(Config {
             churn,
+            alerts,
             listen: listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             database_url: Secret::new(database_url),
             log_format: log_format.or(file.log_format).unwrap_or_default(),

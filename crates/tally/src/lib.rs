@@ -1,6 +1,7 @@
 //! The `tally` binary's library: configuration, the HTTP API, ingestion, the CLI commands, demo
 //! data and benchmarks. Domain logic lives in `tally-domain`, storage in `tally-store`.
 
+pub mod alerts;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -3,16 +3,14 @@
 use super::map_err;
 use crate::ChurnBatch;
 use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
-use crate::{
-    Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity,
-};
+use crate::{Alert, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use tally_domain::OrganizationId;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
-type Param = Box<dyn ToSql + Sync + Send>;
+pub(super) type Param = Box<dyn ToSql + Sync + Send>;
 
 fn org_of(text: String) -> Result<OrganizationId> {
     OrganizationId::parse(text).map_err(StoreError::corrupt)
@@ -58,23 +56,6 @@ fn churn_row(r: &Row) -> Result<ChurnRow> {
     })
 }
 
-fn alert_row(r: &Row) -> Result<Alert> {
-    Ok(Alert {
-        id: r.get(0),
-        organization_id: org_of(r.get(1))?,
-        user_id: r.get(2),
-        alert_type: r.get(3),
-        severity: r.get(4),
-        status: r.get(5),
-        report_date: r.get(6),
-        details: r.get::<_, Json<serde_json::Value>>(7).0,
-        opened_at: r.get(8),
-        resolved_at: r.get(9),
-        resolution: r.get(10),
-        action_taken: r.get(11),
-    })
-}
-
 pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnBatch], now: Timestamp) -> Result<u64> {
     let tx = conn.transaction().await.map_err(map_err)?;
     let orgs: Vec<&str> = batches.iter().map(|b| b.organization_id.as_str()).collect();
@@ -110,18 +91,20 @@ pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnB
     .map_err(map_err)?;
     let alerts: Vec<&Alert> = batches.iter().flat_map(|b| &b.open).collect();
     let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
-    let alert_orgs: Vec<&str> = alerts.iter().map(|a| a.organization_id.as_str()).collect();
-    let alert_users: Vec<&str> = alerts.iter().map(|a| a.user_id.as_str()).collect();
+    let alert_orgs: Vec<&str> = alerts.iter().map(|a| crate::alerting::org_key(a.organization_id.as_ref())).collect();
+    let alert_users: Vec<Option<&str>> = alerts.iter().map(|a| a.user_id.as_deref()).collect();
+    let keys: Vec<&str> = alerts.iter().map(|a| a.key.as_str()).collect();
     let types: Vec<&str> = alerts.iter().map(|a| a.alert_type.as_str()).collect();
     let severities: Vec<&str> = alerts.iter().map(|a| a.severity.as_str()).collect();
     let alert_details: Vec<String> = alerts.iter().map(|a| a.details.to_string()).collect();
     let opened = tx
         .execute(
             &format!(
-                "INSERT INTO alerts ({ALERT_COLUMNS}) SELECT i, o, u, t, s, 'open', $1, d::jsonb, $8, NULL, NULL, NULL \
-                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(i, o, u, t, s, d) ON CONFLICT DO NOTHING"
+                "INSERT INTO alerts ({ALERT_COLUMNS}) SELECT i, o, 'churn_report', NULL, k, u, NULL, t, s, 'open', $1, d::jsonb, $8, NULL, NULL, NULL \
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[]) AS x(i, o, u, t, s, d, k) \
+                 ON CONFLICT DO NOTHING"
             ),
-            &[&day, &ids, &alert_orgs, &alert_users, &types, &severities, &alert_details, &now],
+            &[&day, &ids, &alert_orgs, &alert_users, &types, &severities, &alert_details, &now, &keys],
         )
         .await
         .map_err(map_err)?;
@@ -130,7 +113,7 @@ pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnB
 }
 
 /// `WHERE` conditions and their values, numbered from 1.
-fn conditions(parts: Vec<(&str, Option<Param>)>) -> (String, Vec<Param>) {
+pub(super) fn conditions(parts: Vec<(&str, Option<Param>)>) -> (String, Vec<Param>) {
     let mut sql = Vec::new();
     let mut values = Vec::new();
     for (condition, value) in parts {
@@ -143,12 +126,12 @@ fn conditions(parts: Vec<(&str, Option<Param>)>) -> (String, Vec<Param>) {
     (clause, values)
 }
 
-fn text(v: &Option<impl ToString>) -> Option<Param> {
+pub(super) fn text(v: &Option<impl ToString>) -> Option<Param> {
     v.as_ref().map(|v| Box::new(v.to_string()) as Param)
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn listed<T>(
+pub(super) async fn listed<T>(
     conn: &Client,
     table: &str,
     columns: &str,
@@ -211,29 +194,6 @@ pub(super) async fn risers(
     let rows =
         conn.query(&sql, &[&day, &since, &min_increase, &org.map(OrganizationId::as_str), &i64::from(limit)]).await.map_err(map_err)?;
     rows.iter().map(|r| Ok((churn_row(r)?, r.get(10)))).collect()
-}
-
-pub(super) async fn alerts(conn: &Client, q: &AlertQuery) -> Result<Listed<Alert>> {
-    let (clause, values) = conditions(vec![
-        ("alert_id = ?", text(&q.id)),
-        ("status = ?", text(&q.status)),
-        ("severity = ?", text(&q.severity)),
-        ("alert_type = ?", text(&q.alert_type)),
-        ("organization_id = ?", text(&q.organization_id)),
-        ("user_id = ?", text(&q.user_id)),
-    ]);
-    listed(conn, "alerts", ALERT_COLUMNS, &clause, &values, "opened_at DESC, alert_id", q.page.unwrap_or(Page::all()), alert_row).await
-}
-
-pub(super) async fn resolve(conn: &Client, id: &str, action: &str, now: Timestamp) -> Result<Option<Alert>> {
-    conn.execute(
-        "UPDATE alerts SET status = 'resolved', resolved_at = $2, resolution = 'manual', action_taken = $3 WHERE alert_id = $1 AND status = 'open'",
-        &[&id, &now, &action],
-    )
-    .await
-    .map_err(map_err)?;
-    let row = conn.query_opt(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1"), &[&id]).await.map_err(map_err)?;
-    row.as_ref().map(alert_row).transpose()
 }
 
 fn run_row(r: &Row) -> Result<ReportRun> {

@@ -1,6 +1,7 @@
 //! The production backend: PostgreSQL through a connection pool. Ingestion sends whole batches as
 //! arrays (`unnest`) so a group commit costs a handful of round trips, not one per event.
 
+mod alerts;
 mod churn;
 mod entities;
 mod events;
@@ -10,13 +11,16 @@ mod report;
 mod seats;
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, JobRun, Listed, Page, PushOutcome, ReportRun,
-    Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, Write,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
+    Listed, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal,
+    UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use jiff::Timestamp;
 use std::time::Duration;
+use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal};
+use tally_domain::alerts::{AlertRule, Channel};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
@@ -37,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/postgres/0006_llm_prices.sql")),
     (7, include_str!("../../migrations/postgres/0007_seats.sql")),
     (8, include_str!("../../migrations/postgres/0008_churn.sql")),
+    (9, include_str!("../../migrations/postgres/0009_alert_rules.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -393,11 +398,73 @@ impl Store for PostgresStore {
     }
 
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
-        churn::alerts(&**self.conn().await?, query).await
+        alerts::alerts(&**self.conn().await?, query).await
     }
 
     async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>> {
-        churn::resolve(&**self.conn().await?, id, action_taken, now).await
+        alerts::resolve(&**self.conn().await?, id, action_taken, now).await
+    }
+
+    async fn save_alert_rule(&self, rule: &AlertRule, write: Write) -> Result<()> {
+        alerts::save_rule(&**self.conn().await?, rule, write).await
+    }
+
+    async fn alert_rule(&self, id: &str) -> Result<Option<AlertRule>> {
+        alerts::rule(&**self.conn().await?, id).await
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<AlertRule>> {
+        alerts::rules(&**self.conn().await?).await
+    }
+
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
+        alerts::delete_rule(&mut **self.conn().await?, id).await
+    }
+
+    async fn create_channel(&self, channel: &Channel, secret: Option<&str>) -> Result<()> {
+        alerts::create_channel(&**self.conn().await?, channel, secret).await
+    }
+
+    async fn channel(&self, id: &str) -> Result<Option<(Channel, Option<String>)>> {
+        alerts::channel(&**self.conn().await?, id).await
+    }
+
+    async fn channels(&self) -> Result<Vec<Channel>> {
+        alerts::channels(&**self.conn().await?).await
+    }
+
+    async fn delete_channel(&self, id: &str) -> Result<bool> {
+        alerts::delete_channel(&**self.conn().await?, id).await
+    }
+
+    async fn window_totals(&self, queries: Vec<WindowQuery>) -> Result<Vec<Vec<WindowTotal>>> {
+        alerts::window_totals(&**self.conn().await?, &queries).await
+    }
+
+    async fn rule_states(&self, keys: Vec<(Option<OrganizationId>, String, String)>) -> Result<Vec<Option<RuleState>>> {
+        alerts::rule_states(&**self.conn().await?, &keys).await
+    }
+
+    async fn apply_observations(&self, observations: Vec<Observation>, now: Timestamp) -> Result<Vec<Alert>> {
+        alerts::apply_observations(&mut **self.conn().await?, &observations, now).await
+    }
+
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<Delivery>> {
+        alerts::claim_deliveries(&**self.conn().await?, now, lease_until, limit).await
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        delivery: &Delivery,
+        attempt: DeliveryAttempt,
+        delivered: bool,
+        retry_at: Option<Timestamp>,
+    ) -> Result<()> {
+        alerts::record_attempt(&**self.conn().await?, delivery, &attempt, delivered, retry_at).await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Listed<Delivery>> {
+        alerts::deliveries(&**self.conn().await?, query).await
     }
 
     async fn save_report_run(&self, run: &ReportRun) -> Result<()> {

@@ -1,12 +1,10 @@
 //! Churn reports, alerts and report runs on SQLite.
 
-use super::entities::{col, one};
+use super::entities::col;
 use super::{map_err, micros, timestamp};
 use crate::ChurnBatch;
 use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
-use crate::{
-    Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity,
-};
+use crate::{ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use rusqlite::types::Value as Sql;
@@ -65,23 +63,6 @@ fn churn_row(r: &Row) -> Result<ChurnRow> {
     })
 }
 
-fn alert_row(r: &Row) -> Result<Alert> {
-    Ok(Alert {
-        id: col(r, 0)?,
-        organization_id: OrganizationId::parse(col::<String>(r, 1)?).map_err(StoreError::corrupt)?,
-        user_id: col(r, 2)?,
-        alert_type: col(r, 3)?,
-        severity: col(r, 4)?,
-        status: col(r, 5)?,
-        report_date: date(col(r, 6)?)?,
-        details: json(col(r, 7)?)?,
-        opened_at: timestamp(col(r, 8)?)?,
-        resolved_at: col::<Option<i64>>(r, 9)?.map(timestamp).transpose()?,
-        resolution: col(r, 10)?,
-        action_taken: col(r, 11)?,
-    })
-}
-
 pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBatch], now: Timestamp) -> Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     let mut opened = 0;
@@ -99,7 +80,8 @@ pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBat
             .map_err(map_err)?;
         let mut raise = tx
             .prepare_cached(&format!(
-                "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8, NULL, NULL, NULL) ON CONFLICT DO NOTHING"
+                "INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?1, ?2, 'churn_report', NULL, ?3, ?4, NULL, ?5, ?6, 'open', ?7, ?8, ?9, NULL, NULL, NULL) \
+                 ON CONFLICT DO NOTHING"
             ))
             .map_err(map_err)?;
         for batch in batches {
@@ -130,10 +112,11 @@ pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBat
                     .execute(params![
                         a.id,
                         org,
+                        a.key,
                         a.user_id,
                         a.alert_type,
                         a.severity,
-                        a.report_date.to_string(),
+                        a.report_date.map(|d| d.to_string()),
                         a.details.to_string(),
                         micros(a.opened_at)
                     ])
@@ -146,7 +129,7 @@ pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBat
 }
 
 /// `WHERE` conditions and their values, numbered from 1.
-fn conditions(parts: &[(&str, Option<Sql>)]) -> (String, Vec<Sql>) {
+pub(super) fn conditions(parts: &[(&str, Option<Sql>)]) -> (String, Vec<Sql>) {
     let mut sql = Vec::new();
     let mut values = Vec::new();
     for (condition, value) in parts {
@@ -159,12 +142,12 @@ fn conditions(parts: &[(&str, Option<Sql>)]) -> (String, Vec<Sql>) {
     (clause, values)
 }
 
-fn text(v: &Option<impl ToString>) -> Option<Sql> {
+pub(super) fn text(v: &Option<impl ToString>) -> Option<Sql> {
     v.as_ref().map(|v| Sql::Text(v.to_string()))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn listed<T>(
+pub(super) fn listed<T>(
     conn: &Connection,
     table: &str,
     columns: &str,
@@ -235,30 +218,6 @@ pub(super) fn risers(
         out.push((churn_row(r)?, col(r, 10)?));
     }
     Ok(out)
-}
-
-pub(super) fn alerts(conn: &Connection, q: &AlertQuery) -> Result<Listed<Alert>> {
-    let (clause, values) = conditions(&[
-        ("alert_id = ?", text(&q.id)),
-        ("status = ?", text(&q.status)),
-        ("severity = ?", text(&q.severity)),
-        ("alert_type = ?", text(&q.alert_type)),
-        ("organization_id = ?", text(&q.organization_id)),
-        ("user_id = ?", text(&q.user_id)),
-    ]);
-    listed(conn, "alerts", ALERT_COLUMNS, &clause, values, "opened_at DESC, alert_id", q.page.unwrap_or(Page::all()), alert_row)
-}
-
-pub(super) fn resolve(conn: &mut Connection, id: &str, action: &str, now: Timestamp) -> Result<Option<Alert>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-    tx.execute(
-        "UPDATE alerts SET status = 'resolved', resolved_at = ?2, resolution = 'manual', action_taken = ?3 WHERE alert_id = ?1 AND status = 'open'",
-        params![id, micros(now), action],
-    )
-    .map_err(map_err)?;
-    let alert = one(&tx, &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?1"), [id], alert_row)?;
-    tx.commit().map_err(map_err)?;
-    Ok(alert)
 }
 
 fn run_row(r: &Row) -> Result<ReportRun> {

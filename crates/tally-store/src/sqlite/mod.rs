@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode. One writer connection (SQLite allows one
 //! writer at a time; the group committer feeds it big transactions) and a small pool of readers.
 
+mod alerts;
 mod churn;
 mod entities;
 mod events;
@@ -23,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_llm_prices.sql")),
     (7, include_str!("../../migrations/sqlite/0007_seats.sql")),
     (8, include_str!("../../migrations/sqlite/0008_churn.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_alert_rules.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -167,11 +169,14 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 }
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, JobRun, Listed, Page, PushOutcome, ReportRun,
-    SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, Write,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
+    Listed, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter, UsageTotal, UserActivity,
+    WindowQuery, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
+use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal};
+use tally_domain::alerts::{AlertRule, Channel};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
@@ -505,12 +510,82 @@ impl Store for SqliteStore {
 
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
         let query = query.clone();
-        self.read(move |c| churn::alerts(c, &query)).await
+        self.read(move |c| alerts::alerts(c, &query)).await
     }
 
     async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>> {
         let (id, action) = (id.to_owned(), action_taken.to_owned());
-        self.write(move |c| churn::resolve(c, &id, &action, now)).await
+        self.write(move |c| alerts::resolve(c, &id, &action, now)).await
+    }
+
+    async fn save_alert_rule(&self, rule: &AlertRule, write: Write) -> Result<()> {
+        let rule = rule.clone();
+        self.write(move |c| alerts::save_rule(c, &rule, write)).await
+    }
+
+    async fn alert_rule(&self, id: &str) -> Result<Option<AlertRule>> {
+        let id = id.to_owned();
+        self.read(move |c| alerts::rule(c, &id)).await
+    }
+
+    async fn alert_rules(&self) -> Result<Vec<AlertRule>> {
+        self.read(alerts::rules).await
+    }
+
+    async fn delete_alert_rule(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| alerts::delete_rule(c, &id)).await
+    }
+
+    async fn create_channel(&self, channel: &Channel, secret: Option<&str>) -> Result<()> {
+        let (channel, secret) = (channel.clone(), secret.map(str::to_owned));
+        self.write(move |c| alerts::create_channel(c, &channel, secret.as_deref())).await
+    }
+
+    async fn channel(&self, id: &str) -> Result<Option<(Channel, Option<String>)>> {
+        let id = id.to_owned();
+        self.read(move |c| alerts::channel(c, &id)).await
+    }
+
+    async fn channels(&self) -> Result<Vec<Channel>> {
+        self.read(alerts::channels).await
+    }
+
+    async fn delete_channel(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| alerts::delete_channel(c, &id)).await
+    }
+
+    async fn window_totals(&self, queries: Vec<WindowQuery>) -> Result<Vec<Vec<WindowTotal>>> {
+        self.read(move |c| alerts::window_totals(c, &queries)).await
+    }
+
+    async fn rule_states(&self, keys: Vec<(Option<OrganizationId>, String, String)>) -> Result<Vec<Option<RuleState>>> {
+        self.read(move |c| alerts::rule_states(c, &keys)).await
+    }
+
+    async fn apply_observations(&self, observations: Vec<Observation>, now: Timestamp) -> Result<Vec<Alert>> {
+        self.write(move |c| alerts::apply_observations(c, &observations, now)).await
+    }
+
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<Delivery>> {
+        self.write(move |c| alerts::claim_deliveries(c, now, lease_until, limit)).await
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        delivery: &Delivery,
+        attempt: DeliveryAttempt,
+        delivered: bool,
+        retry_at: Option<Timestamp>,
+    ) -> Result<()> {
+        let delivery = delivery.clone();
+        self.write(move |c| alerts::record_attempt(c, &delivery, &attempt, delivered, retry_at)).await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> Result<Listed<Delivery>> {
+        let query = query.clone();
+        self.read(move |c| alerts::deliveries(c, &query)).await
     }
 
     async fn save_report_run(&self, run: &ReportRun) -> Result<()> {

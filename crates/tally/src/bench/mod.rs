@@ -197,6 +197,7 @@ impl Running {
             max_batch_events: Config::MAX_BATCH_EVENTS,
             max_body_bytes: Config::MAX_BODY_BYTES,
             churn: Default::default(),
+            alerts: Default::default(),
         };
         let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
         let (app, writer) = App::start(store, &config).await?;

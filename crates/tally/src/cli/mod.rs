@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tally_store::Store;
+use tokio::task::JoinHandle;
 
 #[derive(Debug, Parser)]
 #[command(name = "tally", version, about = "Self-hosted usage analytics and billing reporting")]
@@ -285,11 +286,13 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     let (app, writer) = App::start(store.clone(), &config).await?;
     let ledger = tokio::spawn(crate::seats::hourly_ledger(store.clone()));
     let churn = tokio::spawn(crate::daily::schedule(store.clone(), crate::daily::churn::ChurnReport { settings: config.churn.clone() }));
+    let alerting = crate::alerts::spawn(app.alerting.clone());
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "tally listening");
     crate::http::serve(listener, app, shutdown_signal()).await?;
     ledger.abort();
     churn.abort();
+    alerting.iter().for_each(JoinHandle::abort);
     // Every request is answered; let the writer finish its last batch.
     writer.await.context("writer task")?;
     tracing::info!("shut down cleanly");

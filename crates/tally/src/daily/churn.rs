@@ -118,7 +118,12 @@ impl DailyReport for ChurnReport {
             .collect();
         let activity = store.churn_activity(org, &windows).await?.into_iter().map(|a| (a.user_id.clone(), a)).collect();
         let open_alerts = store
-            .alerts(&AlertQuery { status: Some("open".into()), organization_id: Some(org.clone()), ..Default::default() })
+            .alerts(&AlertQuery {
+                status: Some("open".into()),
+                source: Some("churn_report".into()),
+                organization_id: Some(org.clone()),
+                ..Default::default()
+            })
             .await?
             .results;
         Ok(Inputs { subscription: sub.clone(), users, activity, open_alerts })
@@ -155,11 +160,11 @@ impl DailyReport for ChurnReport {
             });
         }
         let open: Vec<(String, AlertType, String)> =
-            open_alerts.iter().filter_map(|a| Some((a.user_id.clone(), AlertType::parse(&a.alert_type)?, a.id.clone()))).collect();
+            open_alerts.iter().filter_map(|a| Some((a.user_id.clone()?, AlertType::parse(&a.alert_type)?, a.id.clone()))).collect();
         let evaluated: HashSet<&str> = users.iter().map(|u| u.id.as_str()).collect();
         let (to_open, to_resolve) = churn::reconcile(&open, &raised, &evaluated);
         // Recomputing an earlier day never closes what a later day's report opened.
-        let later: HashSet<&str> = open_alerts.iter().filter(|a| a.report_date > day).map(|a| a.id.as_str()).collect();
+        let later: HashSet<&str> = open_alerts.iter().filter(|a| a.report_date.is_some_and(|d| d > day)).map(|a| a.id.as_str()).collect();
         let resolve: Vec<String> = to_resolve.into_iter().filter(|id| !later.contains(id)).map(str::to_owned).collect();
         outcome.rows += rows.len() as u64;
         outcome.alerts_resolved += resolve.len() as u64;
@@ -169,12 +174,16 @@ impl DailyReport for ChurnReport {
                 let level = levels.get(user).copied().unwrap_or(RiskLevel::Low);
                 Alert {
                     id: format!("alt_{:016x}", rand::random::<u64>()),
-                    organization_id: org.clone(),
-                    user_id: user.clone(),
+                    organization_id: Some(org.clone()),
+                    source: "churn_report".into(),
+                    rule_id: None,
+                    key: format!("{}:{user}", kind.as_str()),
+                    user_id: Some(user.clone()),
+                    team_id: None,
                     alert_type: kind.as_str().to_owned(),
                     severity: level.as_str().to_lowercase(),
                     status: "open".into(),
-                    report_date: day,
+                    report_date: Some(day),
                     details: serde_json::json!({ "risk_level": level.as_str() }),
                     opened_at: now,
                     resolved_at: None,

@@ -6,19 +6,17 @@ use super::error::{ApiError, ApiResult};
 use crate::app::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use jiff::Timestamp;
 use jiff::ToSpan;
 use jiff::civil::Date;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use tally_domain::churn::{AlertType, RiskLevel};
+use tally_domain::churn::RiskLevel;
 use tally_domain::{OrganizationId, Scope};
-use tally_store::{Alert, AlertQuery, ChurnOrdering, ChurnQuery, ChurnRow, Listed, ReportRun};
+use tally_store::{ChurnOrdering, ChurnQuery, ChurnRow, Listed, ReportRun};
 
-type Params = HashMap<String, String>;
+pub(super) type Params = HashMap<String, String>;
 
-fn only(params: &Params, known: &[&str]) -> ApiResult<()> {
+pub(super) fn only(params: &Params, known: &[&str]) -> ApiResult<()> {
     match params.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ApiError::bad_parameter(k, format!("unknown parameter; known: {}", known.join(", ")))),
         None => Ok(()),
@@ -34,7 +32,7 @@ fn date(params: &Params, name: &str) -> ApiResult<Option<Date>> {
 
 /// The organization and user a caller's rows are narrowed to, from its scope and the asked
 /// `organization_id`.
-fn narrowed(caller: &Caller, params: &Params) -> ApiResult<(Option<OrganizationId>, Option<String>)> {
+pub(super) fn narrowed(caller: &Caller, params: &Params) -> ApiResult<(Option<OrganizationId>, Option<String>)> {
     let asked = params
         .get("organization_id")
         .map(|o| OrganizationId::parse(o.clone()).map_err(|e| ApiError::bad_parameter("organization_id", e)))
@@ -145,72 +143,6 @@ pub async fn risers(State(app): State<AppState>, caller: Caller, Query(params): 
         })
         .collect();
     Ok(Json(json!({ "date": day, "since": since, "results": results })))
-}
-
-/// `GET /v1/alerts?status=open&severity=&type=&organization_id=`: newest first.
-pub async fn alerts(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Listed<Alert>>> {
-    only(&params, &["status", "severity", "type", "organization_id", "limit", "offset"])?;
-    let (org, user) = narrowed(&caller, &params)?;
-    let status = params.get("status").map(|s| s.to_lowercase());
-    if let Some(s) = status.as_deref().filter(|s| !["open", "resolved"].contains(s)) {
-        return Err(ApiError::bad_parameter("status", format!("{s:?} is not one of open, resolved")));
-    }
-    let severity = params
-        .get("severity")
-        .map(|s| {
-            RiskLevel::parse(s)
-                .map(|l| l.as_str().to_lowercase())
-                .ok_or_else(|| ApiError::bad_parameter("severity", "must be one of low, medium, high, critical"))
-        })
-        .transpose()?;
-    let alert_type = params
-        .get("type")
-        .map(|t| {
-            AlertType::parse(t).map(|t| t.as_str().to_owned()).ok_or_else(|| {
-                let known: Vec<&str> = AlertType::ALL.iter().map(|t| t.as_str()).collect();
-                ApiError::bad_parameter("type", format!("{t:?} is not one of {}", known.join(", ")))
-            })
-        })
-        .transpose()?;
-    let page = super::resources::page(params.get("limit").map(String::as_str), params.get("offset").map(String::as_str))?;
-    let query = AlertQuery { id: None, status, severity, alert_type, organization_id: org, user_id: user, page: Some(page) };
-    Ok(Json(app.store.alerts(&query).await?))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resolution {
-    action_taken: String,
-}
-
-/// `POST /v1/alerts/{id}/resolve` with `{"action_taken": "…"}`.
-pub async fn resolve(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Body,
-) -> ApiResult<Json<Alert>> {
-    let bytes = super::body::bytes(&app, body).await?;
-    let resolution: Resolution = serde_json::from_value(super::body::json_value(&bytes)?)
-        .map_err(|e| ApiError::bad_request(format!("the body does not fit: {e}; send {{\"action_taken\": \"…\"}}")))?;
-    if resolution.action_taken.trim().is_empty() || resolution.action_taken.len() > 2000 {
-        return Err(ApiError::bad_request("`action_taken` must say what was done (1 to 2000 characters)"));
-    }
-    let not_found = || ApiError::not_found(format!("alert {id:?}"));
-    let found = app.store.alerts(&AlertQuery { id: Some(id.clone()), ..Default::default() }).await?;
-    let alert = found.results.into_iter().next().ok_or_else(not_found)?;
-    if !caller.scope.can_read_organization(&alert.organization_id) {
-        return Err(not_found());
-    }
-    if alert.status != "open" {
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "already-resolved",
-            format!("alert {id} was resolved at {:?}", alert.resolved_at),
-        ));
-    }
-    let alert = app.store.resolve_alert(&id, resolution.action_taken.trim(), Timestamp::now()).await?.ok_or_else(not_found)?;
-    Ok(Json(alert))
 }
 
 /// `GET /v1/reports/runs?report=churn`: newest first (admin keys).

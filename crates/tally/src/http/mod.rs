@@ -1,6 +1,7 @@
 //! The HTTP API: routes, and serving them with graceful shutdown. Handlers only parse,
 //! authorize, call the store or a service, and shape the answer.
 
+mod alerts;
 pub mod auth;
 mod body;
 mod churn;
@@ -64,8 +65,14 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/reports/churn/risers", get(churn::risers))
         .route("/v1/reports/runs", get(churn::runs))
         .route("/v1/users/{id}/churn", get(churn::user_churn))
-        .route("/v1/alerts", get(churn::alerts))
-        .route("/v1/alerts/{id}/resolve", post(churn::resolve))
+        .route("/v1/alerts", get(alerts::alerts))
+        .route("/v1/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/v1/alert-rules", get(alerts::list_rules).post(alerts::create_rule))
+        .route("/v1/alert-rules/{id}", get(alerts::read_rule).put(alerts::replace_rule).delete(alerts::delete_rule))
+        .route("/v1/notification-channels", get(alerts::list_channels).post(alerts::create_channel))
+        .route("/v1/notification-channels/{id}", get(alerts::read_channel).delete(alerts::delete_channel))
+        .route("/v1/notifications/deliveries", get(alerts::deliveries))
+        .route("/v1/users/{id}/entitlements", get(alerts::entitlements))
         .route("/v1/audit-events", post(seats::post_audit_events).get(seats::list_audit_events))
         .route("/v1/organizations/{id}/seats", get(seats::organization_seats))
         .route("/v1/organizations/{id}/license-ledger", get(seats::organization_ledger))

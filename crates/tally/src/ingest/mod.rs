@@ -107,7 +107,11 @@ pub async fn validated(app: &App, raws: Vec<Result<RawEvent, EventRejection>>) -
 
 /// Stores validated events (group-committed) and counts the outcome in the metrics.
 pub async fn commit(app: &App, events: Vec<UsageEvent>, rejected: Vec<Rejected>) -> Result<IngestReport, CommitError> {
+    let marks = app.alerting.marks(&events);
     let stored = app.committer.commit(events).await?;
+    if let Some(marks) = marks {
+        app.alerting.touched(marks, &stored);
+    }
     let accepted = stored.iter().filter(|s| **s).count();
     let report = IngestReport { accepted, duplicates: stored.len() - accepted, rejected };
     app.metrics.count("accepted", report.accepted);

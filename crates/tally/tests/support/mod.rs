@@ -16,6 +16,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     _store: TestStore,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -23,6 +24,7 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.background.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 
@@ -35,16 +37,19 @@ pub async fn spawn(test_store: TestStore) -> TestApp {
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
         churn: Default::default(),
+        // Fast retries and sweeps, so delivery and sliding-window tests finish in seconds.
+        alerts: tally::config::AlertSettings { sweep_seconds: 1.0, first_retry_seconds: 0.2, webhook_timeout_seconds: 2.0 },
     };
     let (_, admin) = tally::cli::create_key(store.as_ref(), Scope::Admin, "test").await.unwrap();
     let (app, _writer) = App::start(store.clone(), &config).await.unwrap();
+    let background = tally::alerts::spawn(app.alerting.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(tally::http::serve(listener, app, async move {
         let _ = stopped.await;
     }));
-    TestApp { base, admin, store, client: reqwest::Client::new(), _store: test_store, stop: Some(stop) }
+    TestApp { base, admin, store, client: reqwest::Client::new(), _store: test_store, stop: Some(stop), background }
 }
 
 impl TestApp {
