@@ -51,6 +51,9 @@ store_tests!(
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
     ledger_commits_need_the_lease_and_never_repeat_a_cause,
+    window_totals_come_from_aggregates_and_ragged_edges,
+    racing_evaluations_open_one_alert_and_queue_one_delivery,
+    a_claimed_delivery_is_nobody_elses_until_its_lease_ends,
 );
 
 fn ts(s: &str) -> Timestamp {
@@ -407,4 +410,126 @@ async fn ledger_commits_need_the_lease_and_never_repeat_a_cause(store: Arc<dyn S
     assert_eq!((finished.status.as_str(), finished.processed), ("completed", 1));
     let ledger = store.ledger(&org("acme"), Page::all()).await.unwrap();
     assert_eq!((ledger.count, ledger.results[0].audit_id.as_str()), (1, "a1"));
+}
+
+fn llm_call(id: &str, user: &str, at: &str, status: &str, tokens: i64, cost: &str) -> UsageEvent {
+    event(&format!(
+        r#"{{"id":"{id}","timestamp":"{at}","organization_id":"acme","user_id":"{user}","team_id":"blue","type":"llm_request","model":"m","status":"{status}","input_tokens":{tokens},"output_tokens":0,"cost":"{cost}"}}"#
+    ))
+}
+
+async fn window_totals_come_from_aggregates_and_ragged_edges(store: Arc<dyn Store>) {
+    use tally_domain::alerts::evaluate::Subject as Watched;
+    store
+        .record_events(vec![
+            llm_call("l1", "ann", "2025-01-01T09:10:00Z", "success", 10, "0.10"),
+            llm_call("l2", "ann", "2025-01-01T10:20:00Z", "error", 20, "0.20"),
+            llm_call("l3", "bob", "2025-01-01T10:40:00Z", "success", 40, "0.40"),
+            llm_call("l4", "ann", "2025-01-01T12:00:00Z", "success", 80, "0.80"),
+            api_call("a1", "acme", "ann", "2025-01-01T12:30:00Z", 5.0),
+        ])
+        .await
+        .unwrap();
+    let ann = Watched::User { organization_id: org("acme"), user_id: UserId::parse("ann").unwrap() };
+    let acme = Watched::Organization { organization_id: org("acme") };
+    let blue = Watched::Team { organization_id: org("acme"), team_id: TeamId::parse("blue").unwrap() };
+    let q = |subject: &Watched, from: Option<&str>, last: Option<u32>| tally_store::WindowQuery {
+        subject: subject.clone(),
+        from: from.map(ts),
+        last_requests: last,
+    };
+    let totals = store
+        .window_totals(vec![
+            q(&ann, None, None),
+            q(&ann, Some("2025-01-01T10:30:00Z"), None),
+            q(&acme, Some("2025-01-01T10:00:00Z"), None),
+            q(&blue, Some("2025-01-01T10:30:00Z"), None),
+            q(&acme, None, Some(3)),
+            q(&Watched::All, None, Some(2)),
+        ])
+        .await
+        .unwrap();
+    let llm = |i: usize| totals[i].iter().find(|t| t.usage_type == "llm_request").cloned().unwrap_or_default();
+    // All time: ann's three requests; from 10:30 only her 12:00 one (the 10:00 hour is cut).
+    assert_eq!((llm(0).llm_successes, llm(0).llm_failures, llm(0).cost_nanos), (2, 1, 1_100_000_000));
+    assert_eq!((llm(1).llm_successes + llm(1).llm_failures, llm(1).input_tokens), (1, 80));
+    assert_eq!(totals[1].iter().find(|t| t.usage_type == "api_call").map(|t| t.sum), Some(5.0));
+    assert_eq!((llm(2).llm_successes + llm(2).llm_failures, llm(2).cost_nanos), (3, 1_400_000_000));
+    assert_eq!((llm(3).llm_successes + llm(3).llm_failures, llm(3).input_tokens), (2, 120), "bob at 10:40 and ann at 12:00");
+    // The latest three of the organization: l4, l3, l2 (one failed); the latest two of all: l4, l3.
+    assert_eq!((llm(4).llm_successes, llm(4).llm_failures), (2, 1));
+    assert_eq!((llm(5).llm_successes, llm(5).llm_failures), (2, 0));
+}
+
+fn cost_rule(channels: &[&str]) -> tally_domain::alerts::AlertRule {
+    use tally_domain::alerts::{AlertRule, Metric, RuleScope, Window};
+    AlertRule {
+        id: "spend".into(),
+        scope: RuleScope::Organization { organization_id: org("acme") },
+        metric: Metric::LlmCost,
+        window: Window::AllTime,
+        threshold: rust_decimal::Decimal::ONE,
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        builtin: false,
+        ..AlertRule::system(ts("2026-01-01T00:00:00Z"))
+    }
+}
+
+async fn racing_evaluations_open_one_alert_and_queue_one_delivery(store: Arc<dyn Store>) {
+    use tally_domain::alerts::evaluate::{Observation, Subject as Watched};
+    let rule = cost_rule(&["log"]);
+    let obs = |value: i64, level: Option<u32>| Observation {
+        rule: rule.clone(),
+        subject: Watched::Organization { organization_id: org("acme") },
+        window_start: None,
+        value: rust_decimal::Decimal::from(value),
+        level,
+        at: ts("2026-01-02T00:00:00Z"),
+    };
+    let now = ts("2026-01-02T00:00:00Z");
+    let (a, b) = tokio::join!(store.apply_observations(vec![obs(2, Some(0))], now), store.apply_observations(vec![obs(2, Some(0))], now));
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), 1, "one of two racing evaluators opens the alert");
+    assert!(store.apply_observations(vec![obs(3, Some(0))], now).await.unwrap().is_empty(), "staying above opens nothing");
+    let state = store.rule_states(vec![(Some(org("acme")), "spend".into(), "organization".into())]).await.unwrap();
+    assert_eq!(state[0].map(|s| s.level), Some(Some(0)));
+    let queued = store.deliveries(&tally_store::DeliveryQuery::default()).await.unwrap();
+    assert_eq!((queued.count, queued.results[0].event_type.as_str()), (1, "alert.opened"));
+    // Falling below resolves it and queues the news.
+    let resolved = store.apply_observations(vec![obs(0, None)], now).await.unwrap();
+    assert_eq!((resolved.len(), resolved[0].status.as_str(), resolved[0].resolution.as_deref()), (1, "resolved", Some("auto")));
+    assert_eq!(store.deliveries(&tally_store::DeliveryQuery::default()).await.unwrap().count, 2);
+}
+
+async fn a_claimed_delivery_is_nobody_elses_until_its_lease_ends(store: Arc<dyn Store>) {
+    use tally_domain::alerts::evaluate::{Observation, Subject as Watched};
+    let rule = cost_rule(&["log", "hook"]);
+    let now = ts("2026-01-02T00:00:00Z");
+    let obs = Observation {
+        rule,
+        subject: Watched::Organization { organization_id: org("acme") },
+        window_start: None,
+        value: rust_decimal::Decimal::from(5),
+        level: Some(0),
+        at: now,
+    };
+    store.apply_observations(vec![obs], now).await.unwrap();
+    let lease = ts("2026-01-02T00:02:00Z");
+    let (a, b) = tokio::join!(store.claim_deliveries(now, lease, 10), store.claim_deliveries(now, lease, 10));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 2, "each row claimed once");
+    assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty(), "claimed rows wait for their lease");
+    let mut claimed: Vec<_> = a.into_iter().chain(b).collect();
+    claimed.sort_by(|x, y| x.channel_id.cmp(&y.channel_id));
+    let attempt = |code| tally_store::DeliveryAttempt { at: now, status_code: Some(code), error: None, duration_ms: 3 };
+    // The hook fails and is due again later; the log succeeds; a stale second report is ignored.
+    store.record_delivery_attempt(&claimed[0], attempt(500), false, Some(ts("2026-01-02T00:00:05Z"))).await.unwrap();
+    store.record_delivery_attempt(&claimed[1], attempt(200), true, None).await.unwrap();
+    store.record_delivery_attempt(&claimed[1], attempt(200), true, None).await.unwrap();
+    let listed = store.deliveries(&tally_store::DeliveryQuery::default()).await.unwrap().results;
+    let hook = listed.iter().find(|d| d.channel_id == "hook").unwrap();
+    let log = listed.iter().find(|d| d.channel_id == "log").unwrap();
+    assert_eq!((hook.status.as_str(), hook.attempts, hook.next_attempt_at), ("pending", 1, Some(ts("2026-01-02T00:00:05Z"))));
+    assert_eq!((log.status.as_str(), log.attempts, log.attempt_log.len()), ("delivered", 1, 1));
+    let due = store.claim_deliveries(ts("2026-01-02T00:00:06Z"), ts("2026-01-02T00:03:00Z"), 10).await.unwrap();
+    assert_eq!((due.len(), due[0].channel_id.as_str(), due[0].attempts), (1, "hook", 1));
 }

@@ -154,6 +154,13 @@ pub fn transition(previous: Option<&RuleState>, window_start: Option<Timestamp>,
     Transition { resolve_from, open }
 }
 
+/// Whether an evaluation must be written: it opens or resolves alerts, or it starts a new
+/// window or a first state above the line. Evaluations that change nothing write nothing.
+pub fn changes(previous: Option<&RuleState>, window_start: Option<Timestamp>, level: Option<u32>) -> bool {
+    let same_window = previous.map_or(level.is_none(), |p| p.window_start == window_start);
+    transition(previous, window_start, level) != Transition::default() || !same_window
+}
+
 /// One evaluation of a rule for a subject.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -260,5 +267,16 @@ mod tests {
         let next_month = Some(ts("2026-12-01T00:00:00Z"));
         assert_eq!(transition(Some(&state(Some(1))), next_month, Some(0)), Transition { resolve_from: Some(0), open: vec![0] });
         assert_eq!(transition(Some(&state(None)), next_month, None), Transition { resolve_from: Some(0), open: vec![] });
+    }
+
+    #[test]
+    fn only_changes_are_written() {
+        let w = Some(ts("2026-11-01T00:00:00Z"));
+        let state = |level| RuleState { window_start: w, level };
+        assert!(!changes(None, w, None), "below the line with no history: nothing to keep");
+        assert!(changes(None, w, Some(0)));
+        assert!(!changes(Some(&state(Some(1))), w, Some(1)));
+        assert!(changes(Some(&state(Some(1))), w, Some(0)));
+        assert!(changes(Some(&state(None)), Some(ts("2026-12-01T00:00:00Z")), None), "a new window is remembered");
     }
 }

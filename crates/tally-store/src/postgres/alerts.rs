@@ -8,7 +8,7 @@ use crate::sql::{ALERT_COLUMNS, DELIVERY_COLUMNS};
 use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, Page, Result, StoreError, WindowQuery, Write};
 use jiff::{SignedDuration, Timestamp};
 use tally_domain::OrganizationId;
-use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, Transition, WindowTotal, transition};
+use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, WindowTotal, changes, transition};
 use tally_domain::alerts::{AlertRule, Channel};
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, GenericClient, Row};
@@ -141,106 +141,138 @@ pub(super) async fn delete_channel(conn: &Client, id: &str) -> Result<bool> {
 const TOTAL_COLUMNS: &str = "usage_type, sum(count)::int8, sum(sum), sum(llm_successes)::int8, sum(llm_failures)::int8, \
      sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8";
 
+/// A usage type's totals from the eight columns starting at `first`.
+fn total_row(r: &Row, first: usize) -> WindowTotal {
+    let int = |i: usize| r.get::<_, Option<i64>>(first + i).unwrap_or(0);
+    WindowTotal {
+        usage_type: r.get(first),
+        count: int(1),
+        sum: r.get::<_, Option<f64>>(first + 2).unwrap_or(0.0),
+        llm_successes: int(3),
+        llm_failures: int(4),
+        input_tokens: int(5),
+        output_tokens: int(6),
+        cost_nanos: int(7),
+    }
+}
+
 async fn totals(conn: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<WindowTotal>> {
     let rows = conn.query(sql, params).await.map_err(map_err)?;
-    Ok(rows
-        .iter()
-        .map(|r| WindowTotal {
-            usage_type: r.get(0),
-            count: r.get::<_, Option<i64>>(1).unwrap_or(0),
-            sum: r.get::<_, Option<f64>>(2).unwrap_or(0.0),
-            llm_successes: r.get::<_, Option<i64>>(3).unwrap_or(0),
-            llm_failures: r.get::<_, Option<i64>>(4).unwrap_or(0),
-            input_tokens: r.get::<_, Option<i64>>(5).unwrap_or(0),
-            output_tokens: r.get::<_, Option<i64>>(6).unwrap_or(0),
-            cost_nanos: r.get::<_, Option<i64>>(7).unwrap_or(0),
-        })
-        .collect())
+    Ok(rows.iter().map(|r| total_row(r, 0)).collect())
 }
 
+/// One statement per kind of window, each answering every query of its kind through a lateral
+/// index probe; only windows that start inside an hour and "the latest N requests" go one by one.
 pub(super) async fn window_totals(conn: &Client, queries: &[WindowQuery]) -> Result<Vec<Vec<WindowTotal>>> {
-    let mut out = Vec::with_capacity(queries.len());
-    for q in queries {
-        out.push(window_total(conn, q).await?);
+    let mut out = vec![Vec::new(); queries.len()];
+    // (query index, organization, user or team, whole-hour start)
+    let (mut all_time, mut user_hours, mut org_hours) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, q) in queries.iter().enumerate() {
+        if let Some(n) = q.last_requests {
+            out[i] = last_requests(conn, &q.subject, n).await?;
+            continue;
+        }
+        let (org, user, team) = match &q.subject {
+            Subject::User { organization_id, user_id } => (organization_id.as_str(), Some(user_id.as_str()), None),
+            Subject::Team { organization_id, team_id } => (organization_id.as_str(), None, Some(team_id.as_str())),
+            Subject::Organization { organization_id } => (organization_id.as_str(), None, None),
+            Subject::All => continue,
+        };
+        let hour = q.from.map(tally_domain::time::hour_start);
+        // As on SQLite: a window starting inside an hour reads that hour from raw events.
+        let cells_from = match (q.from, hour) {
+            (Some(from), Some(h)) if from > h => {
+                let next = h + SignedDuration::from_hours(1);
+                out[i] = edge(conn, org, user, team, from, next).await?;
+                Some(next)
+            }
+            _ => q.from,
+        };
+        let index = i as i64;
+        match (user, cells_from) {
+            (Some(u), None) => all_time.push((index, org, u)),
+            (Some(u), Some(from)) => user_hours.push((index, org, u, from)),
+            (None, from) => org_hours.push((index, org, team, from.unwrap_or(Timestamp::MIN))),
+        }
     }
-    Ok(out)
+    let mut add = |rows: Vec<Row>| {
+        for r in rows {
+            out[r.get::<_, i64>(0) as usize].push(total_row(&r, 1));
+        }
+    };
+    if !all_time.is_empty() {
+        let (ids, orgs, users): (Vec<i64>, Vec<&str>, Vec<&str>) = unzip3(all_time.iter().map(|(i, o, u)| (*i, *o, *u)));
+        add(conn
+            .query(
+                "SELECT q.i, t.usage_type, t.count, t.sum, t.llm_successes, t.llm_failures, t.input_tokens, t.output_tokens, t.cost_nanos \
+                 FROM unnest($1::int8[], $2::text[], $3::text[]) AS q(i, o, u) \
+                 JOIN user_usage t ON t.organization_id = q.o AND t.user_id = q.u",
+                &[&ids, &orgs, &users],
+            )
+            .await
+            .map_err(map_err)?);
+    }
+    if !user_hours.is_empty() {
+        let (ids, orgs, users): (Vec<i64>, Vec<&str>, Vec<&str>) = unzip3(user_hours.iter().map(|(i, o, u, _)| (*i, *o, *u)));
+        let froms: Vec<Timestamp> = user_hours.iter().map(|q| q.3).collect();
+        add(conn
+            .query(
+                &format!(
+                    "SELECT q.i, t.* FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) AS q(i, o, u, f) \
+                     CROSS JOIN LATERAL (SELECT {TOTAL_COLUMNS} FROM usage_hourly \
+                         WHERE organization_id = q.o AND user_id = q.u AND hour >= q.f GROUP BY usage_type) t"
+                ),
+                &[&ids, &orgs, &users, &froms],
+            )
+            .await
+            .map_err(map_err)?);
+    }
+    if !org_hours.is_empty() {
+        let (ids, orgs, teams): (Vec<i64>, Vec<&str>, Vec<Option<&str>>) = unzip3(org_hours.iter().map(|(i, o, t, _)| (*i, *o, *t)));
+        let froms: Vec<Timestamp> = org_hours.iter().map(|q| q.3).collect();
+        add(conn
+            .query(
+                &format!(
+                    "SELECT q.i, t.* FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) AS q(i, o, tm, f) \
+                     CROSS JOIN LATERAL (SELECT {TOTAL_COLUMNS} FROM usage_hourly_org \
+                         WHERE organization_id = q.o AND hour >= q.f AND (q.tm IS NULL OR team_id = q.tm) GROUP BY usage_type) t"
+                ),
+                &[&ids, &orgs, &teams, &froms],
+            )
+            .await
+            .map_err(map_err)?);
+    }
+    Ok(out.into_iter().map(merge_totals).collect())
 }
 
-async fn window_total(conn: &Client, q: &WindowQuery) -> Result<Vec<WindowTotal>> {
-    if let Some(n) = q.last_requests {
-        return last_requests(conn, &q.subject, n).await;
+fn unzip3<A, B, C>(items: impl Iterator<Item = (A, B, C)>) -> (Vec<A>, Vec<B>, Vec<C>) {
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for (x, y, z) in items {
+        a.push(x);
+        b.push(y);
+        c.push(z);
     }
-    let (org, user, team) = match &q.subject {
-        Subject::User { organization_id, user_id } => (organization_id.as_str(), Some(user_id.as_str()), None),
-        Subject::Team { organization_id, team_id } => (organization_id.as_str(), None, Some(team_id.as_str())),
-        Subject::Organization { organization_id } => (organization_id.as_str(), None, None),
-        Subject::All => return Ok(Vec::new()),
-    };
-    let hour = q.from.map(tally_domain::time::hour_start);
-    // As on SQLite: a window starting inside an hour reads that hour from raw events.
-    let (cells_from, edge) = match (q.from, hour) {
-        (Some(from), Some(h)) if from > h => {
-            let next = h + SignedDuration::from_hours(1);
-            (Some(next), Some((from, next)))
-        }
-        _ => (q.from, None),
-    };
-    let mut parts = match (user, cells_from) {
-        (Some(u), None) => {
-            totals(
-                conn,
-                "SELECT usage_type, count, sum, llm_successes, llm_failures, input_tokens, output_tokens, cost_nanos FROM user_usage \
-                 WHERE organization_id = $1 AND user_id = $2",
-                &[&org, &u],
-            )
-            .await?
-        }
-        (Some(u), Some(from)) => totals(
-            conn,
-            &format!(
-                "SELECT {TOTAL_COLUMNS} FROM usage_hourly WHERE organization_id = $1 AND user_id = $2 AND hour >= $3 GROUP BY usage_type"
-            ),
-            &[&org, &u, &from],
-        )
-        .await?,
-        (None, from) => {
-            let from = from.unwrap_or(Timestamp::MIN);
-            match team {
-                Some(t) => {
-                    totals(
-                        conn,
-                        &format!(
-                            "SELECT {TOTAL_COLUMNS} FROM usage_hourly_org WHERE organization_id = $1 AND hour >= $2 AND team_id = $3 GROUP BY usage_type"
-                        ),
-                        &[&org, &from, &t],
-                    )
-                    .await?
-                }
-                None => {
-                    totals(
-                        conn,
-                        &format!("SELECT {TOTAL_COLUMNS} FROM usage_hourly_org WHERE organization_id = $1 AND hour >= $2 GROUP BY usage_type"),
-                        &[&org, &from],
-                    )
-                    .await?
-                }
-            }
-        }
-    };
-    if let Some((from, to)) = edge {
-        parts.extend(
-            totals(
-                conn,
-                "SELECT usage_type, count(*), sum(quantity), count(*) FILTER (WHERE status = 'success'), \
-                 count(*) FILTER (WHERE status = 'error'), sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8 \
-                 FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $3 \
-                 AND ($4::text IS NULL OR user_id = $4) AND ($5::text IS NULL OR team_id = $5) GROUP BY usage_type",
-                &[&org, &from, &to, &user, &team],
-            )
-            .await?,
-        );
-    }
-    Ok(merge_totals(parts))
+    (a, b, c)
+}
+
+/// The totals of a partial hour, from raw events.
+async fn edge(
+    conn: &Client,
+    org: &str,
+    user: Option<&str>,
+    team: Option<&str>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<WindowTotal>> {
+    totals(
+        conn,
+        "SELECT usage_type, count(*), sum(quantity), count(*) FILTER (WHERE status = 'success'), \
+         count(*) FILTER (WHERE status = 'error'), sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8 \
+         FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $3 \
+         AND ($4::text IS NULL OR user_id = $4) AND ($5::text IS NULL OR team_id = $5) GROUP BY usage_type",
+        &[&org, &from, &to, &user, &team],
+    )
+    .await
 }
 
 async fn last_requests(conn: &Client, subject: &Subject, n: u32) -> Result<Vec<WindowTotal>> {
@@ -298,9 +330,21 @@ async fn state(conn: &impl GenericClient, org: &str, rule: &str, subject: &str, 
 }
 
 pub(super) async fn rule_states(conn: &Client, keys: &[(Option<OrganizationId>, String, String)]) -> Result<Vec<Option<RuleState>>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for (org, rule, subject) in keys {
-        out.push(state(conn, org_key(org.as_ref()), rule, subject, false).await?);
+    let orgs: Vec<&str> = keys.iter().map(|k| org_key(k.0.as_ref())).collect();
+    let rules: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let subjects: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+    let rows = conn
+        .query(
+            "SELECT q.i, s.window_start, s.level FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(o, r, s, i) \
+             JOIN rule_states s ON s.organization_id = q.o AND s.rule_id = q.r AND s.subject = q.s",
+            &[&orgs, &rules, &subjects],
+        )
+        .await
+        .map_err(map_err)?;
+    let mut out = vec![None; keys.len()];
+    for r in rows {
+        out[r.get::<_, i64>(0) as usize - 1] =
+            Some(RuleState { window_start: r.get(1), level: r.get::<_, Option<i64>>(2).map(|l| l as u32) });
     }
     Ok(out)
 }
@@ -313,12 +357,10 @@ pub(super) async fn apply_observations(conn: &mut Client, observations: &[Observ
         let subject = obs.subject.key();
         // The row lock orders two processes evaluating the same rule and subject.
         let previous = state(&tx, org, &obs.rule.id, &subject, true).await?;
-        let change = transition(previous.as_ref(), obs.window_start, obs.level);
-        let unchanged = previous.map_or(obs.level.is_none(), |p| p.window_start == obs.window_start);
-        if change == Transition::default() && unchanged {
+        if !changes(previous.as_ref(), obs.window_start, obs.level) {
             continue;
         }
-        let open = if change.resolve_from.is_some() {
+        let open = if transition(previous.as_ref(), obs.window_start, obs.level).resolve_from.is_some() {
             let (start, end) = key_range(&obs.key_prefix());
             tx.query(
                 "SELECT alert_id, alert_key FROM alerts WHERE organization_id = $1 AND status = 'open' AND alert_key >= $2 AND alert_key < $3",

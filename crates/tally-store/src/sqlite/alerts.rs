@@ -9,7 +9,7 @@ use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed,
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use tally_domain::OrganizationId;
-use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, Transition, WindowTotal, transition};
+use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, WindowTotal, changes, transition};
 use tally_domain::alerts::{AlertRule, Channel};
 
 fn json(text: String) -> Result<serde_json::Value> {
@@ -299,12 +299,14 @@ pub(super) fn apply_observations(conn: &mut Connection, observations: &[Observat
         let org = org_key(obs.subject.organization_id());
         let subject = obs.subject.key();
         let previous = state(&tx, org, &obs.rule.id, &subject)?;
-        let change = transition(previous.as_ref(), obs.window_start, obs.level);
-        let unchanged = previous.map_or(obs.level.is_none(), |p| p.window_start == obs.window_start);
-        if change == Transition::default() && unchanged {
+        if !changes(previous.as_ref(), obs.window_start, obs.level) {
             continue;
         }
-        let open = if change.resolve_from.is_some() { open_alerts(&tx, org, &obs.key_prefix())? } else { Vec::new() };
+        let open = if transition(previous.as_ref(), obs.window_start, obs.level).resolve_from.is_some() {
+            open_alerts(&tx, org, &obs.key_prefix())?
+        } else {
+            Vec::new()
+        };
         let (resolve, opened) = plan(obs, previous, &open, now);
         for id in resolve {
             let resolved = one(

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tally_domain::alerts::evaluate::{Observation, Subject, WindowTotal, span, transition, value};
+use tally_domain::alerts::evaluate::{Observation, Subject, WindowTotal, changes, span, value};
 use tally_domain::alerts::{AlertRule, Metric, RuleScope, Window};
 use tally_domain::entities::{Plan, Subscription};
 use tally_domain::report::balance::{Balance, billing_period, billing_subscription};
@@ -231,12 +231,7 @@ impl Alerting {
         let changed: Vec<Observation> = observations
             .into_iter()
             .zip(states)
-            .filter(|(o, state)| {
-                let change = transition(state.as_ref(), o.window_start, o.level);
-                !change.open.is_empty()
-                    || change.resolve_from.is_some()
-                    || state.map_or(o.level.is_some(), |s| s.window_start != o.window_start)
-            })
+            .filter(|(o, state)| changes(state.as_ref(), o.window_start, o.level))
             .map(|(o, _)| o)
             .collect();
         if changed.is_empty() {

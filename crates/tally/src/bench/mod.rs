@@ -60,6 +60,10 @@ pub struct IngestArgs {
     /// Skip the HTTP part (measure import only).
     #[arg(long)]
     pub import_only: bool,
+    /// Also run HTTP ingest with this many active alert rules (users', teams' and
+    /// organizations' cost, token and usage rules over the events' own subjects).
+    #[arg(long, default_value_t = 0)]
+    pub rules: usize,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -145,11 +149,19 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     for (name, pg) in &backends {
         if !args.import_only {
             let url = fresh_url(dir.path(), name, pg.as_deref(), "http").await?;
-            let (rate, secs) = http_ingest(&url, &lines, &args).await?;
+            let (rate, secs, _) = http_ingest(&url, &lines, &args, 0).await?;
             rows.push(format!(
                 "| {name} | HTTP ingest, {} clients × {} events/request | {} | {secs:.2} s | {rate:.0} |",
                 args.clients, args.batch, args.events
             ));
+            if args.rules > 0 {
+                let url = fresh_url(dir.path(), name, pg.as_deref(), "rules").await?;
+                let (rate, secs, alerts) = http_ingest(&url, &lines, &args, args.rules).await?;
+                rows.push(format!(
+                    "| {name} | HTTP ingest with {} active alert rules ({alerts} alerts opened while it ran) | {} | {secs:.2} s | {rate:.0} |",
+                    args.rules, args.events
+                ));
+            }
         }
         let url = fresh_url(dir.path(), name, pg.as_deref(), "import").await?;
         let summary = import(&url, &file)?;
@@ -186,6 +198,8 @@ struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     writer: tokio::task::JoinHandle<()>,
+    /// Rule evaluation, sweeps and deliveries, as `tally serve` runs them.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -201,18 +215,20 @@ impl Running {
         };
         let (_, key) = crate::cli::create_key(store.as_ref(), Scope::Admin, "bench").await?;
         let (app, writer) = App::start(store, &config).await?;
+        let background = crate::alerts::spawn(app.alerting.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(crate::http::serve(listener, app, async move {
             let _ = stopped.await;
         }));
-        Ok(Running { base, key, stop, server, writer })
+        Ok(Running { base, key, stop, server, writer, background })
     }
 
     /// Stops taking requests, lets the last batch commit.
     async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
+        self.background.iter().for_each(tokio::task::JoinHandle::abort);
         self.server.await??;
         self.writer.await?;
         Ok(())
@@ -226,8 +242,10 @@ async fn fresh_url(dir: &std::path::Path, backend: &str, pg: Option<&str>, label
     })
 }
 
-async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::Result<(f64, f64)> {
+/// Events per second, seconds, and the alerts rules opened meanwhile.
+async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs, rules: usize) -> anyhow::Result<(f64, f64, u64)> {
     let store = tally_store::open(url).await?;
+    create_rules(store.as_ref(), rules, args).await?;
     let running = Running::start(store.clone(), url).await?;
     let (base, key) = (running.base.clone(), running.key.clone());
     let bodies: Vec<String> = lines.chunks(args.batch).map(|c| format!("[{}]", c.join(","))).collect();
@@ -267,7 +285,57 @@ async fn http_ingest(url: &str, lines: &[String], args: &IngestArgs) -> anyhow::
     running.stop().await?;
     let stored = store.event_count().await?;
     anyhow::ensure!(stored as usize == lines.len(), "stored {stored} events, sent {} distinct", lines.len());
-    Ok((lines.len() as f64 / secs, secs))
+    let alerts = store.alerts(&tally_store::AlertQuery { source: Some("rule".into()), ..Default::default() }).await?.count;
+    Ok((lines.len() as f64 / secs, secs, alerts))
+}
+
+/// `n` rules over the synthetic events' subjects: four in five watch a user (cost, tokens or
+/// submissions this period), one in ten a team's tokens today, one in ten an organization's
+/// spend, with lines some subjects cross during the run.
+async fn create_rules(store: &dyn tally_store::Store, n: usize, args: &IngestArgs) -> anyhow::Result<()> {
+    use rust_decimal::Decimal;
+    use tally_domain::alerts::{AlertRule, Metric, RuleScope, Window};
+    use tally_domain::{OrganizationId, TeamId, UserId};
+    let now = jiff::Timestamp::now();
+    for i in 0..n {
+        let user = (i * 7919) % args.users;
+        let org = OrganizationId::parse(format!("org{}", user % args.organizations))?;
+        let (scope, metric, window, threshold) = match i % 10 {
+            0 => (RuleScope::Organization { organization_id: org }, Metric::LlmCost, Window::CurrentPeriod, Decimal::new(5, 1)),
+            1 => (
+                RuleScope::Team { organization_id: org, team_id: TeamId::parse(format!("t{}", user % 7))? },
+                Metric::LlmTokens,
+                Window::Day,
+                Decimal::from(20_000),
+            ),
+            k => {
+                let metric = match k % 3 {
+                    0 => Metric::LlmCost,
+                    1 => Metric::LlmTokens,
+                    _ => Metric::UsageSum { usage_type: "submission".into() },
+                };
+                let threshold = if matches!(metric, Metric::LlmCost) { Decimal::new(1, 2) } else { Decimal::from(2_000) };
+                (
+                    RuleScope::User { organization_id: org, user_id: UserId::parse(format!("u{user}"))? },
+                    metric,
+                    Window::CurrentPeriod,
+                    threshold,
+                )
+            }
+        };
+        let rule = AlertRule {
+            id: format!("bench-{i}"),
+            name: format!("bench rule {i}"),
+            scope,
+            metric,
+            window,
+            threshold,
+            builtin: false,
+            ..AlertRule::system(now)
+        };
+        store.save_alert_rule(&rule, tally_store::Write::Create).await?;
+    }
+    Ok(())
 }
 
 fn import(url: &str, file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
