@@ -5,7 +5,9 @@
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
 use std::fmt;
+use tally_domain::alerts::{AlertRule, Metric, Operator, RuleScope, Window};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::event::ValidationContext;
 use tally_domain::seats::audit::{AuditEvent, AuditEventType};
@@ -274,7 +276,70 @@ pub async fn load(store: &dyn Store) -> anyhow::Result<Summary> {
     let days = crate::daily::days(None, 7, today)?;
     let churn = crate::daily::churn::ChurnReport { settings: Default::default() };
     crate::daily::generate(&churn, store, &days, &crate::daily::Generate::default(), |_| {}).await?;
+    for rule in rules(now)? {
+        store.save_alert_rule(&rule, Write::Replace).await?;
+    }
     Ok(Summary { organizations: ORGS.len(), users: user_count, events: event_count, skipped: false })
+}
+
+/// A spend rule with repeat steps, a plan-wide quota warning and one user's hard token budget:
+/// the first sweep of `tally serve` opens their alerts.
+fn rules(now: Timestamp) -> anyhow::Result<Vec<AlertRule>> {
+    let acme = OrganizationId::parse("acme")?;
+    let rule = |id: &str, name: &str, scope, metric, window, threshold: Decimal| AlertRule {
+        id: id.to_owned(),
+        owner: None,
+        name: name.to_owned(),
+        scope,
+        metric,
+        window,
+        operator: Operator::Gt,
+        threshold,
+        repeat_every: None,
+        severity: "medium".to_owned(),
+        channels: vec![tally_domain::alerts::LOG_CHANNEL.to_owned()],
+        hard: false,
+        enabled: true,
+        builtin: false,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(vec![
+        AlertRule {
+            repeat_every: Some(Decimal::new(5, 3)),
+            ..rule(
+                "demo-acme-llm-spend",
+                "Acme LLM spend, every half cent",
+                RuleScope::Organization { organization_id: acme.clone() },
+                Metric::LlmCost,
+                Window::Month,
+                Decimal::new(5, 3),
+            )
+        },
+        AlertRule {
+            operator: Operator::Gte,
+            severity: "high".to_owned(),
+            ..rule(
+                "demo-starter-quota",
+                "Starter users at 75% of their transcription quota",
+                RuleScope::Plan { plan_id: "starter".to_owned() },
+                Metric::BalancePercent { usage_type: "asr_seconds".to_owned() },
+                Window::CurrentPeriod,
+                Decimal::from(75),
+            )
+        },
+        AlertRule {
+            hard: true,
+            ..rule(
+                "demo-acme-u01-tokens",
+                "Token budget of acme-u01",
+                RuleScope::User { organization_id: acme, user_id: UserId::parse("acme-u01")? },
+                Metric::LlmTokens,
+                Window::Month,
+                Decimal::from(20_000),
+            )
+        },
+    ])
 }
 
 fn audit_event(org: &OrganizationId, id: String, at: Timestamp, event_type: AuditEventType, user: &User) -> AuditEvent {

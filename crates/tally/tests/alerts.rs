@@ -23,6 +23,7 @@ http_tests!(
     a_hard_budget_flips_entitlements,
     the_system_rule_watches_the_llm_error_rate,
     bad_rules_and_channels_name_their_field,
+    a_plan_rule_watches_each_user_billed_on_it,
 );
 
 /// A webhook receiver that checks every signature, as a customer's would.
@@ -323,4 +324,40 @@ async fn bad_rules_and_channels_name_their_field(app: TestApp) {
     assert_eq!(status, 201, "{created}");
     let (_, theirs) = app.request("GET", "/v1/alert-rules", Some(&other), None).await;
     assert_eq!(theirs["count"], 0, "another organization's rules stay hidden");
+}
+
+async fn a_plan_rule_watches_each_user_billed_on_it(app: TestApp) {
+    let submission = |id: &str, org: &str, user: &str, quantity: i64| {
+        let at = (Timestamp::now() - SignedDuration::from_secs(5)).to_string();
+        json!({"id": id, "timestamp": at, "organization_id": org, "user_id": user, "type": "submission", "quantity": quantity})
+    };
+    assert_eq!(app.post("/v1/plans", json!({"id": "basic", "usage": {"submission": {"limit": 100.0}}})).await.0, 201);
+    let now = Timestamp::now();
+    for org in ["acme", "globex"] {
+        app.post("/v1/organizations", json!({"id": org, "name": org})).await;
+    }
+    let sub = json!({"id": "s-acme", "organization_id": "acme", "plan_id": "basic", "status": "active",
+                     "current_period_start": (now - SignedDuration::from_hours(24)).to_string(),
+                     "current_period_end": (now + SignedDuration::from_hours(24 * 29)).to_string()});
+    assert_eq!(app.post("/v1/subscriptions", sub).await.0, 201);
+    // Ann is already past 80 % when the rule is made: it alerts at once.
+    ingest(&app, json!([submission("p1", "acme", "ann", 85), submission("p2", "acme", "bob", 10), submission("p3", "globex", "gil", 95)]))
+        .await;
+    let rule = json!({"scope": {"type": "plan", "plan_id": "basic"}, "metric": {"type": "balance_percent", "usage_type": "submission"},
+                      "operator": "gte", "threshold": 80});
+    let (status, created) = app.post("/v1/alert-rules", rule).await;
+    assert_eq!(status, 201, "{created}");
+    let rule_id = created["id"].as_str().unwrap().to_owned();
+    let users = |alerts: Vec<Value>| {
+        let mut users: Vec<String> = alerts.iter().map(|a| a["user_id"].as_str().unwrap().to_owned()).collect();
+        users.sort();
+        users
+    };
+    assert_eq!(users(alerts_of(&app, &format!("rule_id={rule_id}")).await), ["ann"], "gil's organization is not on the plan");
+    // Bob crosses during ingestion; each user is measured on their own.
+    ingest(&app, json!([submission("p4", "acme", "bob", 75)])).await;
+    eventually("bob's alert opens", || async { alerts_of(&app, &format!("rule_id={rule_id}")).await.len() == 2 }).await;
+    assert_eq!(users(alerts_of(&app, &format!("rule_id={rule_id}")).await), ["ann", "bob"]);
+    let bob = alerts_of(&app, &format!("rule_id={rule_id}")).await.into_iter().find(|a| a["user_id"] == "bob").unwrap();
+    assert_eq!((bob["alert_type"].as_str(), bob["details"]["value"].as_str()), (Some("BALANCE_PERCENT"), Some("85")));
 }

@@ -181,15 +181,19 @@ impl Alerting {
         self.land(pairs).await
     }
 
-    /// The sweep: every rule for its own subject, and each plan rule for the users it has
-    /// open alerts for (so their windows can roll over).
-    pub async fn sweep(&self) -> Result<Vec<Alert>, StoreError> {
+    /// The sweep: every rule for its own subject, and each plan rule for the users it has open
+    /// alerts for (so their windows can roll over) or, in a `full` sweep (the first after a
+    /// start, which catches up on marks a crash lost), for every user billed on its plan.
+    pub async fn sweep(&self, full: bool) -> Result<Vec<Alert>, StoreError> {
         self.reload().await?;
         self.billing.lock().expect("billing lock").clear();
         let index = self.index();
         let mut pairs = Vec::new();
         for rule in &index.rules {
             match &rule.scope {
+                RuleScope::Plan { plan_id } if full => {
+                    pairs.extend(self.plan_users(plan_id).await?.into_iter().map(|s| (rule.clone(), s)));
+                }
                 RuleScope::Plan { .. } => {
                     let query = AlertQuery {
                         rule_id: Some(rule.id.clone()),
@@ -211,12 +215,48 @@ impl Alerting {
         self.land(pairs).await
     }
 
-    /// Evaluates one rule now for its own subject (a new rule whose line is already crossed).
+    /// Evaluates one rule now for its subjects (a new rule whose line is already crossed).
     pub async fn evaluate_rule(&self, rule: &AlertRule) -> Result<Vec<Alert>, StoreError> {
-        match subject_of(&rule.scope) {
-            Some(subject) if rule.enabled => self.land(vec![(Arc::new(rule.clone()), subject)]).await,
-            _ => Ok(Vec::new()),
+        if !rule.enabled {
+            return Ok(Vec::new());
         }
+        let rule = Arc::new(rule.clone());
+        let subjects = match (&rule.scope, subject_of(&rule.scope)) {
+            (_, Some(subject)) => vec![subject],
+            (RuleScope::Plan { plan_id }, None) => self.plan_users(plan_id).await?,
+            _ => Vec::new(),
+        };
+        self.land(subjects.into_iter().map(|s| (rule.clone(), s)).collect()).await
+    }
+
+    /// Every user of the organizations whose billing subscription is on the plan.
+    async fn plan_users(&self, plan_id: &str) -> Result<Vec<Subject>, StoreError> {
+        let mut organizations = std::collections::BTreeSet::new();
+        let mut page = Page::all();
+        loop {
+            let listed = self.store.subscriptions(None, page).await?;
+            organizations.extend(listed.results.iter().map(|s| s.organization_id.clone()));
+            if listed.results.len() < page.limit as usize {
+                break;
+            }
+            page.offset += u64::from(page.limit);
+        }
+        let mut users = Vec::new();
+        for org in organizations {
+            if self.billing(&org).await?.plan.is_none_or(|p| p.id != plan_id) {
+                continue;
+            }
+            let mut page = Page::all();
+            loop {
+                let listed = self.store.users(Some(&org), page).await?;
+                users.extend(listed.results.iter().map(|u| Subject::User { organization_id: org.clone(), user_id: u.id.clone() }));
+                if listed.results.len() < page.limit as usize {
+                    break;
+                }
+                page.offset += u64::from(page.limit);
+            }
+        }
+        Ok(users)
     }
 
     /// Observes the pairs, then lands the ones whose state changes.
@@ -361,10 +401,12 @@ pub fn spawn(alerting: Arc<Alerting>) -> Vec<JoinHandle<()>> {
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs_f64(alerting.settings.sweep_seconds));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut full = true;
             loop {
                 every.tick().await;
-                if let Err(error) = alerting.sweep().await {
-                    tracing::warn!(%error, "rule sweep failed");
+                match alerting.sweep(full).await {
+                    Ok(_) => full = false,
+                    Err(error) => tracing::warn!(%error, "rule sweep failed"),
                 }
             }
         })
