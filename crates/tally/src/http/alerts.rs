@@ -43,8 +43,14 @@ async fn json_body(app: &AppState, body: axum::body::Body) -> ApiResult<Value> {
 
 /// `GET /v1/alerts?status=&severity=&type=&source=&rule_id=&organization_id=`: newest first.
 pub async fn alerts(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Listed<Alert>>> {
-    only(&params, &["status", "severity", "type", "source", "rule_id", "organization_id", "limit", "offset"])?;
-    let (org, user) = narrowed(&caller, &params)?;
+    only(&params, &["status", "severity", "type", "source", "rule_id", "organization_id", "user_id", "limit", "offset"])?;
+    let (org, own) = narrowed(&caller, &params)?;
+    // A user key sees its own alerts only; others may ask for one user's.
+    let user = match (own, params.get("user_id")) {
+        (Some(own), Some(asked)) if &own != asked => return Err(ApiError::not_found(format!("user {asked:?}"))),
+        (Some(own), _) => Some(own),
+        (None, asked) => asked.cloned(),
+    };
     let status = params.get("status").map(|s| s.to_lowercase());
     if let Some(s) = status.as_deref().filter(|s| !["open", "resolved"].contains(s)) {
         return Err(ApiError::bad_parameter("status", format!("{s:?} is not one of open, resolved")));

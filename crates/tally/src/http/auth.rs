@@ -49,23 +49,56 @@ impl Caller {
     }
 }
 
+/// The dashboard's cookie: the API key the person signed in with (HTTP-only, same-site).
+pub const SESSION_COOKIE: &str = "tally_session";
+/// The header the dashboard sends with every request; a cross-site form cannot set it, so a
+/// cookie-authenticated request without it is refused (CSRF).
+pub const CSRF_HEADER: &str = "x-tally-csrf";
+
+/// The value of one cookie of a request.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <api key>` header"))?;
-        let secret = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <api key>`"))?;
-        let digest = tally_domain::key::digest(secret);
-        let key = app.store.api_key_by_digest(&digest).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
-        Ok(Caller { scope: key.scope })
+        let secret = match parts.headers.get(header::AUTHORIZATION) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <api key>`"))?,
+            None => {
+                let secret = cookie(&parts.headers, SESSION_COOKIE)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <api key>` header"))?;
+                let reads = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+                if !reads && !parts.headers.contains_key(CSRF_HEADER) {
+                    return Err(ApiError::forbidden(format!(
+                        "a signed-in request that changes data must carry the `{CSRF_HEADER}` header"
+                    )));
+                }
+                secret
+            }
+        };
+        Ok(Caller { scope: authenticate(app, secret).await? })
     }
+}
+
+/// The scope of a live API key.
+pub async fn authenticate(app: &AppState, secret: &str) -> Result<Scope, ApiError> {
+    let digest = tally_domain::key::digest(secret);
+    let key = app.store.api_key_by_digest(&digest).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+    Ok(key.scope)
 }

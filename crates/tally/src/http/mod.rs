@@ -16,6 +16,7 @@ mod reports;
 pub mod resources;
 mod seats;
 mod servers;
+mod ui;
 mod usage;
 
 use crate::app::AppState;
@@ -31,6 +32,10 @@ use tower_http::trace::TraceLayer;
 
 pub fn router(app: AppState) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
+        .route("/ui/session", post(ui::sign_in).delete(ui::sign_out))
+        .route("/v1/me", get(ui::me))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
