@@ -12,9 +12,10 @@ async fn dashboard(backend: &str, store: tally_store::testing::TestStore) {
     };
     tally::demo::load(store.store.as_ref()).await.unwrap();
     let app = support::spawn(store).await;
+    let user_key = app.key("user:acme-u01").await;
     let shots = format!("{}/screenshots/{backend}", env!("CARGO_TARGET_TMPDIR"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.mjs");
-    support::run_client("node".into(), script, vec![playwright, app.base.clone(), app.admin.clone(), shots]).await;
+    support::run_client("node".into(), script, vec![playwright, app.base.clone(), app.admin.clone(), shots, user_key]).await;
     // The alert resolved in the browser is resolved in the store, with what was done.
     let (_, resolved) = app.get("/v1/alerts?status=resolved").await;
     let by_hand: Vec<_> = resolved["results"].as_array().unwrap().iter().filter(|a| a["resolution"] == "manual").collect();

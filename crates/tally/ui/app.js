@@ -291,7 +291,7 @@ async function usagePage() {
     const to = h('input', { type: 'date', name: 'to' });
     const custom = h('div', { class: 'custom-range', hidden: true }, labelled('From', from), labelled('To', to));
     controls.replaceChildren(
-      orgSelect,
+      ...[orgSelect].filter(Boolean),
       typeBoxes,
       labelled('Breakdown', select(breakdowns, '', { name: 'breakdown' })),
       labelled('Interval', select([['hour', 'Hour'], ['day', 'Day'], ['week', 'Week'], ['month', 'Month']], 'day', { name: 'interval' })),

@@ -33,7 +33,7 @@ export function drawChart(container, { categories, series, kind = 'line', format
   container.replaceChildren();
   // Drawn at the box's own width, so text keeps its size in narrow boxes.
   const width = Math.max(300, Math.round(container.clientWidth || 820) - 8);
-  const height = width < 500 ? 220 : 300, left = 64, right = 16, top = 12, bottom = 44;
+  const height = width < 500 ? 220 : 300, left = 64, right = 40, top = 12, bottom = 44;
   const plotW = width - left - right, plotH = height - top - bottom;
   const stacked = kind !== 'line';
   const n = categories.length;

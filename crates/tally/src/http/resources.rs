@@ -25,6 +25,8 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     /// Singular noun for messages: "organization".
     const NAME: &'static str;
     fn id(&self) -> String;
+    /// Global reference data (plans, usage types): every reading key may list it.
+    const GLOBAL: bool = false;
     /// The organization it belongs to; `None` for global reference data (plans, usage types).
     fn organization(&self) -> Option<&OrganizationId>;
     /// Checks beyond the types (ordering of dates…).
@@ -121,6 +123,7 @@ async fn list<R: Resource>(State(app): State<AppState>, caller: Caller, Query(q)
             }
             Some(own.clone())
         }
+        Scope::User(_) if R::GLOBAL => None,
         _ => return Err(ApiError::forbidden(format!("a {} key cannot list {}s", caller.scope, R::NAME))),
     };
     let listed = R::list(app.store.as_ref(), org.as_ref(), page).await?;
@@ -302,6 +305,7 @@ impl Resource for User {
 #[async_trait]
 impl Resource for Plan {
     const NAME: &'static str = "plan";
+    const GLOBAL: bool = true;
     fn id(&self) -> String {
         self.id.clone()
     }
@@ -351,6 +355,7 @@ impl Resource for Subscription {
 #[async_trait]
 impl Resource for UsageType {
     const NAME: &'static str = "usage type";
+    const GLOBAL: bool = true;
     fn id(&self) -> String {
         self.key.to_string()
     }

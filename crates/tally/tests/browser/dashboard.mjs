@@ -1,13 +1,13 @@
 // The dashboard driven as a person would, in Debian's Chromium through playwright-core:
 // sign in, read and change the usage chart, filter, sort and export users, open a user, resolve
 // an alert, look at seats, check a phone's width, sign out. A screenshot per step.
-// Usage: node dashboard.mjs <playwright-core entry> <base url> <admin key> <screenshot dir>
+// Usage: node dashboard.mjs <playwright-core entry> <base url> <admin key> <screenshot dir> <user key>
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const [playwrightEntry, base, key, shots] = process.argv.slice(2);
+const [playwrightEntry, base, key, shots, userKey] = process.argv.slice(2);
 const { chromium } = await import(playwrightEntry);
 fs.mkdirSync(shots, { recursive: true });
 
@@ -178,6 +178,17 @@ await step('sign out', async () => {
   const cookies = await context.cookies();
   assert.ok(!cookies.some((c) => c.name === 'tally_session' && c.value), 'the session cookie is gone');
   await shot('11-signed-out');
+});
+
+await step('a user key sees its own usage', async () => {
+  await page.getByLabel('API key').fill(userKey);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('.result svg.chart, .result .state.empty').first().waitFor();
+  assert.equal(await page.getByRole('link', { name: 'Users', exact: true }).isVisible(), false, 'no user reports for a user key');
+  assert.equal(await page.getByLabel('Organization').count(), 0, 'no organization picker');
+  await shot('12-user-key-usage');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('API key').waitFor();
 });
 
 await browser.close();
