@@ -38,6 +38,8 @@ pub struct RawEvent {
     pub provider: Option<String>,
     pub status: Option<String>,
     pub input_tokens: Option<i64>,
+    /// The part of `input_tokens` read from the provider's prompt cache (priced lower).
+    pub cached_input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub cost: Option<serde_json::Value>,
     pub latency_ms: Option<i64>,
@@ -74,6 +76,8 @@ pub struct LlmFields {
     pub provider: Option<String>,
     pub status: Option<LlmStatus>,
     pub input_tokens: i64,
+    /// Of `input_tokens`, those read from a prompt cache (stored for pricing, not read back).
+    pub cached_input_tokens: i64,
     pub output_tokens: i64,
     pub cost: Option<Money>,
     pub latency_ms: Option<i64>,
@@ -109,6 +113,7 @@ impl LlmFields {
             provider: c.provider,
             status: c.status.as_deref().and_then(LlmStatus::parse),
             input_tokens: c.input_tokens.unwrap_or(0),
+            cached_input_tokens: 0,
             output_tokens: c.output_tokens.unwrap_or(0),
             cost: c.cost_nanos.map(Money::from_nanos),
             latency_ms: c.latency_ms,
@@ -235,6 +240,7 @@ impl RawEvent {
             provider: self.provider,
             status: self.status,
             input_tokens: self.input_tokens,
+            cached_input_tokens: self.cached_input_tokens,
             output_tokens: self.output_tokens,
             cost: self.cost,
             latency_ms: self.latency_ms,
@@ -271,6 +277,7 @@ struct LlmInput {
     provider: Option<String>,
     status: Option<String>,
     input_tokens: Option<i64>,
+    cached_input_tokens: Option<i64>,
     output_tokens: Option<i64>,
     cost: Option<serde_json::Value>,
     latency_ms: Option<i64>,
@@ -282,6 +289,7 @@ impl LlmInput {
             || self.provider.is_some()
             || self.status.is_some()
             || self.input_tokens.is_some()
+            || self.cached_input_tokens.is_some()
             || self.output_tokens.is_some()
             || self.cost.is_some()
             || self.latency_ms.is_some()
@@ -306,6 +314,7 @@ impl LlmInput {
             provider: self.provider.or(from.provider),
             status: self.status.or(from.status),
             input_tokens: self.input_tokens.or(from.input_tokens),
+            cached_input_tokens: self.cached_input_tokens.or(from.cached_input_tokens),
             output_tokens: self.output_tokens.or(from.output_tokens),
             cost: self.cost.or(from.cost),
             latency_ms: self.latency_ms.or(from.latency_ms),
@@ -323,6 +332,12 @@ impl LlmInput {
             other => Ok(other),
         };
         let input_tokens = non_negative(self.input_tokens, "input_tokens")?.unwrap_or(0);
+        let cached_input_tokens = non_negative(self.cached_input_tokens, "cached_input_tokens")?.unwrap_or(0);
+        if cached_input_tokens > input_tokens {
+            return Err(invalid(format!(
+                "`cached_input_tokens` ({cached_input_tokens}) is the cached part of `input_tokens` ({input_tokens}) and cannot exceed it"
+            )));
+        }
         let output_tokens = non_negative(self.output_tokens, "output_tokens")?.unwrap_or(0);
         let latency_ms = non_negative(self.latency_ms, "latency_ms")?;
         let cost = match self.cost {
@@ -342,6 +357,7 @@ impl LlmInput {
             provider: text(self.provider),
             status,
             input_tokens,
+            cached_input_tokens,
             output_tokens,
             cost,
             latency_ms,
@@ -408,6 +424,7 @@ mod tests {
             (&event(r#""type":"api_call","quantity":"7""#), "invalid_json", "quantity"),
             (&event(r#""type":"api_call","properties":[1]"#), "invalid_properties", "object"),
             (&event(r#""type":"llm_request","input_tokens":-5"#), "invalid_llm_field", "input_tokens"),
+            (&event(r#""type":"llm_request","input_tokens":5,"cached_input_tokens":6"#), "invalid_llm_field", "cannot exceed"),
             (&event(r#""type":"llm_request","status":"ok""#), "invalid_llm_field", "success or error"),
             (&event(r#""type":"llm_request","cost":"0.0000000001""#), "invalid_llm_field", "decimal places"),
             (&event(r#""type":"llm_request","cost":-1"#), "invalid_llm_field", "negative"),

@@ -185,4 +185,16 @@ async fn requests_without_a_cost_are_priced_or_listed(app: support::TestApp) {
     app.post("/v1/events", json!([event("p7", Some("acme-llm-7b"), None)])).await;
     let (_, unpriced) = app.get("/v1/llm/unpriced-models").await;
     assert!(unpriced["results"].as_array().unwrap().iter().any(|r| r["model"] == "acme-llm-7b" && r["requests"] == 1), "{unpriced}");
+
+    // Input read from the prompt cache costs the cached-input price: 400 × 2.50/M + 600 × 1.25/M + 500 × 10/M.
+    let mut cached = event("p8", Some("gpt-4o"), None);
+    cached["cached_input_tokens"] = json!(600);
+    let mut impossible = event("p9", Some("gpt-4o"), None);
+    impossible["cached_input_tokens"] = json!(1001);
+    let (status, report) = app.post("/v1/events", json!([cached, impossible])).await;
+    assert_eq!((status, report["accepted"].as_u64()), (207, Some(1)), "{report}");
+    assert!(report["rejected"][0]["reason"].as_str().unwrap().contains("cannot exceed"), "{report}");
+    let (_, history) = app.get("/v1/users/ann/llm/requests").await;
+    let p8 = history["results"].as_array().unwrap().iter().find(|r| r["id"] == "p8").cloned().unwrap();
+    assert_eq!(p8["cost"], "0.00675");
 }

@@ -24,6 +24,7 @@ async fn reprice_fixes_costs_and_aggregates(t: TestStore) {
         model: model.into(),
         input_per_million: Money::parse_non_negative(input).unwrap(),
         output_per_million: Money::from_nanos(0),
+        cached_input_per_million: None,
     };
     // Stored without a price (no table loaded on this path): no cost.
     store.record_events(vec![event("a", "house-llm", None), event("b", "house-llm", Some("9")), event("c", "other", None)]).await.unwrap();

@@ -14,6 +14,9 @@ pub struct ModelPrice {
     pub model: String,
     pub input_per_million: Money,
     pub output_per_million: Money,
+    /// The price of a million input tokens read from the prompt cache; `None`: as other input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<Money>,
 }
 
 impl ModelPrice {
@@ -21,7 +24,10 @@ impl ModelPrice {
         if self.model.is_empty() || self.model.len() > 128 || self.model.chars().any(char::is_control) {
             return Err("`model` must be 1 to 128 characters".into());
         }
-        if self.input_per_million.nanos() < 0 || self.output_per_million.nanos() < 0 {
+        if self.input_per_million.nanos() < 0
+            || self.output_per_million.nanos() < 0
+            || self.cached_input_per_million.is_some_and(|p| p.nanos() < 0)
+        {
             return Err("prices must not be negative".into());
         }
         Ok(())
@@ -48,9 +54,13 @@ impl ModelPrice {
         true
     }
 
-    /// The cost of a request, rounded half up to the nano-unit.
-    pub fn cost(&self, input_tokens: i64, output_tokens: i64) -> Money {
-        let nanos = i128::from(input_tokens) * i128::from(self.input_per_million.nanos())
+    /// The cost of a request, rounded half up to the nano-unit; `cached` of the input tokens came
+    /// from the prompt cache.
+    pub fn cost(&self, input_tokens: i64, cached: i64, output_tokens: i64) -> Money {
+        let cached = cached.clamp(0, input_tokens.max(0));
+        let cached_price = self.cached_input_per_million.unwrap_or(self.input_per_million);
+        let nanos = i128::from(input_tokens - cached) * i128::from(self.input_per_million.nanos())
+            + i128::from(cached) * i128::from(cached_price.nanos())
             + i128::from(output_tokens) * i128::from(self.output_per_million.nanos());
         Money::from_nanos(((nanos + 500_000) / 1_000_000).clamp(0, i128::from(i64::MAX)) as i64)
     }
@@ -81,7 +91,7 @@ impl PriceTable {
                 continue;
             }
             if let Some(price) = llm.model.as_deref().and_then(|m| find(&self.prices, m)) {
-                llm.cost = Some(price.cost(llm.input_tokens, llm.output_tokens));
+                llm.cost = Some(price.cost(llm.input_tokens, llm.cached_input_tokens, llm.output_tokens));
                 llm.price_version = Some(self.version);
             }
         }
@@ -100,29 +110,31 @@ pub struct UnpricedModel {
 /// The table a fresh store starts with: list prices (USD per million tokens) of widely used
 /// models; edit them through `/v1/llm/prices`.
 pub fn defaults() -> Vec<ModelPrice> {
-    let price = |model: &str, input: &str, output: &str| ModelPrice {
+    let money = |text: &str| Money::parse_non_negative(text).expect("valid default");
+    let price = |model: &str, input: &str, cached: Option<&str>, output: &str| ModelPrice {
         model: model.to_owned(),
-        input_per_million: Money::parse_non_negative(input).expect("valid default"),
-        output_per_million: Money::parse_non_negative(output).expect("valid default"),
+        input_per_million: money(input),
+        output_per_million: money(output),
+        cached_input_per_million: cached.map(money),
     };
     vec![
-        price("gpt-4o", "2.50", "10.00"),
-        price("gpt-4o-*", "2.50", "10.00"),
-        price("gpt-4o-mini", "0.15", "0.60"),
-        price("gpt-4o-mini-*", "0.15", "0.60"),
-        price("gpt-4.1", "2.00", "8.00"),
-        price("gpt-4.1-mini", "0.40", "1.60"),
-        price("gpt-4.1-nano", "0.10", "0.40"),
-        price("o3-mini", "1.10", "4.40"),
-        price("claude-3-5-sonnet-*", "3.00", "15.00"),
-        price("claude-3-7-sonnet-*", "3.00", "15.00"),
-        price("claude-sonnet-4*", "3.00", "15.00"),
-        price("claude-3-5-haiku-*", "0.80", "4.00"),
-        price("claude-opus-4*", "15.00", "75.00"),
-        price("gemini-1.5-pro*", "1.25", "5.00"),
-        price("gemini-1.5-flash*", "0.075", "0.30"),
-        price("gemini-2.0-flash*", "0.10", "0.40"),
-        price("mistral-large-*", "2.00", "6.00"),
+        price("gpt-4o", "2.50", Some("1.25"), "10.00"),
+        price("gpt-4o-*", "2.50", Some("1.25"), "10.00"),
+        price("gpt-4o-mini", "0.15", Some("0.075"), "0.60"),
+        price("gpt-4o-mini-*", "0.15", Some("0.075"), "0.60"),
+        price("gpt-4.1", "2.00", Some("0.50"), "8.00"),
+        price("gpt-4.1-mini", "0.40", Some("0.10"), "1.60"),
+        price("gpt-4.1-nano", "0.10", Some("0.025"), "0.40"),
+        price("o3-mini", "1.10", Some("0.55"), "4.40"),
+        price("claude-3-5-sonnet-*", "3.00", Some("0.30"), "15.00"),
+        price("claude-3-7-sonnet-*", "3.00", Some("0.30"), "15.00"),
+        price("claude-sonnet-4*", "3.00", Some("0.30"), "15.00"),
+        price("claude-3-5-haiku-*", "0.80", Some("0.08"), "4.00"),
+        price("claude-opus-4*", "15.00", Some("1.50"), "75.00"),
+        price("gemini-1.5-pro*", "1.25", None, "5.00"),
+        price("gemini-1.5-flash*", "0.075", None, "0.30"),
+        price("gemini-2.0-flash*", "0.10", Some("0.025"), "0.40"),
+        price("mistral-large-*", "2.00", None, "6.00"),
     ]
 }
 
@@ -139,8 +151,12 @@ mod tests {
         assert_eq!(find(&table, "gpt-4o-mini-2024-07-18").unwrap().model, "gpt-4o-mini-*");
         assert_eq!(find(&table, "claude-3-5-sonnet-20241022").unwrap().model, "claude-3-5-sonnet-*");
         assert!(find(&table, "my-finetune").is_none());
-        let middle =
-            ModelPrice { model: "a*b*c".into(), input_per_million: Money::from_nanos(0), output_per_million: Money::from_nanos(0) };
+        let middle = ModelPrice {
+            model: "a*b*c".into(),
+            input_per_million: Money::from_nanos(0),
+            output_per_million: Money::from_nanos(0),
+            cached_input_per_million: None,
+        };
         assert!(middle.matches("abc") && middle.matches("a-b-c") && !middle.matches("acb") && !middle.matches("ab"));
     }
 
@@ -166,11 +182,19 @@ mod tests {
     fn costs_are_exact() {
         let p = find(&defaults(), "gpt-4o").unwrap().clone();
         // 1,000 input tokens at $2.50/M + 500 output at $10/M = 0.0025 + 0.005.
-        assert_eq!(p.cost(1000, 500).to_string(), "0.0075");
-        assert_eq!(p.cost(0, 0).to_string(), "0");
-        let tiny = ModelPrice { model: "t".into(), input_per_million: Money::from_nanos(1), output_per_million: Money::from_nanos(0) };
-        // 499,999 tokens × 1 nano / 1e6 rounds down; 500,000 rounds up.
-        assert_eq!((tiny.cost(499_999, 0).nanos(), tiny.cost(500_000, 0).nanos()), (0, 1));
+        assert_eq!(p.cost(1000, 0, 500).to_string(), "0.0075");
+        assert_eq!(p.cost(0, 0, 0).to_string(), "0");
+        // 600 of the 1,000 input tokens from the cache, at $1.25/M: 0.001 + 0.00075 + 0.005.
+        assert_eq!(p.cost(1000, 600, 500).to_string(), "0.00675");
+        let tiny = ModelPrice {
+            model: "t".into(),
+            input_per_million: Money::from_nanos(1),
+            output_per_million: Money::from_nanos(0),
+            cached_input_per_million: None,
+        };
+        // 499,999 tokens × 1 nano / 1e6 rounds down; 500,000 rounds up; no cached price: as input.
+        assert_eq!((tiny.cost(499_999, 0, 0).nanos(), tiny.cost(500_000, 0, 0).nanos()), (0, 1));
+        assert_eq!(tiny.cost(500_000, 500_000, 0).nanos(), 1);
         assert!(ModelPrice { model: String::new(), ..p }.check().is_err());
     }
 }

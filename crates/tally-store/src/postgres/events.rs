@@ -15,10 +15,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
 const INSERT_EVENTS: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, \
-     properties, model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version) \
-     SELECT o, i, t, u, tm, ty, q, p::jsonb, m, pr, st, it, ot, c, l, $16, pv FROM unnest($1::text[], $2::text[], \
+     properties, model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version, \
+     cached_input_tokens) \
+     SELECT o, i, t, u, tm, ty, q, p::jsonb, m, pr, st, it, ot, c, l, $16, pv, ci FROM unnest($1::text[], $2::text[], \
      $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-     $12::int8[], $13::int8[], $14::int8[], $15::int8[], $17::int8[]) AS x(o, i, t, u, tm, ty, q, p, m, pr, st, it, ot, c, l, pv) \
+     $12::int8[], $13::int8[], $14::int8[], $15::int8[], $17::int8[], $18::int8[]) AS x(o, i, t, u, tm, ty, q, p, m, pr, st, it, ot, c, l, pv, ci) \
      ON CONFLICT DO NOTHING RETURNING organization_id, event_id";
 
 pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<Vec<bool>> {
@@ -41,6 +42,7 @@ pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<V
     let costs: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.cost.map(Money::nanos))).collect();
     let latencies: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.latency_ms)).collect();
     let price_versions: Vec<Option<i64>> = llms.iter().map(|l| l.and_then(|l| l.price_version)).collect();
+    let cached: Vec<Option<i64>> = llms.iter().map(|l| l.map(|l| l.cached_input_tokens).filter(|c| *c > 0)).collect();
     let received_at = Timestamp::now();
 
     let tx = conn.transaction().await.map_err(map_err)?;
@@ -65,6 +67,7 @@ pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<V
                 &latencies,
                 &received_at,
                 &price_versions,
+                &cached,
             ],
         )
         .await

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_seats.sql")),
     (8, include_str!("../../migrations/postgres/0008_churn.sql")),
     (9, include_str!("../../migrations/postgres/0009_alert_rules.sql")),
+    (10, include_str!("../../migrations/postgres/0010_cached_input_tokens.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;

@@ -57,7 +57,7 @@ pub(super) async fn reprice(conn: &mut Client, from: jiff::Timestamp, to: jiff::
     tx.batch_execute("LOCK TABLE events IN SHARE MODE").await.map_err(map_err)?;
     let scope = sql::REPRICEABLE.replace("{from}", "$1").replace("{to}", "$2");
     let rows = tx
-        .query(&format!("SELECT organization_id, event_id, model, input_tokens, output_tokens {scope}"), &[&from, &to])
+        .query(&format!("SELECT organization_id, event_id, model, input_tokens, output_tokens, cached_input_tokens {scope}"), &[&from, &to])
         .await
         .map_err(map_err)?;
     let mut organizations = std::collections::BTreeSet::new();
@@ -68,7 +68,8 @@ pub(super) async fn reprice(conn: &mut Client, from: jiff::Timestamp, to: jiff::
     for r in &rows {
         let (org, id, model): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
         let price = model.as_deref().and_then(|m| tally_domain::llm::prices::find(&table.prices, m));
-        let cost = price.map(|p| p.cost(r.get::<_, Option<i64>>(3).unwrap_or(0), r.get::<_, Option<i64>>(4).unwrap_or(0)).nanos());
+        let tokens = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0);
+        let cost = price.map(|p| p.cost(tokens(3), tokens(5), tokens(4)).nanos());
         tx.execute(&update, &[&org, &id, &cost, &price.map(|_| table.version)]).await.map_err(map_err)?;
         organizations.insert(org);
     }

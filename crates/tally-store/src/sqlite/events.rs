@@ -15,8 +15,8 @@ use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
 const INSERT_EVENT: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
-     model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ON CONFLICT DO NOTHING";
+     model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version, cached_input_tokens) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING";
 
 pub(super) fn record(conn: &mut Connection, events: &[UsageEvent]) -> Result<Vec<bool>> {
     let received_at = micros(jiff::Timestamp::now());
@@ -46,6 +46,7 @@ pub(super) fn record(conn: &mut Connection, events: &[UsageEvent]) -> Result<Vec
                     llm.and_then(|l| l.latency_ms),
                     received_at,
                     llm.and_then(|l| l.price_version),
+                    llm.map(|l| l.cached_input_tokens).filter(|c| *c > 0),
                 ])
                 .map_err(map_err)?;
             stored[i] = changed == 1;

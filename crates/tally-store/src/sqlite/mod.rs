@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_seats.sql")),
     (8, include_str!("../../migrations/sqlite/0008_churn.sql")),
     (9, include_str!("../../migrations/sqlite/0009_alert_rules.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_cached_input_tokens.sql")),
 ];
 const IDLE_READERS: usize = 8;
 

@@ -64,26 +64,29 @@ pub(super) fn unpriced(conn: &Connection, org: Option<&OrganizationId>) -> Resul
     Ok(out)
 }
 
-/// A request to re-price: row id, organization, model, input and output tokens.
-type Priceable = (i64, String, Option<String>, Option<i64>, Option<i64>);
+/// A request to re-price: row id, organization, model, input, cached input and output tokens.
+type Priceable = (i64, String, Option<String>, Option<i64>, Option<i64>, Option<i64>);
 
 pub(super) fn reprice(conn: &mut Connection, from: jiff::Timestamp, to: jiff::Timestamp, table: &PriceTable) -> Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     let scope = sql::REPRICEABLE.replace("{from}", "?1").replace("{to}", "?2");
     let rows: Vec<Priceable> = {
-        let mut stmt =
-            tx.prepare(&format!("SELECT rowid, organization_id, model, input_tokens, output_tokens {scope}")).map_err(map_err)?;
+        let mut stmt = tx
+            .prepare(&format!("SELECT rowid, organization_id, model, input_tokens, cached_input_tokens, output_tokens {scope}"))
+            .map_err(map_err)?;
         let rows = stmt
-            .query_map(params![super::micros(from), super::micros(to)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map(params![super::micros(from), super::micros(to)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
             .map_err(map_err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(map_err)?
     };
     let mut organizations = std::collections::BTreeSet::new();
     {
         let mut update = tx.prepare("UPDATE events SET cost_nanos = ?2, price_version = ?3 WHERE rowid = ?1").map_err(map_err)?;
-        for (rowid, org, model, input, output) in &rows {
+        for (rowid, org, model, input, cached, output) in &rows {
             let price = model.as_deref().and_then(|m| tally_domain::llm::prices::find(&table.prices, m));
-            let cost = price.map(|p| p.cost(input.unwrap_or(0), output.unwrap_or(0)).nanos());
+            let cost = price.map(|p| p.cost(input.unwrap_or(0), cached.unwrap_or(0), output.unwrap_or(0)).nanos());
             update.execute(params![rowid, cost, price.map(|_| table.version)]).map_err(map_err)?;
             organizations.insert(org.clone());
         }

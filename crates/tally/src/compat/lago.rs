@@ -95,6 +95,7 @@ impl LagoEvent {
             provider: None,
             status: None,
             input_tokens: None,
+            cached_input_tokens: None,
             output_tokens: None,
             cost: None,
             latency_ms: None,

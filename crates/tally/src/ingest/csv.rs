@@ -22,6 +22,8 @@ struct Row {
     provider: Option<String>,
     status: Option<String>,
     input_tokens: Option<String>,
+    #[serde(default)]
+    cached_input_tokens: Option<String>,
     output_tokens: Option<String>,
     cost: Option<String>,
     latency_ms: Option<String>,
@@ -67,6 +69,7 @@ pub fn decode<R: std::io::Read>(reader: R) -> impl Iterator<Item = Result<RawEve
             provider: text(row.provider),
             status: text(row.status),
             input_tokens: number("input_tokens", row.input_tokens)?,
+            cached_input_tokens: number("cached_input_tokens", row.cached_input_tokens)?,
             output_tokens: number("output_tokens", row.output_tokens)?,
             cost: text(row.cost).map(serde_json::Value::String),
             latency_ms: number("latency_ms", row.latency_ms)?,
