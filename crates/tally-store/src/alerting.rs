@@ -82,6 +82,8 @@ pub(crate) fn merge_totals(parts: impl IntoIterator<Item = WindowTotal>) -> Vec<
         e.input_tokens += t.input_tokens;
         e.output_tokens += t.output_tokens;
         e.cost_nanos += t.cost_nanos;
+        e.max = e.max.max(t.max);
+        e.latest = e.latest.max(t.latest);
     }
     by_type.into_values().collect()
 }

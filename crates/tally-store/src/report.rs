@@ -112,7 +112,14 @@ impl Builder {
                     return limit;
                 }
                 let t = self.bind(Param::Text(usage_type.clone()));
-                let used = self.usage("sum", &t, Period::Current);
+                // As `Balance::used`: a gauge counts its latest value, a `max` type its peak.
+                let sum = self.usage("sum", &t, Period::Current);
+                let peak = self.usage("max", &t, Period::Current).replace("sum(h.max)", "max(h.max)");
+                let latest = self.usage("last_value", &t, Period::AllTime);
+                let used = format!(
+                    "(CASE (SELECT ut.aggregation FROM usage_types ut WHERE ut.key = {t}) WHEN 'latest' THEN {latest} \
+                     WHEN 'max' THEN {peak} ELSE {sum} END)"
+                );
                 match measure {
                     BalanceMeasure::EffectiveLimit => limit,
                     BalanceMeasure::BalanceValue => format!("({limit} - {used})"),

@@ -51,7 +51,10 @@ pub fn record(row: &ReportRow, types: &[UsageType], plans: &HashMap<String, Plan
     if let Some(plan) = plan {
         for key in plan.usage.keys() {
             let Some(limit) = Balance::limit(Some(plan), subscription, key) else { continue };
-            let used = find(&row.current, key).map_or(0.0, |a| a.sum);
+            let aggregation = types.iter().find(|t| t.key.as_str() == key).map_or(tally_domain::Aggregation::Sum, |t| t.aggregation);
+            let current = find(&row.current, key);
+            let latest = find(&row.all_time, key).map_or(0.0, |a| a.last_value);
+            let used = Balance::used(aggregation, current.as_ref().map_or(0.0, |a| a.sum), current.as_ref().map_or(0.0, |a| a.max), latest);
             balances.insert(key.clone(), json!(Balance::of(Some(limit), used)));
         }
     }

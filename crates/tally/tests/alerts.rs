@@ -331,7 +331,8 @@ async fn a_plan_rule_watches_each_user_billed_on_it(app: TestApp) {
         let at = (Timestamp::now() - SignedDuration::from_secs(5)).to_string();
         json!({"id": id, "timestamp": at, "organization_id": org, "user_id": user, "type": "submission", "quantity": quantity})
     };
-    assert_eq!(app.post("/v1/plans", json!({"id": "basic", "usage": {"submission": {"limit": 100.0}}})).await.0, 201);
+    let plan = json!({"id": "basic", "usage": {"submission": {"limit": 100.0}, "storage_bytes": {"limit": 1000.0}}});
+    assert_eq!(app.post("/v1/plans", plan).await.0, 201);
     let now = Timestamp::now();
     for org in ["acme", "globex"] {
         app.post("/v1/organizations", json!({"id": org, "name": org})).await;
@@ -360,4 +361,22 @@ async fn a_plan_rule_watches_each_user_billed_on_it(app: TestApp) {
     assert_eq!(users(alerts_of(&app, &format!("rule_id={rule_id}")).await), ["ann", "bob"]);
     let bob = alerts_of(&app, &format!("rule_id={rule_id}")).await.into_iter().find(|a| a["user_id"] == "bob").unwrap();
     assert_eq!((bob["alert_type"].as_str(), bob["details"]["value"].as_str()), (Some("BALANCE_PERCENT"), Some("85")));
+
+    // Storage is a gauge: ann uses 400 of 1000 bytes now, not the 1300 her two samples add up to.
+    let storage = |id: &str, quantity: i64, ago: i64| {
+        let at = (Timestamp::now() - SignedDuration::from_secs(ago)).to_string();
+        json!({"id": id, "timestamp": at, "organization_id": "acme", "user_id": "ann", "type": "storage_bytes", "quantity": quantity})
+    };
+    ingest(&app, json!([storage("s1", 900, 60), storage("s2", 400, 5)])).await;
+    let gauge = json!({"scope": {"type": "plan", "plan_id": "basic"}, "metric": {"type": "balance_percent", "usage_type": "storage_bytes"},
+                       "threshold": 30});
+    let (status, created) = app.post("/v1/alert-rules", gauge).await;
+    assert_eq!(status, 201, "{created}");
+    let opened = alerts_of(&app, &format!("rule_id={}", created["id"].as_str().unwrap())).await;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!((opened[0]["user_id"].as_str(), opened[0]["details"]["value"].as_str()), (Some("ann"), Some("40")));
+    let for_org = json!({"scope": {"type": "organization", "organization_id": "acme"},
+                         "metric": {"type": "balance_percent", "usage_type": "storage_bytes"}, "threshold": 30});
+    let (status, problem) = app.post("/v1/alert-rules", for_org).await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("scope")), "{problem}");
 }

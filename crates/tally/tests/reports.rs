@@ -16,7 +16,8 @@ async fn setup(app: &support::TestApp) -> Timestamp {
     for org in ["acme", "globex"] {
         assert_eq!(app.post("/v1/organizations", json!({"id": org, "name": format!("{org} Inc")})).await.0, 201);
     }
-    let plan = json!({"id": "basic", "usage": {"submission": {"limit": 100}, "llm_request": {"limit": 1000}}});
+    let plan =
+        json!({"id": "basic", "usage": {"submission": {"limit": 100}, "llm_request": {"limit": 1000}, "storage_bytes": {"limit": 8000}}});
     assert_eq!(app.post("/v1/plans", plan).await.0, 201);
     let sub = json!({"id": "sub-acme", "organization_id": "acme", "plan_id": "basic", "status": "active",
         "current_period_start": at(SignedDuration::from_hours(-24 * 10)), "current_period_end": at(SignedDuration::from_hours(24 * 20)),
@@ -43,9 +44,11 @@ async fn setup(app: &support::TestApp) -> Timestamp {
         {"id": "e6", "timestamp": recent, "organization_id": "acme", "user_id": "bob", "type": "llm_request", "status": "error",
          "input_tokens": 10, "output_tokens": 0, "cost": "1.5"},
         {"id": "e7", "timestamp": recent, "organization_id": "globex", "user_id": "cid", "type": "submission", "quantity": 12},
+        // An earlier storage sample: storage is a gauge, so only the latest (5000) counts.
+        {"id": "e8", "timestamp": at(SignedDuration::from_secs(-60)), "organization_id": "acme", "user_id": "ann", "type": "storage_bytes", "quantity": 4000},
     ]);
     let (status, report) = app.post("/v1/events", events).await;
-    assert_eq!((status, report["accepted"].as_u64()), (200, Some(7)), "{report}");
+    assert_eq!((status, report["accepted"].as_u64()), (200, Some(8)), "{report}");
     now
 }
 
@@ -73,6 +76,7 @@ async fn reports_show_fresh_usage_and_balances(app: support::TestApp) {
     // The 40-day-old submission is before the period: all time only.
     assert_eq!(usage["submission"], json!({"all_time": 37.0, "current_period": 30.0}));
     assert_eq!(usage["total_storage_bytes"], 5000.0);
+    assert_eq!(usage["balances"]["storage_bytes"]["balance_percent"], 62.5, "a gauge's latest value counts: {usage}");
     assert_eq!(
         usage["llm"]["current_period"],
         json!({"requests": 1, "failed": 0, "input_tokens": 100, "output_tokens": 20, "cost": "0.25"})
@@ -95,7 +99,7 @@ async fn reports_show_fresh_usage_and_balances(app: support::TestApp) {
     assert_eq!(cid["subscriptions"], json!([]));
 
     // Fresh: an acknowledged event shows in the next answer.
-    let more = json!([{"id": "e8", "timestamp": now.to_string(), "organization_id": "acme", "user_id": "ann", "type": "submission", "quantity": 3}]);
+    let more = json!([{"id": "e9", "timestamp": now.to_string(), "organization_id": "acme", "user_id": "ann", "type": "submission", "quantity": 3}]);
     app.post("/v1/events", more).await;
     let (_, answer) = app.get("/v1/user-reports?q=id:ann").await;
     assert_eq!(answer["results"][0]["service_usage"]["submission"]["current_period"], 33.0);
@@ -109,7 +113,7 @@ async fn reports_show_fresh_usage_and_balances(app: support::TestApp) {
         let (_, runs) = app.get("/v1/user-reports/runs").await;
         if runs["results"][0]["status"] == "completed" {
             assert_eq!(runs["results"][0]["id"], run["id"]);
-            assert_eq!(runs["results"][0]["processed"], 8);
+            assert_eq!(runs["results"][0]["processed"], 9);
             break;
         }
         assert!(started.elapsed().as_secs() < 30, "{runs}");
@@ -138,6 +142,9 @@ async fn reports_filter_order_page_and_export(app: support::TestApp) {
         ("service_usage__balances__submission__effective_limit__isnull:true", &["cid"]),
         ("service_usage__llm__all_time__cost__gt:1", &["bob"]),
         ("service_usage__total_storage_bytes__gt:0", &["ann"]),
+        // 5000 of 8000 bytes in use (not the 9000 its two samples add up to).
+        ("service_usage__balances__storage_bytes__balance_percent__gt:60", &["ann"]),
+        ("service_usage__balances__storage_bytes__exceeded:true", &[]),
         ("full_name__istartswith:ann", &["ann"]),
         ("organization__name:\"globex Inc\"", &["cid"]),
         ("username__in:ann.demo,cid.demo", &["ann", "cid"]),

@@ -66,6 +66,18 @@ pub struct WindowTotal {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_nanos: i64,
+    /// The largest single quantity.
+    pub max: f64,
+    /// A gauge's latest value (storage in use); known from a user's all-time totals only.
+    pub latest: f64,
+}
+
+/// What a balance compares: the plan's effective limit (`None`: unlimited) and how the usage
+/// type aggregates (a gauge counts its latest value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BalanceTerms {
+    pub limit: Option<f64>,
+    pub aggregation: crate::Aggregation,
 }
 
 /// Where a window starts now: `from` bounds the totals (none: all time), `start` names the
@@ -89,8 +101,8 @@ pub fn span(window: Window, now: Timestamp, period: (Timestamp, Timestamp)) -> S
     }
 }
 
-/// The metric's value over the totals; `limit` is the plan's effective limit (balance only).
-pub fn value(metric: &Metric, totals: &[WindowTotal], limit: Option<f64>) -> Decimal {
+/// The metric's value over the totals; `balance` holds the plan's terms (balance metrics only).
+pub fn value(metric: &Metric, totals: &[WindowTotal], balance: Option<BalanceTerms>) -> Decimal {
     fn of_type<'a>(totals: &'a [WindowTotal], t: &'a str) -> impl Iterator<Item = &'a WindowTotal> {
         totals.iter().filter(move |x| x.usage_type == t)
     }
@@ -108,7 +120,11 @@ pub fn value(metric: &Metric, totals: &[WindowTotal], limit: Option<f64>) -> Dec
             (Decimal::from(failures) * Decimal::ONE_HUNDRED / Decimal::from(requests)).round_dp(4)
         }
         Metric::BalancePercent { usage_type } => {
-            real(Balance::of(limit, of_type(totals, usage_type).map(|t| t.sum).sum()).balance_percent).round_dp(4)
+            let terms = balance.unwrap_or(BalanceTerms { limit: None, aggregation: crate::Aggregation::Sum });
+            let sum = of_type(totals, usage_type).map(|t| t.sum).sum();
+            let max = of_type(totals, usage_type).map(|t| t.max).fold(0.0, f64::max);
+            let latest = of_type(totals, usage_type).map(|t| t.latest).fold(0.0, f64::max);
+            real(Balance::of(terms.limit, Balance::used(terms.aggregation, sum, max, latest)).balance_percent).round_dp(4)
         }
     }
 }
@@ -236,6 +252,8 @@ mod tests {
             input_tokens: 10 * ok,
             output_tokens: 5 * ok,
             cost_nanos,
+            max: sum,
+            latest: sum,
         }
     }
 
@@ -250,8 +268,16 @@ mod tests {
         let sum = Metric::UsageSum { usage_type: "submission".into() };
         assert_eq!(value(&sum, &totals, None), Decimal::new(425, 1));
         let balance = Metric::BalancePercent { usage_type: "submission".into() };
-        assert_eq!(value(&balance, &totals, Some(50.0)), Decimal::from(85));
-        assert_eq!(value(&balance, &totals, None), Decimal::ZERO, "unlimited is never used up");
+        let terms = |limit, aggregation| Some(BalanceTerms { limit, aggregation });
+        assert_eq!(value(&balance, &totals, terms(Some(50.0), crate::Aggregation::Sum)), Decimal::from(85));
+        assert_eq!(value(&balance, &totals, terms(None, crate::Aggregation::Sum)), Decimal::ZERO, "unlimited is never used up");
+        let storage = [WindowTotal { usage_type: "storage_bytes".into(), sum: 900.0, latest: 300.0, ..Default::default() }];
+        let gauge = Metric::BalancePercent { usage_type: "storage_bytes".into() };
+        assert_eq!(
+            value(&gauge, &storage, terms(Some(600.0), crate::Aggregation::Latest)),
+            Decimal::from(50),
+            "a gauge counts its latest value"
+        );
     }
 
     #[test]

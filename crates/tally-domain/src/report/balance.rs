@@ -49,6 +49,17 @@ impl Balance {
         }
     }
 
+    /// What counts against a limit: a counter's total over the period (sum), the period's peak
+    /// for a `max` type, and for a gauge (`latest`: storage in use) its latest value, not the
+    /// sum of its samples.
+    pub fn used(aggregation: crate::Aggregation, period_sum: f64, period_max: f64, latest: f64) -> f64 {
+        match aggregation {
+            crate::Aggregation::Latest => latest,
+            crate::Aggregation::Max => period_max,
+            crate::Aggregation::Sum | crate::Aggregation::Count | crate::Aggregation::UniqueCount => period_sum,
+        }
+    }
+
     /// The limit a plan and a subscription's add-ons give a usage type; `None` if the plan does
     /// not limit it.
     pub fn limit(plan: Option<&Plan>, subscription: Option<&Subscription>, usage_type: &str) -> Option<f64> {
@@ -88,6 +99,14 @@ mod tests {
         let now = "2025-05-20T12:00:00Z".parse().unwrap();
         assert_eq!(billing_period(None, now), ("2025-05-01T00:00:00Z".parse().unwrap(), "2025-06-01T00:00:00Z".parse().unwrap()));
         assert_eq!(billing_period(billing_subscription(&subs), now).0, "2025-02-01T00:00:00Z".parse::<Timestamp>().unwrap());
+    }
+
+    #[test]
+    fn gauges_count_their_latest_value() {
+        use crate::Aggregation;
+        assert_eq!(Balance::used(Aggregation::Sum, 30.0, 20.0, 5.0), 30.0);
+        assert_eq!(Balance::used(Aggregation::Max, 30.0, 20.0, 5.0), 20.0);
+        assert_eq!(Balance::used(Aggregation::Latest, 30.0, 20.0, 5.0), 5.0);
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub(super) async fn delete_channel(conn: &Client, id: &str) -> Result<bool> {
 // ---- evaluation
 
 const TOTAL_COLUMNS: &str = "usage_type, sum(count)::int8, sum(sum), sum(llm_successes)::int8, sum(llm_failures)::int8, \
-     sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8";
+     sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8, max(max), 0::float8";
 
 /// A usage type's totals from the eight columns starting at `first`.
 fn total_row(r: &Row, first: usize) -> WindowTotal {
@@ -153,6 +153,8 @@ fn total_row(r: &Row, first: usize) -> WindowTotal {
         input_tokens: int(5),
         output_tokens: int(6),
         cost_nanos: int(7),
+        max: r.get::<_, Option<f64>>(first + 8).unwrap_or(0.0),
+        latest: r.get::<_, Option<f64>>(first + 9).unwrap_or(0.0),
     }
 }
 
@@ -204,7 +206,8 @@ pub(super) async fn window_totals(conn: &Client, queries: &[WindowQuery]) -> Res
         let (ids, orgs, users): (Vec<i64>, Vec<&str>, Vec<&str>) = unzip3(all_time.iter().map(|(i, o, u)| (*i, *o, *u)));
         add(conn
             .query(
-                "SELECT q.i, t.usage_type, t.count, t.sum, t.llm_successes, t.llm_failures, t.input_tokens, t.output_tokens, t.cost_nanos \
+                "SELECT q.i, t.usage_type, t.count, t.sum, t.llm_successes, t.llm_failures, t.input_tokens, t.output_tokens, t.cost_nanos, \
+                 t.max, t.last_value \
                  FROM unnest($1::int8[], $2::text[], $3::text[]) AS q(i, o, u) \
                  JOIN user_usage t ON t.organization_id = q.o AND t.user_id = q.u",
                 &[&ids, &orgs, &users],
@@ -267,8 +270,8 @@ async fn edge(
     totals(
         conn,
         "SELECT usage_type, count(*), sum(quantity), count(*) FILTER (WHERE status = 'success'), \
-         count(*) FILTER (WHERE status = 'error'), sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8 \
-         FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $3 \
+         count(*) FILTER (WHERE status = 'error'), sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cost_nanos)::int8, \
+         max(quantity), 0::float8 FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $3 \
          AND ($4::text IS NULL OR user_id = $4) AND ($5::text IS NULL OR team_id = $5) GROUP BY usage_type",
         &[&org, &from, &to, &user, &team],
     )
@@ -277,7 +280,7 @@ async fn edge(
 
 async fn last_requests(conn: &Client, subject: &Subject, n: u32) -> Result<Vec<WindowTotal>> {
     let outcome = "SELECT 'llm_request'::text, count(*), count(*)::float8, count(*) FILTER (WHERE status = 'success'), \
-         count(*) FILTER (WHERE status = 'error'), 0::int8, 0::int8, 0::int8 FROM";
+         count(*) FILTER (WHERE status = 'error'), 0::int8, 0::int8, 0::int8, 1::float8, 0::float8 FROM";
     let n = i64::from(n);
     let rows = match subject {
         Subject::User { organization_id, user_id } => {

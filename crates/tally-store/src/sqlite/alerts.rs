@@ -152,7 +152,7 @@ pub(super) fn delete_channel(conn: &Connection, id: &str) -> Result<bool> {
 // ---- evaluation
 
 const TOTAL_COLUMNS: &str = "usage_type, sum(count), sum(sum), sum(llm_successes), sum(llm_failures), sum(input_tokens), \
-     sum(output_tokens), sum(cost_nanos)";
+     sum(output_tokens), sum(cost_nanos), max(max), 0.0";
 
 fn totals(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<WindowTotal>> {
     let mut stmt = conn.prepare_cached(sql).map_err(map_err)?;
@@ -168,6 +168,8 @@ fn totals(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result
             input_tokens: col::<Option<i64>>(r, 5)?.unwrap_or(0),
             output_tokens: col::<Option<i64>>(r, 6)?.unwrap_or(0),
             cost_nanos: col::<Option<i64>>(r, 7)?.unwrap_or(0),
+            max: col::<Option<f64>>(r, 8)?.unwrap_or(0.0),
+            latest: col::<Option<f64>>(r, 9)?.unwrap_or(0.0),
         });
     }
     Ok(out)
@@ -201,7 +203,7 @@ fn window_total(conn: &Connection, q: &WindowQuery) -> Result<Vec<WindowTotal>> 
     let mut parts = match (user, cells_from) {
         (Some(u), None) => totals(
             conn,
-            "SELECT usage_type, count, sum, llm_successes, llm_failures, input_tokens, output_tokens, cost_nanos FROM user_usage \
+            "SELECT usage_type, count, sum, llm_successes, llm_failures, input_tokens, output_tokens, cost_nanos, max, last_value FROM user_usage \
              WHERE organization_id = ?1 AND user_id = ?2",
             params![org, u],
         )?,
@@ -234,7 +236,7 @@ fn window_total(conn: &Connection, q: &WindowQuery) -> Result<Vec<WindowTotal>> 
         parts.extend(totals(
             conn,
             "SELECT usage_type, count(*), sum(quantity), sum(status = 'success'), sum(status = 'error'), sum(input_tokens), \
-             sum(output_tokens), sum(cost_nanos) FROM events WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?3 \
+             sum(output_tokens), sum(cost_nanos), max(quantity), 0.0 FROM events WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?3 \
              AND (?4 IS NULL OR user_id = ?4) AND (?5 IS NULL OR team_id = ?5) GROUP BY usage_type",
             params![org, micros(from), micros(to), user, team],
         )?);
@@ -244,7 +246,7 @@ fn window_total(conn: &Connection, q: &WindowQuery) -> Result<Vec<WindowTotal>> 
 
 fn last_requests(conn: &Connection, subject: &Subject, n: u32) -> Result<Vec<WindowTotal>> {
     // Each form keeps `usage_type = 'llm_request'` literal so the partial LLM indexes apply.
-    let outcome = "SELECT 'llm_request', count(*), count(*), sum(status = 'success'), sum(status = 'error'), 0, 0, 0 FROM";
+    let outcome = "SELECT 'llm_request', count(*), count(*), sum(status = 'success'), sum(status = 'error'), 0, 0, 0, 1.0, 0.0 FROM";
     let rows = match subject {
         Subject::User { organization_id, user_id } => totals(
             conn,

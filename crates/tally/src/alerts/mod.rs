@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tally_domain::alerts::evaluate::{Observation, Subject, WindowTotal, changes, span, value};
+use tally_domain::Aggregation;
+use tally_domain::alerts::evaluate::{BalanceTerms, Observation, Subject, WindowTotal, changes, span, value};
 use tally_domain::alerts::{AlertRule, Metric, RuleScope, Window};
 use tally_domain::entities::{Plan, Subscription};
 use tally_domain::report::balance::{Balance, billing_period, billing_subscription};
@@ -86,6 +87,8 @@ pub struct Alerting {
     /// Rung when the outbox got new rows.
     pub wake_delivery: Notify,
     billing: Mutex<HashMap<OrganizationId, Billing>>,
+    /// How each usage type aggregates (a gauge's balance counts its latest value).
+    aggregations: RwLock<HashMap<String, tally_domain::Aggregation>>,
 }
 
 impl Alerting {
@@ -107,6 +110,7 @@ impl Alerting {
             wake_evaluator: Notify::new(),
             wake_delivery: Notify::new(),
             billing: Mutex::default(),
+            aggregations: RwLock::default(),
         };
         alerting.reload().await?;
         Ok(alerting)
@@ -115,7 +119,9 @@ impl Alerting {
     /// Reloads the rules (after a change here; periodically for changes made elsewhere).
     pub async fn reload(&self) -> Result<(), StoreError> {
         let index = Arc::new(RuleIndex::of(self.store.alert_rules().await?));
+        let aggregations = self.store.usage_types().await?.into_iter().map(|t| (t.key.to_string(), t.aggregation)).collect();
         *self.index.write().expect("rule index lock") = index;
+        *self.aggregations.write().expect("aggregations lock") = aggregations;
         Ok(())
     }
 
@@ -298,7 +304,18 @@ impl Alerting {
                 None => None,
             };
             let period = billing_period(billing.as_ref().and_then(|b| b.subscription.as_ref()), now);
-            let window = span(rule.window, now, period);
+            let mut window = span(rule.window, now, period);
+            let balance = match &rule.metric {
+                Metric::BalancePercent { usage_type } => Some(BalanceTerms {
+                    limit: billing.as_ref().and_then(|b| Balance::limit(b.plan.as_ref(), b.subscription.as_ref(), usage_type)),
+                    aggregation: self.aggregations.read().expect("aggregations lock").get(usage_type).copied().unwrap_or(Aggregation::Sum),
+                }),
+                _ => None,
+            };
+            // A gauge's balance is its latest value, which a user's all-time totals hold.
+            if balance.is_some_and(|b| b.aggregation == Aggregation::Latest) {
+                window.from = None;
+            }
             let last = match rule.window {
                 Window::LastRequests { requests } => Some(requests),
                 _ => None,
@@ -308,20 +325,14 @@ impl Alerting {
                 queries.push(WindowQuery { subject: subject.clone(), from: window.from, last_requests: last });
                 queries.len() - 1
             });
-            let limit = match &rule.metric {
-                Metric::BalancePercent { usage_type } => {
-                    billing.as_ref().and_then(|b| Balance::limit(b.plan.as_ref(), b.subscription.as_ref(), usage_type))
-                }
-                _ => None,
-            };
-            plans.push((at, window.start, limit));
+            plans.push((at, window.start, balance));
         }
         let totals: Vec<Vec<WindowTotal>> = self.store.window_totals(queries).await?;
         Ok(pairs
             .iter()
             .zip(plans)
-            .map(|((rule, subject), (at, window_start, limit))| {
-                let v = value(&rule.metric, &totals[at], limit);
+            .map(|((rule, subject), (at, window_start, balance))| {
+                let v = value(&rule.metric, &totals[at], balance);
                 Observation { rule: (**rule).clone(), subject: subject.clone(), window_start, value: v, level: rule.level(v), at: now }
             })
             .collect())

@@ -56,10 +56,18 @@ pub async fn build(
     {
         return Err(field("scope", format!("an org key's rules watch its own organization ({own}) only")));
     }
-    if let Some(usage_type) = body.metric.usage_type()
-        && !store.usage_types().await?.iter().any(|t| t.key.as_str() == usage_type)
-    {
-        return Err(field("metric.usage_type", format!("unknown usage type {usage_type:?}")));
+    if let Some(usage_type) = body.metric.usage_type() {
+        let types = store.usage_types().await?;
+        let Some(known) = types.iter().find(|t| t.key.as_str() == usage_type) else {
+            return Err(field("metric.usage_type", format!("unknown usage type {usage_type:?}")));
+        };
+        let per_user = matches!(scope, RuleScope::User { .. } | RuleScope::Plan { .. });
+        if matches!(body.metric, Metric::BalancePercent { .. }) && known.aggregation == tally_domain::Aggregation::Latest && !per_user {
+            return Err(field(
+                "scope",
+                format!("{usage_type} is a gauge: its balance is each user's latest value; use a user or plan scope"),
+            ));
+        }
     }
     if body.hard && matches!(scope, RuleScope::Team { .. }) {
         return Err(field("hard", "entitlements are answered per user: a budget needs a user, organization or plan scope"));
