@@ -192,7 +192,6 @@ impl Alerting {
     /// start, which catches up on marks a crash lost), for every user billed on its plan.
     pub async fn sweep(&self, full: bool) -> Result<Vec<Alert>, StoreError> {
         self.reload().await?;
-        self.billing.lock().expect("billing lock").clear();
         let index = self.index();
         let mut pairs = Vec::new();
         for rule in &index.rules {
