@@ -664,28 +664,38 @@ async function churnPage() {
   const high = h('div');
   const risers = h('div');
   const open = h('div');
+  const day = h('input', { type: 'date', name: 'date' });
+  const controls = h('form', { class: 'controls', 'aria-label': 'Which report' }, labelled('Report day', day));
   page(
     'Churn & alerts',
+    controls,
     h('section', { 'aria-labelledby': 'dist' }, h('h2', { id: 'dist' }, 'Risk levels'), distribution),
     h('section', { 'aria-labelledby': 'alerts' }, h('h2', { id: 'alerts' }, 'Open alerts'), open),
     h('div', { class: 'grid2' }, h('section', { 'aria-labelledby': 'high' }, h('h2', { id: 'high' }, 'High risk'), high), h('section', { 'aria-labelledby': 'rise' }, h('h2', { id: 'rise' }, 'Rising risk (7 days)'), risers)),
   );
-  section(distribution, async () => {
-    const counts = await Promise.all(LEVELS.map((l) => api(`/v1/reports/churn?risk_level=${l}&limit=1`)));
-    const day = counts.find((c) => c.date)?.date;
-    if (!day) return empty(distribution, 'No churn report yet: it runs daily at 02:00 UTC (or `tally report generate churn`).');
-    drawChart(distribution, { categories: LEVELS, kind: 'bar', series: [{ label: `Users on ${fmt.date(day)}`, data: counts.map((c) => c.count) }], format: fmt.number, label: `Users per risk level on ${day}` });
-  });
-  section(high, async () => {
-    const rows = [...(await api('/v1/reports/churn?risk_level=CRITICAL&limit=25')).results, ...(await api('/v1/reports/churn?risk_level=HIGH&limit=25')).results].slice(0, 25);
-    if (!rows.length) return empty(high, 'Nobody is at high risk.');
-    high.replaceChildren(churnTable(rows));
-  });
-  section(risers, async () => {
-    const rows = (await api('/v1/reports/churn/risers?days=7&min_increase=10&limit=25')).results;
-    if (!rows.length) return empty(risers, 'No score rose by 10 points or more.');
-    risers.replaceChildren(table([...churnColumns(), { label: 'Rise', numeric: true, cell: (r) => `+${fmt.number(r.increase)}` }], rows));
-  });
+  // One day's report: the latest unless another day is picked.
+  const loadDay = (date) => {
+    section(distribution, async () => {
+      const counts = await Promise.all(LEVELS.map((l) => api(`/v1/reports/churn${query({ risk_level: l, limit: 1, date })}`)));
+      const shown = counts.find((c) => c.date)?.date;
+      if (!shown) return empty(distribution, date ? `No churn report for ${fmt.date(date)}.` : 'No churn report yet: it runs daily at 02:00 UTC (or `tally report generate churn`).');
+      if (!day.value) day.value = shown;
+      drawChart(distribution, { categories: LEVELS, kind: 'bar', series: [{ label: `Users on ${fmt.date(shown)}`, data: counts.map((c) => c.count) }], format: fmt.number, label: `Users per risk level on ${shown}` });
+    });
+    section(high, async () => {
+      const level = async (l) => (await api(`/v1/reports/churn${query({ risk_level: l, limit: 25, date })}`)).results;
+      const rows = [...(await level('CRITICAL')), ...(await level('HIGH'))].slice(0, 25);
+      if (!rows.length) return empty(high, 'Nobody is at high risk.');
+      high.replaceChildren(churnTable(rows));
+    });
+    section(risers, async () => {
+      const rows = (await api(`/v1/reports/churn/risers${query({ days: 7, min_increase: 10, limit: 25, date })}`)).results;
+      if (!rows.length) return empty(risers, 'No score rose by 10 points or more.');
+      risers.replaceChildren(table([...churnColumns(), { label: 'Rise', numeric: true, cell: (r) => `+${fmt.number(r.increase)}` }], rows));
+    });
+  };
+  day.addEventListener('change', () => loadDay(day.value));
+  loadDay('');
   const loadOpen = () =>
     section(open, async () => {
       const answer = await api('/v1/alerts?status=open&limit=50');

@@ -132,6 +132,12 @@ await step('user page', async () => {
 await step('churn and alerts', async () => {
   await page.getByRole('link', { name: 'Churn & alerts' }).click();
   await page.locator('section:has(#dist) svg.chart').waitFor();
+  // Another day's report: the chart says which day it shows.
+  const latest = await page.getByLabel('Report day').inputValue();
+  const earlier = new Date(Date.parse(latest) - 2 * 86400000).toISOString().slice(0, 10);
+  await page.getByLabel('Report day').fill(earlier);
+  await page.getByLabel('Report day').dispatchEvent('change');
+  await page.waitForFunction((d) => document.querySelector('section:has(#dist) svg.chart')?.getAttribute('aria-label')?.endsWith(d), earlier);
   const open = page.locator('section', { has: page.locator('#alerts') });
   await open.getByRole('button', { name: 'Resolve…' }).first().waitFor();
   const count = async () => Number((await open.locator('.summary').textContent()).replace(/\D/g, ''));
