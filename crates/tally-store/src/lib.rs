@@ -212,6 +212,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the alerts opened.
     async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<ChurnBatch>, now: Timestamp) -> Result<u64>;
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>>;
+    /// Keeps the report's reads fast after a run wrote many rows: on PostgreSQL it vacuums and
+    /// analyzes them, so a day's counts are index-only scans; SQLite refreshes its statistics.
+    async fn tidy_churn_scores(&self) -> Result<()>;
     /// The latest date with churn rows (of one organization, or any).
     async fn latest_churn_date(&self, org: Option<&OrganizationId>) -> Result<Option<jiff::civil::Date>>;
     /// Rows of `date` whose score rose by at least `min_increase` since `since`, with the earlier

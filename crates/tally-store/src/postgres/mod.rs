@@ -398,6 +398,11 @@ impl Store for PostgresStore {
         churn::risers(&**self.conn().await?, date, since, min_increase, org, limit).await
     }
 
+    async fn tidy_churn_scores(&self) -> Result<()> {
+        // Outside a transaction, as VACUUM must be.
+        self.conn().await?.batch_execute("VACUUM (ANALYZE) churn_scores").await.map_err(map_err)
+    }
+
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
         alerts::alerts(&**self.conn().await?, query).await
     }

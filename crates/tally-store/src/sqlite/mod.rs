@@ -509,6 +509,10 @@ impl Store for SqliteStore {
         self.read(move |c| churn::risers(c, date, since, min_increase, org.as_ref(), limit)).await
     }
 
+    async fn tidy_churn_scores(&self) -> Result<()> {
+        self.write(|c| c.execute_batch("PRAGMA optimize").map_err(map_err)).await
+    }
+
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
         let query = query.clone();
         self.read(move |c| alerts::alerts(c, &query)).await

@@ -154,10 +154,22 @@ impl Alerting {
         self.wake_evaluator.notify_one();
     }
 
-    /// One round: the rules watching what was touched since the last one.
+    /// One round: the rules watching what was touched since the last one. If it fails, the
+    /// marks are kept for the next round.
     pub async fn evaluate_touched(&self) -> Result<Vec<Alert>, StoreError> {
         let touched: Vec<Touched> = std::mem::take(&mut *self.touched.lock().expect("touched lock")).into_iter().collect();
         let llm = self.llm_touched.swap(false, Ordering::Relaxed);
+        let result = self.evaluate(&touched, llm).await;
+        if result.is_err() {
+            self.touched.lock().expect("touched lock").extend(touched);
+            if llm {
+                self.llm_touched.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn evaluate(&self, touched: &[Touched], llm: bool) -> Result<Vec<Alert>, StoreError> {
         let index = self.index();
         let mut pairs: HashSet<(usize, Subject)> = HashSet::new();
         if llm {
@@ -168,7 +180,7 @@ impl Alerting {
             if let Some(rules) = index.by_user.get(&(org.clone(), user.clone())) {
                 pairs.extend(rules.iter().map(|&i| (i, user_subject())));
             }
-            if let Some(rules) = index.by_organization.get(&org) {
+            if let Some(rules) = index.by_organization.get(org) {
                 pairs.extend(rules.iter().map(|&i| (i, Subject::Organization { organization_id: org.clone() })));
             }
             if let Some(team) = team
@@ -177,7 +189,7 @@ impl Alerting {
                 pairs.extend(rules.iter().map(|&i| (i, Subject::Team { organization_id: org.clone(), team_id: team.clone() })));
             }
             if !index.by_plan.is_empty()
-                && let Some(plan) = self.billing(&org).await?.plan
+                && let Some(plan) = self.billing(org).await?.plan
                 && let Some(rules) = index.by_plan.get(&plan.id)
             {
                 pairs.extend(rules.iter().map(|&i| (i, user_subject())));

@@ -2,7 +2,8 @@
 //! attributes become `llm_request` events: model from `gen_ai.response.model` or
 //! `gen_ai.request.model`, provider from `gen_ai.provider.name` or the older `gen_ai.system`,
 //! tokens from `gen_ai.usage.input_tokens`/`output_tokens` or the older `prompt_tokens`/
-//! `completion_tokens`, failure from `error.type` or an error status, latency from the span's
+//! `completion_tokens` (of the input, those served from a prompt cache from
+//! `gen_ai.usage.cache_read.input_tokens`), failure from `error.type` or an error status, latency from the span's
 //! duration. The user is `user.id` and the organization `tally.organization_id` (span attributes
 //! first, then the resource's; the organization may also come from the key). The span id is the
 //! event id, so a re-exported span counts once. Spans without GenAI attributes are ignored.
@@ -117,6 +118,7 @@ fn event(
         .ok_or("no tally.organization_id attribute, and the key names no organization")?;
     let input = int(attrs, &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"])?;
     let output = int(attrs, &["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"])?;
+    let cached = int(attrs, &["gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"])?;
     let failed = attrs.contains_key("error.type") || span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
     let start = i128::from(span.start_time_unix_nano);
     let timestamp = jiff::Timestamp::from_nanosecond(start).map_err(|_| "the start time is out of range".to_owned())?;
@@ -132,6 +134,7 @@ fn event(
         "provider": text(attrs, &["gen_ai.provider.name", "gen_ai.system"]),
         "status": if failed { "error" } else { "success" },
         "input_tokens": input.unwrap_or(0),
+        "cached_input_tokens": cached.unwrap_or(0),
         "output_tokens": output.unwrap_or(0),
         "latency_ms": latency_ms,
     });
@@ -181,6 +184,7 @@ mod tests {
             kv("gen_ai.response.model", s("gpt-4o-2024-08-06")),
             kv("gen_ai.provider.name", s("openai")),
             kv("gen_ai.usage.input_tokens", any_value::Value::IntValue(120)),
+            kv("gen_ai.usage.cache_read.input_tokens", any_value::Value::IntValue(100)),
             kv("gen_ai.usage.output_tokens", any_value::Value::IntValue(30)),
             kv("user.id", s("ann")),
         ];
@@ -200,6 +204,7 @@ mod tests {
             (Some("0000000000000001"), Some("gpt-4o-2024-08-06"), Some("openai"))
         );
         assert_eq!((a.input_tokens, a.output_tokens, a.latency_ms, a.status.as_deref()), (Some(120), Some(30), Some(750), Some("success")));
+        assert_eq!((a.cached_input_tokens, mapped.events[1].cached_input_tokens), (Some(100), Some(0)));
         assert_eq!((a.organization_id.as_deref(), a.user_id.as_deref()), (Some("acme"), Some("ann")));
         assert_eq!(a.timestamp.as_deref(), Some("2025-03-01T10:00:00Z"));
         let b = &mapped.events[1];

@@ -206,4 +206,8 @@ impl DailyReport for ChurnReport {
     async fn upsert(&self, store: &dyn Store, day: Date, batches: Vec<ChurnBatch>, now: Timestamp) -> Result<u64, StoreError> {
         store.save_churn_reports(day, batches, now).await
     }
+
+    async fn tidy(&self, store: &dyn Store) -> Result<(), StoreError> {
+        store.tidy_churn_scores().await
+    }
 }

@@ -44,6 +44,11 @@ pub trait DailyReport: Send + Sync {
     fn alerts(output: &Self::Output) -> u64;
     /// Stores a batch of outputs in one transaction; returns the alerts opened.
     async fn upsert(&self, store: &dyn Store, day: Date, outputs: Vec<Self::Output>, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// After a run wrote its days: upkeep that keeps the report's reads fast.
+    async fn tidy(&self, _store: &dyn Store) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -165,6 +170,9 @@ pub async fn generate<R: DailyReport>(
             let outcome = generate_day(report, store, *day, options).await?;
             progress(&outcome);
             outcomes.push(outcome);
+        }
+        if !options.dry_run {
+            report.tidy(store).await?;
         }
         Ok::<_, StoreError>(())
     }
