@@ -446,6 +446,7 @@ async fn window_totals_come_from_aggregates_and_ragged_edges(store: Arc<dyn Stor
             q(&blue, Some("2025-01-01T10:30:00Z"), None),
             q(&acme, None, Some(3)),
             q(&Watched::All, None, Some(2)),
+            q(&acme, None, None),
         ])
         .await
         .unwrap();
@@ -459,6 +460,8 @@ async fn window_totals_come_from_aggregates_and_ragged_edges(store: Arc<dyn Stor
     // The latest three of the organization: l4, l3, l2 (one failed); the latest two of all: l4, l3.
     assert_eq!((llm(4).llm_successes, llm(4).llm_failures), (2, 1));
     assert_eq!((llm(5).llm_successes, llm(5).llm_failures), (2, 0));
+    // All time of an organization (PostgreSQL's timestamps end where Rust's do not).
+    assert_eq!((llm(6).llm_successes + llm(6).llm_failures, llm(6).cost_nanos), (4, 1_500_000_000));
 }
 
 fn cost_rule(channels: &[&str]) -> tally_domain::alerts::AlertRule {

@@ -1,5 +1,7 @@
 //! Kill -9 the server during ingestion, restart it, and check that every acknowledged event is
-//! stored exactly once and the aggregates equal a rebuild from raw events.
+//! stored exactly once and the aggregates equal a rebuild from raw events. Kill it during webhook
+//! delivery, restart it, and check that every queued delivery arrives, none twice after its
+//! success was recorded.
 
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -129,4 +131,108 @@ async fn postgres_survives_kill_9() {
     };
     let url = tally_store::testing::fresh_schema(&base).await.unwrap();
     crash_and_recover(vec!["--database-url".into(), url]).await;
+}
+
+/// A webhook receiver that records every delivery's id and answers a little slowly, so a kill
+/// can land while a request is in flight.
+async fn slow_receiver(seen: Arc<Mutex<Vec<String>>>) -> u16 {
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(id);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    port
+}
+
+async fn webhooks_survive_kill_9(mut db: Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(&config, "[alerts]\nsweep_seconds = 0.5\nfirst_retry_seconds = 0.1\nwebhook_timeout_seconds = 1.0\n").unwrap();
+    db.extend(["--config".to_owned(), config.display().to_string()]);
+    let key = String::from_utf8(Command::new(BIN).args(&db).args(["keys", "create", "--scope", "admin"]).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hook = slow_receiver(seen.clone()).await;
+    let port = free_port();
+    let mut server = start(&db, port);
+    let client = reqwest::Client::new();
+    wait_ready(&client, port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(&key).json(&body);
+    let llm = |id: &str, cost: &str| {
+        json!({"id": id, "timestamp": "2025-06-01T12:00:00Z", "organization_id": "hooks", "user_id": "u1", "type": "llm_request",
+               "model": "m", "status": "success", "input_tokens": 1, "output_tokens": 1, "cost": cost})
+    };
+    json_of(post("/v1/events", json!([llm("first", "0.001")]))).await;
+    let channel = json_of(post("/v1/notification-channels", json!({"url": format!("http://127.0.0.1:{hook}/hook")}))).await;
+    // Every further cent is a step: one more charge of 0.99 opens 100 alerts, 100 deliveries.
+    let rule = json!({"scope": {"type": "organization", "organization_id": "hooks"}, "metric": "llm_cost", "window": "all_time",
+                      "threshold": 0, "repeat_every": "0.01", "channels": [channel["id"]]});
+    let created = json_of(post("/v1/alert-rules", rule)).await;
+    assert!(created["id"].is_string(), "{created}");
+    json_of(post("/v1/events", json!([llm("big", "0.99")]))).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "deliveries did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill().unwrap(); // SIGKILL, mid-delivery
+    server.wait().unwrap();
+    let before = seen.lock().unwrap().len();
+    assert!(before < 100, "the kill came too late to test anything ({before} delivered)");
+
+    let mut server = start(&db, port);
+    wait_ready(&client, port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = json_of(client.get(format!("{base}/v1/notifications/deliveries?status=pending&limit=1")).bearer_auth(&key)).await;
+        if pending["count"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries still pending: {pending}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = json_of(client.get(format!("{base}/v1/notifications/deliveries?status=delivered&limit=1")).bearer_auth(&key)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for id in &seen {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    assert_eq!((counts.len(), delivered["count"].as_u64()), (100, Some(100)), "every queued delivery arrives");
+    // Only the request in flight at the kill may arrive again: its success was never recorded.
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2), "delivered twice after a success: {twice:?}");
+}
+
+#[tokio::test]
+async fn sqlite_webhooks_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    webhooks_survive_kill_9(vec!["--data-dir".into(), dir.path().display().to_string()]).await;
+}
+
+#[tokio::test]
+async fn postgres_webhooks_survive_kill_9() {
+    let Ok(base) = std::env::var(tally_store::testing::TEST_DATABASE_ENV) else {
+        eprintln!("skipped: {} is not set", tally_store::testing::TEST_DATABASE_ENV);
+        return;
+    };
+    let url = tally_store::testing::fresh_schema(&base).await.unwrap();
+    webhooks_survive_kill_9(vec!["--database-url".into(), url]).await;
 }

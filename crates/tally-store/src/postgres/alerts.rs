@@ -194,7 +194,8 @@ pub(super) async fn window_totals(conn: &Client, queries: &[WindowQuery]) -> Res
         match (user, cells_from) {
             (Some(u), None) => all_time.push((index, org, u)),
             (Some(u), Some(from)) => user_hours.push((index, org, u, from)),
-            (None, from) => org_hours.push((index, org, team, from.unwrap_or(Timestamp::MIN))),
+            // All time starts where events may: PostgreSQL's timestamps do not reach `Timestamp::MIN`.
+            (None, from) => org_hours.push((index, org, team, from.unwrap_or(tally_domain::event::EARLIEST))),
         }
     }
     let mut add = |rows: Vec<Row>| {

@@ -116,7 +116,11 @@ pub(crate) fn map_err(error: tokio_postgres::Error) -> StoreError {
         {
             StoreError::Unavailable(error.to_string())
         }
-        Some(_) => StoreError::Internal(error.to_string()),
+        // The server's own message says what went wrong ("db error" alone does not).
+        Some(code) => StoreError::Internal(match error.as_db_error() {
+            Some(db) => format!("{} ({}): {}", error, code.code(), db.message()),
+            None => error.to_string(),
+        }),
         // No SQLSTATE: the connection failed, or (a bug, not an outage) a value did not convert.
         None => {
             let io = std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());

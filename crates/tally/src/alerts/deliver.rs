@@ -11,9 +11,14 @@ use tally_domain::alerts::webhook::{Secret, next_attempt};
 use tally_domain::alerts::{Channel, ChannelKind, LOG_CHANNEL};
 use tally_store::{Delivery, DeliveryAttempt, StoreError};
 
-/// How long a claimed row is this worker's before another may take it.
-const LEASE: SignedDuration = SignedDuration::from_secs(120);
-const BATCH: u32 = 32;
+/// Rows claimed at a time; they are sent one after another.
+const BATCH: u32 = 8;
+
+/// How long a claimed row is this worker's before another may take it: long enough for the
+/// whole batch to time out one by one, so two workers never send the same row.
+fn lease(alerting: &Alerting) -> SignedDuration {
+    SignedDuration::from_secs_f64(alerting.settings.webhook_timeout_seconds * f64::from(BATCH + 1) + 5.0)
+}
 /// How often the outbox is looked at when nothing rang.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Receivers' answers are kept in the attempt log up to this length.
@@ -50,7 +55,7 @@ fn http_client(alerting: &Alerting) -> reqwest::Result<reqwest::Client> {
 pub async fn deliver_due(alerting: &Alerting, client: &reqwest::Client) -> Result<usize, StoreError> {
     let store = &alerting.store;
     let now = Timestamp::now();
-    let due = store.claim_deliveries(now, now + LEASE, BATCH).await?;
+    let due = store.claim_deliveries(now, now + lease(alerting), BATCH).await?;
     let tried = due.len();
     for delivery in due {
         let channel =
