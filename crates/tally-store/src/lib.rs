@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal};
 use tally_domain::alerts::{AlertRule, Channel};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::llm::Latencies;
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::rollup::Rollup;
@@ -142,6 +143,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// One user's LLM requests, newest first (a page; see [`LlmRequestQuery`]).
     async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &LlmRequestQuery) -> Result<Vec<UsageEvent>>;
+
+    /// The latency of every LLM request of a user (or an organization) in `[from, to)` that has
+    /// one, and when the first of them was; a user's come from one covering index.
+    async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies>;
 
     /// The latest LLM requests, of one organization or of all, newest first.
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>>;

@@ -256,3 +256,20 @@ pub const DELIVERY_COLUMNS: &str = "delivery_id, organization_id, channel_id, al
      next_attempt_at, created_at, delivered_at";
 pub const REPORT_RUN_COLUMNS: &str =
     "run_id, report, report_date, organization_id, status, rows_written, alerts_opened, alerts_resolved, started_at, duration_ms, error";
+
+/// The latencies and times of LLM requests of an organization (parameters: organization, from,
+/// to) or of one of its users (organization, user, from, to). The literal usage type lets both
+/// backends read a user's from the covering partial index alone.
+pub fn llm_latencies_query(dialect: Dialect, per_user: bool) -> String {
+    let mark = |n: usize| match dialect {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    };
+    let (user, first) = if per_user { (format!(" AND user_id = {}", mark(2)), 3) } else { (String::new(), 2) };
+    format!(
+        "SELECT latency_ms, ts FROM events WHERE organization_id = {}{user} AND usage_type = 'llm_request' AND ts >= {} AND ts < {}",
+        mark(1),
+        mark(first),
+        mark(first + 1)
+    )
+}

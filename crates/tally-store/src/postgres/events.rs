@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::{BTreeMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
+use tally_domain::llm::Latencies;
 use tally_domain::rollup::{Aggregate, Rollup, sorted};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
@@ -438,4 +439,23 @@ pub(super) async fn llm_activity(conn: &Client, org: Option<&OrganizationId>, li
     }
     .map_err(map_err)?;
     rows.iter().map(event_row).collect()
+}
+
+pub(super) async fn llm_latencies(
+    conn: &Client,
+    org: &OrganizationId,
+    user: Option<&UserId>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Latencies> {
+    let sql = sql::llm_latencies_query(Dialect::Postgres, user.is_some());
+    let rows = match user {
+        Some(u) => conn.query(&sql, &[&org.as_str(), &u.as_str(), &from, &to]).await,
+        None => conn.query(&sql, &[&org.as_str(), &from, &to]).await,
+    }
+    .map_err(map_err)?;
+    Ok(Latencies {
+        values: rows.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).collect(),
+        first_request: rows.iter().map(|r| r.get::<_, Timestamp>(1)).min(),
+    })
 }

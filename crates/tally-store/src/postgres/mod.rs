@@ -22,6 +22,7 @@ use std::time::Duration;
 use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal};
 use tally_domain::alerts::{AlertRule, Channel};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::llm::Latencies;
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::seats::audit::AuditEvent;
@@ -43,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/postgres/0008_churn.sql")),
     (9, include_str!("../../migrations/postgres/0009_alert_rules.sql")),
     (10, include_str!("../../migrations/postgres/0010_cached_input_tokens.sql")),
+    (11, include_str!("../../migrations/postgres/0011_llm_latency_index.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -288,6 +290,10 @@ impl Store for PostgresStore {
 
     async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &crate::LlmRequestQuery) -> Result<Vec<UsageEvent>> {
         events::llm_requests(&**self.conn().await?, org, user, query).await
+    }
+
+    async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
+        events::llm_latencies(&**self.conn().await?, org, user, from, to).await
     }
 
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {

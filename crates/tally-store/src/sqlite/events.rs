@@ -10,6 +10,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use tally_domain::event::{LlmColumns, LlmStatus};
+use tally_domain::llm::Latencies;
 use tally_domain::rollup::{Aggregate, Rollup, sorted};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
@@ -372,4 +373,24 @@ pub(super) fn llm_activity(conn: &Connection, org: Option<&OrganizationId>, limi
         out.push(event_row(r)?);
     }
     Ok(out)
+}
+
+pub(super) fn llm_latencies(conn: &Connection, org: &str, user: Option<&str>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
+    let mut stmt = conn.prepare_cached(&sql::llm_latencies_query(Dialect::Sqlite, user.is_some())).map_err(map_err)?;
+    let mut rows = match user {
+        Some(u) => stmt.query(params![org, u, micros(from), micros(to)]),
+        None => stmt.query(params![org, micros(from), micros(to)]),
+    }
+    .map_err(map_err)?;
+    let mut latencies = Latencies::default();
+    let mut first: Option<i64> = None;
+    while let Some(r) = rows.next().map_err(map_err)? {
+        if let Some(ms) = r.get::<_, Option<i64>>(0).map_err(map_err)? {
+            latencies.values.push(ms);
+        }
+        let ts: i64 = r.get(1).map_err(map_err)?;
+        first = Some(first.map_or(ts, |f| f.min(ts)));
+    }
+    latencies.first_request = first.map(timestamp).transpose()?;
+    Ok(latencies)
 }

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_churn.sql")),
     (9, include_str!("../../migrations/sqlite/0009_alert_rules.sql")),
     (10, include_str!("../../migrations/sqlite/0010_cached_input_tokens.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_llm_latency_index.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -179,6 +180,7 @@ use jiff::Timestamp;
 use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal};
 use tally_domain::alerts::{AlertRule, Channel};
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
+use tally_domain::llm::Latencies;
 use tally_domain::llm::prices::{ModelPrice, PriceTable, UnpricedModel};
 use tally_domain::meter::Meter;
 use tally_domain::seats::audit::AuditEvent;
@@ -377,6 +379,11 @@ impl Store for SqliteStore {
     async fn llm_requests(&self, org: &OrganizationId, user: &UserId, query: &crate::LlmRequestQuery) -> Result<Vec<UsageEvent>> {
         let (org, user, query) = (org.clone(), user.clone(), query.clone());
         self.read(move |c| events::llm_requests(c, &org, &user, &query)).await
+    }
+
+    async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
+        let (org, user) = (org.to_string(), user.map(UserId::to_string));
+        self.read(move |c| events::llm_latencies(c, &org, user.as_deref(), from, to)).await
     }
 
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {

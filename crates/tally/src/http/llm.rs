@@ -1,6 +1,6 @@
 //! LLM request analytics per user and per organization — summary, breakdown by model and
 //! provider, months — from the live aggregates of `llm_request` events (the arithmetic is in
-//! `tally_domain::llm`). Latency percentiles and the first request come from the raw requests.
+//! `tally_domain::llm`). Latency percentiles and the first request come from the requests' index.
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
@@ -54,11 +54,8 @@ async fn cells_and_latencies(
     per_user: bool,
 ) -> ApiResult<(Vec<Cell>, Latencies)> {
     let cells = cells_between(app.store.as_ref(), filter, from, to, per_user).await?;
-    let events = app.store.usage_events(filter, from, to, false).await?;
-    let latencies = Latencies {
-        values: events.iter().filter_map(|e| e.llm.as_ref().and_then(|l| l.latency_ms)).collect(),
-        first_request: events.iter().map(|e| e.timestamp).min(),
-    };
+    let org = filter.organization_id.as_ref().expect("LLM filters name their organization");
+    let latencies = app.store.llm_latencies(org, filter.user_id.as_ref(), from, to).await?;
     Ok((cells, latencies))
 }
 
