@@ -11,7 +11,6 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use serde_json::json;
 use std::collections::HashMap;
 use tally_domain::RawEvent;
 
@@ -124,21 +123,25 @@ fn event(
     let timestamp = jiff::Timestamp::from_nanosecond(start).map_err(|_| "the start time is out of range".to_owned())?;
     let latency_ms = (span.end_time_unix_nano >= span.start_time_unix_nano)
         .then(|| ((span.end_time_unix_nano - span.start_time_unix_nano) / 1_000_000) as i64);
-    let raw = json!({
-        "id": span_id,
-        "timestamp": timestamp.to_string(),
-        "organization_id": organization,
-        "user_id": user,
-        "type": "llm_request",
-        "model": text(attrs, &["gen_ai.response.model", "gen_ai.request.model"]),
-        "provider": text(attrs, &["gen_ai.provider.name", "gen_ai.system"]),
-        "status": if failed { "error" } else { "success" },
-        "input_tokens": input.unwrap_or(0),
-        "cached_input_tokens": cached.unwrap_or(0),
-        "output_tokens": output.unwrap_or(0),
-        "latency_ms": latency_ms,
-    });
-    RawEvent::from_json(&raw.to_string()).map_err(|e| e.message)
+    // Built directly (not through JSON text): validation checks it like any other event.
+    Ok(RawEvent {
+        id: Some(span_id),
+        timestamp: Some(timestamp.to_string()),
+        organization_id: Some(organization),
+        user_id: Some(user),
+        team_id: None,
+        usage_type: Some(tally_domain::event::LLM_USAGE_TYPE.to_owned()),
+        quantity: None,
+        properties: None,
+        model: text(attrs, &["gen_ai.response.model", "gen_ai.request.model"]),
+        provider: text(attrs, &["gen_ai.provider.name", "gen_ai.system"]),
+        status: Some(if failed { "error" } else { "success" }.to_owned()),
+        input_tokens: Some(input.unwrap_or(0)),
+        cached_input_tokens: Some(cached.unwrap_or(0)),
+        output_tokens: Some(output.unwrap_or(0)),
+        cost: None,
+        latency_ms,
+    })
 }
 
 #[cfg(test)]
