@@ -109,6 +109,11 @@ pub trait Store: Send + Sync + 'static {
     /// (or when the filter names a user).
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
 
+    /// The same cells summed over the hours: one per organization, user (when `per_user` or
+    /// named), usage type, model and provider, at its first hour, without the team and without
+    /// a latest value. A breakdown's input in one short read.
+    async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
+
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>>;

@@ -133,17 +133,43 @@ pub fn usage_conditions(dialect: Dialect, filter: &UsageFilter, first: usize) ->
 }
 
 /// Hourly cells of a usage filter in `[from, to)`: the time bounds are the first two parameters.
-pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (String, Vec<String>) {
+pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool, summed: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
         Dialect::Sqlite => ("?1", "?2"),
         Dialect::Postgres => ("$1", "$2"),
     };
     let (table, user) = if per_user || filter.user_id.is_some() { ("usage_hourly", "user_id") } else { ("usage_hourly_org", "''") };
-    let sql = format!(
-        "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
-         WHERE hour >= {p1} AND hour < {p2}{conditions}"
-    );
+    let sql = if summed {
+        // One row per organization, user, type, model and provider, summed over the hours.
+        let int = |column: &str| match dialect {
+            Dialect::Sqlite => format!("sum({column})"),
+            Dialect::Postgres => format!("sum({column})::int8"),
+        };
+        // PostgreSQL refuses a constant in GROUP BY: the organization table has no user column.
+        let group_user = if user == "user_id" { "user_id, " } else { "" };
+        let no_latest = match dialect {
+            Dialect::Sqlite => "0.0",
+            Dialect::Postgres => "0::float8",
+        };
+        format!(
+            "SELECT min(hour), organization_id, {user}, usage_type, '', model, provider, {}, sum(sum), min(min), max(max), max(last_ts), \
+             {no_latest}, {}, {}, {}, {}, {}, {} FROM {table} WHERE hour >= {p1} AND hour < {p2}{conditions} \
+             GROUP BY organization_id, {group_user}usage_type, model, provider",
+            int("count"),
+            int("llm_successes"),
+            int("llm_failures"),
+            int("input_tokens"),
+            int("output_tokens"),
+            int("cost_nanos"),
+            int("latency_ms_sum"),
+        )
+    } else {
+        format!(
+            "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
+             WHERE hour >= {p1} AND hour < {p2}{conditions}"
+        )
+    };
     (sql, values)
 }
 

@@ -51,7 +51,7 @@ store_tests!(
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
     ledger_commits_need_the_lease_and_never_repeat_a_cause,
-    window_totals_come_from_aggregates_and_ragged_edges,
+    window_totals_and_summed_cells_come_from_the_aggregates,
     racing_evaluations_open_one_alert_and_queue_one_delivery,
     a_claimed_delivery_is_nobody_elses_until_its_lease_ends,
 );
@@ -418,7 +418,7 @@ fn llm_call(id: &str, user: &str, at: &str, status: &str, tokens: i64, cost: &st
     ))
 }
 
-async fn window_totals_come_from_aggregates_and_ragged_edges(store: Arc<dyn Store>) {
+async fn window_totals_and_summed_cells_come_from_the_aggregates(store: Arc<dyn Store>) {
     use tally_domain::alerts::evaluate::Subject as Watched;
     store
         .record_events(vec![
@@ -462,6 +462,25 @@ async fn window_totals_come_from_aggregates_and_ragged_edges(store: Arc<dyn Stor
     assert_eq!((llm(5).llm_successes, llm(5).llm_failures), (2, 0));
     // All time of an organization (PostgreSQL's timestamps end where Rust's do not).
     assert_eq!((llm(6).llm_successes + llm(6).llm_failures, llm(6).cost_nanos), (4, 1_500_000_000));
+
+    // Summed cells: one per type, model and provider, with the hourly cells' totals.
+    let filter = UsageFilter { organization_id: Some(org("acme")), user_id: Some(UserId::parse("ann").unwrap()), ..Default::default() };
+    let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
+    let hourly = store.usage_cells(&filter, from, to, true).await.unwrap();
+    let mut summed = store.usage_cells_summed(&filter, from, to, true).await.unwrap();
+    summed.sort_by(|a, b| a.usage_type.cmp(&b.usage_type));
+    assert_eq!(summed.iter().map(|c| c.usage_type.as_str()).collect::<Vec<_>>(), ["api_call", "llm_request"]);
+    let llm_hours: Vec<_> = hourly.iter().filter(|c| c.usage_type == "llm_request").collect();
+    assert_eq!(llm_hours.len(), 3, "ann's requests fall in three hours");
+    let summed_llm = &summed[1].aggregate;
+    assert_eq!(summed_llm.count, llm_hours.iter().map(|c| c.aggregate.count).sum::<i64>());
+    assert_eq!(summed_llm.cost_nanos, 1_100_000_000);
+    assert_eq!(summed_llm.last_ts, llm_hours.iter().map(|c| c.aggregate.last_ts).max().unwrap());
+    assert_eq!(summed[1].at, llm_hours.iter().map(|c| c.at).min().unwrap());
+    let whole = UsageFilter { organization_id: Some(org("acme")), ..Default::default() };
+    let organization = store.usage_cells_summed(&whole, from, to, false).await.unwrap();
+    let requests: i64 = organization.iter().filter(|c| c.usage_type == "llm_request").map(|c| c.aggregate.count).sum();
+    assert_eq!(requests, 4, "the organization's cells, summed without a user");
 }
 
 fn cost_rule(channels: &[&str]) -> tally_domain::alerts::AlertRule {

@@ -340,8 +340,15 @@ pub(super) fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
     })
 }
 
-pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user);
+pub(super) async fn cells(
+    conn: &Client,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    per_user: bool,
+    summed: bool,
+) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user, summed);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     let rows = conn.query(&sql, &params).await.map_err(map_err)?;

@@ -246,7 +246,11 @@ impl Store for PostgresStore {
     }
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-        events::cells(&**self.conn().await?, filter, from, to, per_user).await
+        events::cells(&**self.conn().await?, filter, from, to, per_user, false).await
+    }
+
+    async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+        events::cells(&**self.conn().await?, filter, from, to, per_user, true).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

@@ -235,8 +235,15 @@ fn filtered<T>(
     Ok(out)
 }
 
-pub(super) fn cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user), from, to, |r| {
+pub(super) fn cells(
+    conn: &Connection,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    per_user: bool,
+    summed: bool,
+) -> Result<Vec<Cell>> {
+    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user, summed), from, to, |r| {
         Ok(Cell {
             at: timestamp(r.get(0).map_err(map_err)?)?,
             organization_id: r.get(1).map_err(map_err)?,

@@ -326,7 +326,12 @@ impl Store for SqliteStore {
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
+        self.read(move |c| events::cells(c, &filter, from, to, per_user, false)).await
+    }
+
+    async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+        let filter = filter.clone();
+        self.read(move |c| events::cells(c, &filter, from, to, per_user, true)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

@@ -6,7 +6,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::usage::{RangeQuery, range};
 use crate::app::AppState;
-use crate::series::cells_between;
+use crate::series::{cells_between, summed_cells_between};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use jiff::Timestamp;
@@ -91,7 +91,7 @@ pub async fn user_breakdown(
         .ok_or_else(|| ApiError::bad_parameter("by", format!("{by_text:?} is not one of model, provider, model,provider")))?;
     let (from, to) = bounds(&q.range)?;
     let (org, user) = readable_user(&app, &caller, &id).await?;
-    let cells = cells_between(app.store.as_ref(), &filter(&org, Some(&user)), from, to, true).await?;
+    let cells = summed_cells_between(app.store.as_ref(), &filter(&org, Some(&user)), from, to, true).await?;
     Ok(Json(json!({ "user_id": user, "by": by_text, "results": llm::breakdown(&cells, by) })))
 }
 

@@ -33,13 +33,39 @@ pub async fn cells_between(
     to: jiff::Timestamp,
     per_user: bool,
 ) -> Result<Vec<Cell>, StoreError> {
+    cells_in(store, filter, from, to, per_user, false).await
+}
+
+/// As [`cells_between`], with the whole hours summed into one cell per organization, user,
+/// usage type, model and provider (for breakdowns that do not need the time).
+pub async fn summed_cells_between(
+    store: &dyn Store,
+    filter: &UsageFilter,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+    per_user: bool,
+) -> Result<Vec<Cell>, StoreError> {
+    cells_in(store, filter, from, to, per_user, true).await
+}
+
+async fn cells_in(
+    store: &dyn Store,
+    filter: &UsageFilter,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+    per_user: bool,
+    summed: bool,
+) -> Result<Vec<Cell>, StoreError> {
     use tally_domain::time::hour_start;
     let hour = jiff::SignedDuration::from_hours(1);
     let hours_from = if hour_start(from) == from { from } else { hour_start(from) + hour };
     let hours_to = hour_start(to).max(hours_from);
     let mut cells = Vec::new();
     if hours_from < hours_to {
-        cells = store.usage_cells(filter, hours_from, hours_to, per_user).await?;
+        cells = match summed {
+            true => store.usage_cells_summed(filter, hours_from, hours_to, per_user).await?,
+            false => store.usage_cells(filter, hours_from, hours_to, per_user).await?,
+        };
     }
     for (a, b) in [(from, hours_from.min(to)), (hours_to.max(from), to)] {
         if a < b {
