@@ -32,6 +32,9 @@ pub enum JobsCommand {
         /// Audit events per transaction.
         #[arg(long, default_value_t = 10_000)]
         batch: u32,
+        /// How long the run stays claimed without progress; a killed run is resumable after it.
+        #[arg(long, default_value_t = 60)]
+        lease_seconds: u64,
     },
 }
 
@@ -59,9 +62,9 @@ pub async fn servers(store: Arc<dyn Store>, cmd: ServersCommand) -> anyhow::Resu
 }
 
 pub async fn jobs(store: Arc<dyn Store>, cmd: JobsCommand) -> anyhow::Result<()> {
-    let JobsCommand::Run { job: _, batch } = cmd;
+    let JobsCommand::Run { job: _, batch, lease_seconds } = cmd;
     let started = std::time::Instant::now();
-    let options = crate::seats::LedgerOptions { batch, ..Default::default() };
+    let options = crate::seats::LedgerOptions { batch, lease: std::time::Duration::from_secs(lease_seconds.max(1)) };
     let run =
         crate::seats::run_ledger(store.as_ref(), options, |run| eprintln!("run {}: {} audit events processed", run.id, run.processed))
             .await?;
