@@ -315,6 +315,9 @@ async fn bad_rules_and_channels_name_their_field(app: TestApp) {
     let (status, problem) =
         app.request("POST", "/v1/alert-rules", Some(&other), Some(json!({"scope": scope, "metric": "llm_cost", "threshold": 1}))).await;
     assert_eq!((status, problem["field"].as_str()), (400, Some("scope")), "{problem}");
+    let theirs = json!({"scope": {"type": "user", "user_id": "ann"}, "metric": "llm_cost", "threshold": 1});
+    let (status, problem) = app.request("POST", "/v1/alert-rules", Some(&other), Some(theirs)).await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("scope.user_id")), "another organization's user is unknown: {problem}");
     let user = app.key("user:ann").await;
     let (status, _) = app.request("GET", "/v1/alert-rules", Some(&user), None).await;
     assert_eq!(status, 403);

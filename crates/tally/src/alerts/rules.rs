@@ -15,8 +15,6 @@ use tally_store::{Store, StoreError};
 pub enum RuleError {
     #[error(transparent)]
     Field(#[from] FieldError),
-    #[error("{0} not found")]
-    NotFound(String),
     #[error("{0}")]
     Forbidden(String),
     #[error(transparent)]
@@ -50,7 +48,18 @@ pub async fn build(
     id: Option<String>,
     created_at: Option<Timestamp>,
 ) -> Result<AlertRule, RuleError> {
-    let scope = resolve_scope(store, body.scope).await?;
+    // An org key's users and teams are looked up in its organization only: another
+    // organization's are as unknown as ones that do not exist.
+    let asked = match (body.scope, &owner) {
+        (PartialScope::User { organization_id: None, user_id }, Some(own)) => {
+            PartialScope::User { organization_id: Some(own.clone()), user_id }
+        }
+        (PartialScope::Team { organization_id: None, team_id }, Some(own)) => {
+            PartialScope::Team { organization_id: Some(own.clone()), team_id }
+        }
+        (scope, _) => scope,
+    };
+    let scope = resolve_scope(store, asked).await?;
     if let Some(own) = &owner
         && scope.organization_id() != Some(own)
     {

@@ -23,7 +23,6 @@ impl From<RuleError> for ApiError {
     fn from(error: RuleError) -> Self {
         match error {
             RuleError::Field(e) => field_error(e),
-            RuleError::NotFound(what) => ApiError::not_found(what),
             RuleError::Forbidden(why) => ApiError::forbidden(why),
             RuleError::Store(e) => e.into(),
         }
