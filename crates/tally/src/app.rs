@@ -29,6 +29,7 @@ pub struct App {
     pub alerting: Arc<crate::alerts::Alerting>,
     pub max_batch_events: usize,
     pub max_body_bytes: usize,
+    pub max_concurrent_requests: usize,
 }
 
 impl App {
@@ -55,6 +56,7 @@ impl App {
             prices,
             max_batch_events: config.max_batch_events,
             max_body_bytes: config.max_body_bytes,
+            max_concurrent_requests: config.max_concurrent_requests,
         };
         Ok((Arc::new(app), writer))
     }

@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub max_batch_events: Option<usize>,
     pub max_body_bytes: Option<usize>,
+    /// Requests served at once; beyond it new ones get 503 with `Retry-After`.
+    pub max_concurrent_requests: Option<usize>,
     /// Churn-report weights, windows and event types.
     pub churn: Option<tally_domain::churn::ChurnSettings>,
     /// Rule sweeps and webhook delivery.
@@ -114,6 +116,8 @@ pub struct Config {
     pub max_batch_events: usize,
     /// Bytes per ingest request body.
     pub max_body_bytes: usize,
+    /// Requests served at once; beyond it new ones are shed (503 with `Retry-After`).
+    pub max_concurrent_requests: usize,
     pub churn: tally_domain::churn::ChurnSettings,
     pub alerts: AlertSettings,
 }
@@ -121,6 +125,7 @@ pub struct Config {
 impl Config {
     pub const MAX_BATCH_EVENTS: usize = 10_000;
     pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+    pub const MAX_CONCURRENT_REQUESTS: usize = 512;
 
     /// Resolves the layers. `listen` and `log_format` come from `tally serve`'s flags.
     pub fn load(store: &StoreArgs, listen: Option<SocketAddr>, log_format: Option<LogFormat>) -> anyhow::Result<Config> {
@@ -144,6 +149,7 @@ impl Config {
             log_format: log_format.or(file.log_format).unwrap_or_default(),
             max_batch_events: file.max_batch_events.unwrap_or(Self::MAX_BATCH_EVENTS),
             max_body_bytes: file.max_body_bytes.unwrap_or(Self::MAX_BODY_BYTES),
+            max_concurrent_requests: file.max_concurrent_requests.unwrap_or(Self::MAX_CONCURRENT_REQUESTS).max(1),
         })
     }
 }

@@ -210,6 +210,7 @@ impl Running {
             log_format: Default::default(),
             max_batch_events: Config::MAX_BATCH_EVENTS,
             max_body_bytes: Config::MAX_BODY_BYTES,
+            max_concurrent_requests: Config::MAX_CONCURRENT_REQUESTS,
             churn: Default::default(),
             alerts: Default::default(),
         };

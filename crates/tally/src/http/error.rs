@@ -79,15 +79,21 @@ impl From<CommitError> for ApiError {
     fn from(error: CommitError) -> Self {
         match error {
             CommitError::Overloaded => {
-                let mut e =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many ingest requests are waiting; retry shortly");
-                e.retry_after = Some(1);
+                let mut e = overloaded();
+                e.detail = "too many ingest requests are waiting; retry shortly".to_owned();
                 e
             }
             CommitError::Closed => ApiError::unavailable("the server is shutting down"),
             CommitError::Store(e) => e.into(),
         }
     }
+}
+
+/// Too many requests in flight: the caller should come back shortly.
+pub fn overloaded() -> ApiError {
+    let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is at capacity; retry shortly");
+    e.retry_after = Some(1);
+    e
 }
 
 /// An unexpected failure: logged with an id the caller can quote, never shown in detail.

@@ -31,6 +31,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(app: AppState) -> Router {
+    let max_in_flight = app.max_concurrent_requests;
     Router::new()
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
@@ -101,6 +102,13 @@ pub fn router(app: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             axum::response::IntoResponse::into_response(error::internal("handler panicked"))
         }))
+        // Overload answers at once with 503 and `Retry-After` instead of queueing into timeouts.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async { error::overloaded() }))
+                .load_shed()
+                .concurrency_limit(max_in_flight),
+        )
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }

@@ -29,6 +29,11 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn(test_store: TestStore) -> TestApp {
+    spawn_with(test_store, Config::MAX_CONCURRENT_REQUESTS).await
+}
+
+/// A server that serves at most `max_concurrent_requests` at once.
+pub async fn spawn_with(test_store: TestStore, max_concurrent_requests: usize) -> TestApp {
     let store = test_store.store.clone();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -36,6 +41,7 @@ pub async fn spawn(test_store: TestStore) -> TestApp {
         log_format: Default::default(),
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
+        max_concurrent_requests,
         churn: Default::default(),
         // Fast retries and sweeps, so delivery and sliding-window tests finish in seconds.
         alerts: tally::config::AlertSettings { sweep_seconds: 1.0, first_retry_seconds: 0.2, webhook_timeout_seconds: 2.0 },
