@@ -1,5 +1,6 @@
 //! Overload: beyond the requests it serves at once, the server answers 503 with `Retry-After`
-//! at once (nothing stored for those), serves the rest, and serves normally again after.
+//! at once (nothing stored for those), serves the rest, still answers its health probes, and
+//! serves normally again after.
 
 mod support;
 
@@ -20,7 +21,12 @@ async fn excess_requests_are_shed_with_retry_after() {
         let request = app.client.post(format!("{}/v1/events", app.base)).bearer_auth(&app.admin).json(&batch(n));
         async move { request.send().await.unwrap() }
     });
-    let answers = futures_util::future::join_all(sends).await;
+    let probes = (0..8).map(|_| {
+        let request = app.client.get(format!("{}/healthz", app.base));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let (answers, probes) = tokio::join!(futures_util::future::join_all(sends), futures_util::future::join_all(probes));
+    assert!(probes.iter().all(|s| *s == 200), "health probes are answered at capacity too: {probes:?}");
     let mut accepted = 0;
     let mut shed = 0;
     for answer in answers {

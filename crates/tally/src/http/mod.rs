@@ -37,8 +37,6 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/{file}", get(ui::asset))
         .route("/ui/session", post(ui::sign_in).delete(ui::sign_out))
         .route("/v1/me", get(ui::me))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/events", post(events::post_events))
         .route("/compat/lago/api/v1/events", post(lago::create))
@@ -109,6 +107,9 @@ pub fn router(app: AppState) -> Router {
                 .load_shed()
                 .concurrency_limit(max_in_flight),
         )
+        // Probes are answered even at capacity: a busy server is not a dead one.
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
