@@ -5,7 +5,7 @@ use crate::{Alert, Delivery};
 use jiff::Timestamp;
 use serde_json::json;
 use std::collections::BTreeMap;
-use tally_domain::alerts::evaluate::{Observation, RuleState, WindowTotal, transition};
+use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, WindowTotal, transition};
 
 /// The alert ids to resolve and the alerts to open for one observation, given the state the last
 /// one left and the open alerts (id, key) of its rule and subject.
@@ -86,6 +86,19 @@ pub(crate) fn merge_totals(parts: impl IntoIterator<Item = WindowTotal>) -> Vec<
         e.latest = e.latest.max(t.latest);
     }
     by_type.into_values().collect()
+}
+
+/// A window's whole hours and the partial hour before them, cut as every range is cut
+/// ([`crate::range::split`]): cells from the first whole hour on, raw events for the edge.
+pub(crate) fn window_hours(from: Option<Timestamp>) -> (Option<Timestamp>, Option<(Timestamp, Timestamp)>) {
+    let parts = crate::range::split(crate::TimeRange { from, to: None });
+    (parts.hours.and_then(|h| h.from), parts.edges.first().copied())
+}
+
+/// A subject's organization, user and team as the aggregate tables key them; `None` for the
+/// all scope, which watches the latest requests only.
+pub(crate) fn subject_keys(subject: &Subject) -> Option<(&str, Option<&str>, Option<&str>)> {
+    Some((subject.organization_id()?.as_str(), subject.user_id().map(|u| u.as_str()), subject.team_id().map(|t| t.as_str())))
 }
 
 /// A delivery's status after an attempt: delivered, due again at `retry_at`, or given up.

@@ -299,3 +299,35 @@ pub fn llm_latencies_query(dialect: Dialect, per_user: bool) -> String {
         mark(first + 1)
     )
 }
+
+/// The outcome of a subject's latest `n` LLM requests (one row of window totals) and its
+/// parameters. The literal usage type lets both backends use the partial LLM indexes.
+pub fn last_requests_query(dialect: Dialect, subject: &tally_domain::alerts::evaluate::Subject, n: u32) -> (String, Vec<String>) {
+    let mark = |i: usize| match dialect {
+        Dialect::Sqlite => format!("?{i}"),
+        Dialect::Postgres => format!("${i}"),
+    };
+    let mut conditions = String::new();
+    let mut values = Vec::new();
+    let keys = [
+        ("organization_id", subject.organization_id().map(|o| o.as_str())),
+        ("user_id", subject.user_id().map(|u| u.as_str())),
+        ("team_id", subject.team_id().map(|t| t.as_str())),
+    ];
+    for (column, value) in keys {
+        if let Some(v) = value {
+            values.push(v.to_owned());
+            conditions.push_str(&format!("{column} = {} AND ", mark(values.len())));
+        }
+    }
+    let outcome = match dialect {
+        Dialect::Sqlite => "SELECT 'llm_request', count(*), count(*), sum(status = 'success'), sum(status = 'error'), 0, 0, 0, 1.0, 0.0",
+        Dialect::Postgres => {
+            "SELECT 'llm_request'::text, count(*), count(*)::float8, count(*) FILTER (WHERE status = 'success'), \
+             count(*) FILTER (WHERE status = 'error'), 0::int8, 0::int8, 0::int8, 1::float8, 0::float8"
+        }
+    };
+    let sql =
+        format!("{outcome} FROM (SELECT status FROM events WHERE {conditions}usage_type = 'llm_request' ORDER BY ts DESC LIMIT {n}) x");
+    (sql, values)
+}

@@ -3,10 +3,11 @@
 
 use super::churn::{Param, conditions, listed, text};
 use super::map_err;
-use crate::alerting::{deliveries as outbox_rows, delivery_status, key_range, merge_totals, org_key, plan};
+use crate::alerting::{deliveries as outbox_rows, delivery_status, key_range, merge_totals, org_key, plan, subject_keys, window_hours};
+use crate::sql::{self, Dialect};
 use crate::sql::{ALERT_COLUMNS, DELIVERY_COLUMNS};
 use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, Page, Result, StoreError, WindowQuery, Write};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use tally_domain::OrganizationId;
 use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, WindowTotal, changes, transition};
 use tally_domain::alerts::{AlertRule, Channel};
@@ -174,22 +175,12 @@ pub(super) async fn window_totals(conn: &Client, queries: &[WindowQuery]) -> Res
             out[i] = last_requests(conn, &q.subject, n).await?;
             continue;
         }
-        let (org, user, team) = match &q.subject {
-            Subject::User { organization_id, user_id } => (organization_id.as_str(), Some(user_id.as_str()), None),
-            Subject::Team { organization_id, team_id } => (organization_id.as_str(), None, Some(team_id.as_str())),
-            Subject::Organization { organization_id } => (organization_id.as_str(), None, None),
-            Subject::All => continue,
-        };
-        let hour = q.from.map(tally_domain::time::hour_start);
+        let Some((org, user, team)) = subject_keys(&q.subject) else { continue };
         // As on SQLite: a window starting inside an hour reads that hour from raw events.
-        let cells_from = match (q.from, hour) {
-            (Some(from), Some(h)) if from > h => {
-                let next = h + SignedDuration::from_hours(1);
-                out[i] = edge(conn, org, user, team, from, next).await?;
-                Some(next)
-            }
-            _ => q.from,
-        };
+        let (cells_from, partial) = window_hours(q.from);
+        if let Some((from, to)) = partial {
+            out[i] = edge(conn, org, user, team, from, to).await?;
+        }
         let index = i as i64;
         match (user, cells_from) {
             (Some(u), None) => all_time.push((index, org, u)),
@@ -280,47 +271,9 @@ async fn edge(
 }
 
 async fn last_requests(conn: &Client, subject: &Subject, n: u32) -> Result<Vec<WindowTotal>> {
-    let outcome = "SELECT 'llm_request'::text, count(*), count(*)::float8, count(*) FILTER (WHERE status = 'success'), \
-         count(*) FILTER (WHERE status = 'error'), 0::int8, 0::int8, 0::int8, 1::float8, 0::float8 FROM";
-    let n = i64::from(n);
-    let rows = match subject {
-        Subject::User { organization_id, user_id } => {
-            totals(
-                conn,
-                &format!(
-                    "{outcome} (SELECT status FROM events WHERE organization_id = $1 AND user_id = $2 AND usage_type = 'llm_request' \
-                     ORDER BY ts DESC LIMIT $3) x"
-                ),
-                &[&organization_id.as_str(), &user_id.as_str(), &n],
-            )
-            .await?
-        }
-        Subject::Team { organization_id, team_id } => {
-            totals(
-                conn,
-                &format!(
-                    "{outcome} (SELECT status FROM events WHERE organization_id = $1 AND team_id = $2 AND usage_type = 'llm_request' \
-                     ORDER BY ts DESC LIMIT $3) x"
-                ),
-                &[&organization_id.as_str(), &team_id.as_str(), &n],
-            )
-            .await?
-        }
-        Subject::Organization { organization_id } => {
-            totals(
-                conn,
-                &format!(
-                    "{outcome} (SELECT status FROM events WHERE organization_id = $1 AND usage_type = 'llm_request' ORDER BY ts DESC LIMIT $2) x"
-                ),
-                &[&organization_id.as_str(), &n],
-            )
-            .await?
-        }
-        Subject::All => {
-            totals(conn, &format!("{outcome} (SELECT status FROM events WHERE usage_type = 'llm_request' ORDER BY ts DESC LIMIT $1) x"), &[&n])
-                .await?
-        }
-    };
+    let (sql, values) = sql::last_requests_query(Dialect::Postgres, subject, n);
+    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    let rows = totals(conn, &sql, &params).await?;
     Ok(rows.into_iter().filter(|t| t.count > 0).collect())
 }
 

@@ -3,7 +3,8 @@
 use super::churn::{conditions, listed, text};
 use super::entities::{col, one};
 use super::{map_err, micros, timestamp};
-use crate::alerting::{deliveries as outbox_rows, delivery_status, key_range, merge_totals, org_key, plan};
+use crate::alerting::{deliveries as outbox_rows, delivery_status, key_range, merge_totals, org_key, plan, subject_keys, window_hours};
+use crate::sql::{self, Dialect};
 use crate::sql::{ALERT_COLUMNS, DELIVERY_COLUMNS};
 use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, Page, Result, StoreError, WindowQuery, Write};
 use jiff::Timestamp;
@@ -183,23 +184,11 @@ fn window_total(conn: &Connection, q: &WindowQuery) -> Result<Vec<WindowTotal>> 
     if let Some(n) = q.last_requests {
         return last_requests(conn, &q.subject, n);
     }
-    let (org, user, team) = match &q.subject {
-        Subject::User { organization_id, user_id } => (organization_id.as_str(), Some(user_id.as_str()), None),
-        Subject::Team { organization_id, team_id } => (organization_id.as_str(), None, Some(team_id.as_str())),
-        Subject::Organization { organization_id } => (organization_id.as_str(), None, None),
-        // The all scope watches the latest requests only (checked when a rule is made).
-        Subject::All => return Ok(Vec::new()),
-    };
-    let hour = q.from.map(tally_domain::time::hour_start);
+    // The all scope watches the latest requests only (checked when a rule is made).
+    let Some((org, user, team)) = subject_keys(&q.subject) else { return Ok(Vec::new()) };
     // A window starting inside an hour: that hour's whole cell would overcount, so it is read
     // from raw events (under an hour of one subject's events), and cells start an hour later.
-    let (cells_from, edge) = match (q.from, hour) {
-        (Some(from), Some(h)) if from > h => {
-            let next = h + jiff::SignedDuration::from_hours(1);
-            (Some(next), Some((from, next)))
-        }
-        _ => (q.from, None),
-    };
+    let (cells_from, edge) = window_hours(q.from);
     let mut parts = match (user, cells_from) {
         (Some(u), None) => totals(
             conn,
@@ -245,38 +234,8 @@ fn window_total(conn: &Connection, q: &WindowQuery) -> Result<Vec<WindowTotal>> 
 }
 
 fn last_requests(conn: &Connection, subject: &Subject, n: u32) -> Result<Vec<WindowTotal>> {
-    // Each form keeps `usage_type = 'llm_request'` literal so the partial LLM indexes apply.
-    let outcome = "SELECT 'llm_request', count(*), count(*), sum(status = 'success'), sum(status = 'error'), 0, 0, 0, 1.0, 0.0 FROM";
-    let rows = match subject {
-        Subject::User { organization_id, user_id } => totals(
-            conn,
-            &format!(
-                "{outcome} (SELECT status FROM events WHERE organization_id = ?1 AND user_id = ?2 AND usage_type = 'llm_request' \
-                 ORDER BY ts DESC LIMIT ?3)"
-            ),
-            params![organization_id.as_str(), user_id.as_str(), n],
-        )?,
-        Subject::Team { organization_id, team_id } => totals(
-            conn,
-            &format!(
-                "{outcome} (SELECT status FROM events WHERE organization_id = ?1 AND team_id = ?2 AND usage_type = 'llm_request' \
-                 ORDER BY ts DESC LIMIT ?3)"
-            ),
-            params![organization_id.as_str(), team_id.as_str(), n],
-        )?,
-        Subject::Organization { organization_id } => totals(
-            conn,
-            &format!(
-                "{outcome} (SELECT status FROM events WHERE organization_id = ?1 AND usage_type = 'llm_request' ORDER BY ts DESC LIMIT ?2)"
-            ),
-            params![organization_id.as_str(), n],
-        )?,
-        Subject::All => totals(
-            conn,
-            &format!("{outcome} (SELECT status FROM events WHERE usage_type = 'llm_request' ORDER BY ts DESC LIMIT ?1)"),
-            params![n],
-        )?,
-    };
+    let (sql, values) = sql::last_requests_query(Dialect::Sqlite, subject, n);
+    let rows = totals(conn, &sql, rusqlite::params_from_iter(values))?;
     Ok(rows.into_iter().filter(|t| t.count > 0).collect())
 }
 

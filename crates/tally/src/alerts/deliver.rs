@@ -5,6 +5,7 @@
 
 use super::Alerting;
 use jiff::{SignedDuration, Timestamp};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_domain::alerts::webhook::{Secret, next_attempt};
@@ -57,11 +58,18 @@ pub async fn deliver_due(alerting: &Alerting, client: &reqwest::Client) -> Resul
     let now = Timestamp::now();
     let due = store.claim_deliveries(now, now + lease(alerting), BATCH).await?;
     let tried = due.len();
+    // A batch's deliveries mostly share a few channels: each is read once.
+    let mut channels: HashMap<String, Option<(Channel, Option<String>)>> = HashMap::new();
     for delivery in due {
-        let channel =
-            if delivery.channel_id == LOG_CHANNEL { Some((Channel::log(), None)) } else { store.channel(&delivery.channel_id).await? };
+        if !channels.contains_key(&delivery.channel_id) {
+            let found = match delivery.channel_id.as_str() {
+                LOG_CHANNEL => Some((Channel::log(), None)),
+                id => store.channel(id).await?,
+            };
+            channels.insert(delivery.channel_id.clone(), found);
+        }
         let started = Instant::now();
-        let outcome = match &channel {
+        let outcome = match &channels[&delivery.channel_id] {
             None => Outcome::GiveUp("the channel no longer exists".to_owned()),
             Some((channel, secret)) => send(client, channel, secret.as_deref(), &delivery).await,
         };

@@ -67,8 +67,8 @@ impl RuleIndex {
     }
 }
 
-/// An organization's billing subscription and its plan, as of `read`.
-#[derive(Clone)]
+/// An organization's billing subscription and its plan, as of `read`. Shared, not copied: every
+/// rule of a round reads it.
 struct Billing {
     subscription: Option<Subscription>,
     plan: Option<Plan>,
@@ -86,7 +86,7 @@ pub struct Alerting {
     wake_evaluator: Notify,
     /// Rung when the outbox got new rows.
     pub wake_delivery: Notify,
-    billing: Mutex<HashMap<OrganizationId, Billing>>,
+    billing: Mutex<HashMap<OrganizationId, Arc<Billing>>>,
     /// How each usage type aggregates (a gauge's balance counts its latest value).
     aggregations: RwLock<HashMap<String, tally_domain::Aggregation>>,
 }
@@ -189,7 +189,7 @@ impl Alerting {
                 pairs.extend(rules.iter().map(|&i| (i, Subject::Team { organization_id: org.clone(), team_id: team.clone() })));
             }
             if !index.by_plan.is_empty()
-                && let Some(plan) = self.billing(org).await?.plan
+                && let Some(plan) = &self.billing(org).await?.plan
                 && let Some(rules) = index.by_plan.get(&plan.id)
             {
                 pairs.extend(rules.iter().map(|&i| (i, user_subject())));
@@ -260,7 +260,7 @@ impl Alerting {
         }
         let mut users = Vec::new();
         for org in organizations {
-            if self.billing(&org).await?.plan.is_none_or(|p| p.id != plan_id) {
+            if self.billing(&org).await?.plan.as_ref().is_none_or(|p| p.id != plan_id) {
                 continue;
             }
             let mut page = Page::all();
@@ -350,7 +350,7 @@ impl Alerting {
     }
 
     /// The organization's billing subscription and plan, cached briefly.
-    async fn billing(&self, org: &OrganizationId) -> Result<Billing, StoreError> {
+    async fn billing(&self, org: &OrganizationId) -> Result<Arc<Billing>, StoreError> {
         if let Some(b) = self.billing.lock().expect("billing lock").get(org).filter(|b| b.read.elapsed() < BILLING_TTL) {
             return Ok(b.clone());
         }
@@ -360,7 +360,7 @@ impl Alerting {
             Some(s) => self.store.plan(&s.plan_id).await?,
             None => None,
         };
-        let billing = Billing { subscription, plan, read: Instant::now() };
+        let billing = Arc::new(Billing { subscription, plan, read: Instant::now() });
         self.billing.lock().expect("billing lock").insert(org.clone(), billing.clone());
         Ok(billing)
     }
@@ -377,7 +377,7 @@ impl Alerting {
             pairs.push((index.rules[i].clone(), Subject::Organization { organization_id: org.clone() }));
         }
         if !index.by_plan.is_empty()
-            && let Some(plan) = self.billing(org).await?.plan
+            && let Some(plan) = &self.billing(org).await?.plan
         {
             for &i in index.by_plan.get(&plan.id).into_iter().flatten() {
                 pairs.push((index.rules[i].clone(), user_subject()));
