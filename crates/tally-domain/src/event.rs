@@ -23,7 +23,7 @@ pub fn all_time(now: Timestamp) -> (Timestamp, Timestamp) {
 
 /// An event as an emitter sends it. Field types are loose on purpose: every problem becomes a
 /// per-event rejection with a reason instead of failing the whole batch.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct RawEvent {
     pub id: Option<String>,
     pub timestamp: Option<String>,
@@ -33,6 +33,7 @@ pub struct RawEvent {
     #[serde(rename = "type")]
     pub usage_type: Option<String>,
     pub quantity: Option<f64>,
+    #[schema(value_type = Option<Object>)]
     pub properties: Option<Box<RawValue>>,
     pub model: Option<String>,
     pub provider: Option<String>,
@@ -41,6 +42,7 @@ pub struct RawEvent {
     /// The part of `input_tokens` read from the provider's prompt cache (priced lower).
     pub cached_input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
+    #[schema(value_type = Option<crate::Money>)]
     pub cost: Option<serde_json::Value>,
     pub latency_ms: Option<i64>,
 }

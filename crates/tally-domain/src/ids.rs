@@ -72,6 +72,11 @@ macro_rules! string_id {
             }
         }
 
+        $crate::schema_from!(
+            $name,
+            $crate::schema::string(concat!(stringify!($name), ": ", "1 to 128 bytes, no control characters"), Some(r"^[^\u0000-\u001f\u007f-\u009f]+$"), Some(128))
+        );
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0

@@ -14,6 +14,7 @@ pub mod pricing;
 pub mod report;
 pub mod role;
 pub mod rollup;
+pub mod schema;
 pub mod scope;
 pub mod seats;
 pub mod series;

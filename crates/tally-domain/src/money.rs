@@ -68,6 +68,15 @@ impl fmt::Display for Money {
     }
 }
 
+crate::schema_from!(
+    Money,
+    crate::schema::string(
+        "An exact amount of money as a decimal string (up to 9 decimal places); requests may also give a JSON number",
+        Some(r"^-?[0-9]+(\.[0-9]{1,9})?$"),
+        None
+    )
+);
+
 /// Money travels as a decimal string so no JSON parser rounds it.
 impl Serialize for Money {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -30,6 +30,15 @@ impl Role {
     }
 }
 
+crate::schema_from!(
+    Role,
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .description(Some("Role code: 100 owner, 200 admin, 300 moderator, 400 member, 600 guest"))
+        .enum_values(Some(Role::ALL.map(Role::code)))
+        .into()
+);
+
 impl TryFrom<i64> for Role {
     type Error = String;
     fn try_from(code: i64) -> Result<Self, Self::Error> {

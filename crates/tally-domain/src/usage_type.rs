@@ -42,6 +42,11 @@ impl From<UsageTypeKey> for String {
     }
 }
 
+crate::schema_from!(
+    UsageTypeKey,
+    crate::schema::string("A usage type's key: a-z, 0-9 and _, starting with a letter", Some("^[a-z][a-z0-9_]{0,63}$"), Some(64))
+);
+
 impl fmt::Display for UsageTypeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -49,7 +54,7 @@ impl fmt::Display for UsageTypeKey {
 }
 
 /// How a usage type's quantities combine into one figure for a period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     Sum,
@@ -76,7 +81,7 @@ impl Aggregation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageType {
     pub key: UsageTypeKey,

@@ -25,7 +25,7 @@ impl Page {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Listed<T> {
     /// Rows matching, regardless of the page.
     pub count: u64,
@@ -65,7 +65,7 @@ pub struct TimeRange {
     pub to: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UsageTotal {
     pub usage_type: String,
     pub count: i64,
@@ -120,7 +120,7 @@ pub struct ReportRow {
 }
 
 /// One run of a resumable job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobRun {
     pub id: String,
     pub job: String,
@@ -152,7 +152,7 @@ pub struct LlmRequestQuery {
 
 /// A self-hosted server that pushes its realms' counts and audit logs. Its secret is an API key
 /// with the scope `server:<id>`; `key_id` names the current one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Server {
     pub id: String,
     /// The organization that holds the server's subscription and ledger.
@@ -169,7 +169,7 @@ pub struct Server {
 }
 
 /// The audit event an answer came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditSource {
     pub organization_id: String,
     pub id: String,
@@ -179,7 +179,7 @@ pub struct AuditSource {
 
 /// An organization's state at one moment, from its audit history: the latest role counts at or
 /// before it, and whether the organization was active.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SeatSnapshot {
     pub role_counts: Option<tally_domain::seats::RoleCounts>,
     /// The audit event the counts come from.
@@ -188,13 +188,13 @@ pub struct SeatSnapshot {
 }
 
 /// Rows of one table of a push: new ones, and re-sent ones that were already stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct Stored {
     pub stored: u64,
     pub duplicates: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct PushOutcome {
     pub format: u8,
     pub realms: u64,
@@ -230,7 +230,7 @@ pub struct UserActivity {
     pub frustration: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChurnRow {
     pub organization_id: OrganizationId,
     pub report_date: jiff::civil::Date,
@@ -263,7 +263,7 @@ pub struct ChurnQuery {
     pub page: Page,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     pub id: String,
     /// `None` for system alerts, which belong to no organization.
@@ -291,7 +291,7 @@ pub struct Alert {
 }
 
 /// One message to one channel about one alert, and how its delivery went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub organization_id: Option<OrganizationId>,
@@ -309,7 +309,7 @@ pub struct Delivery {
     pub delivered_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub at: Timestamp,
     /// The receiver's HTTP status, if it answered.
@@ -360,7 +360,7 @@ pub struct AlertQuery {
     pub page: Option<Page>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ReportRun {
     pub id: String,
     pub report: String,

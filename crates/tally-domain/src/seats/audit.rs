@@ -69,6 +69,14 @@ impl AuditEventType {
     }
 }
 
+crate::schema_from!(
+    AuditEventType,
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .description(Some("The audit event's type code"))
+        .into()
+);
+
 impl Serialize for AuditEventType {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_i64(self.code())
@@ -77,7 +85,7 @@ impl Serialize for AuditEventType {
 
 /// A stored audit event. Ids are the sender's, unique per organization; rows a self-hosted server
 /// pushed name it, and their id is the server's own row id.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub organization_id: OrganizationId,
     pub id: String,

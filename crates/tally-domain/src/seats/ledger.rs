@@ -8,7 +8,7 @@ use crate::entities::Subscription;
 use jiff::{Span, Timestamp, ToSpan, tz::TimeZone};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub organization_id: String,
     /// Order of writing within the organization, from 1.

@@ -115,6 +115,16 @@ impl RoleCounts {
     }
 }
 
+crate::schema_from!(RoleCounts, {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let count = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
+    ObjectBuilder::new()
+        .description(Some("Users per role: `humans` maps role codes (100, 200, 300, 400, 600) to counts; `bots` counts bots"))
+        .property("humans", ObjectBuilder::new().additional_properties(Some(count())))
+        .property("bots", count())
+        .into()
+});
+
 impl Serialize for RoleCounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.to_json().serialize(serializer)

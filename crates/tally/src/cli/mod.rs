@@ -52,6 +52,8 @@ pub enum Command {
     Jobs(servers::JobsCommand),
     /// Apply pending schema migrations and exit.
     Migrate,
+    /// Print the HTTP API's OpenAPI 3.1 document (the one served at /v1/openapi.json).
+    Openapi,
     /// Measure throughput; prints a report for BENCHMARKS.md.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -150,6 +152,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.store, args).await,
+        Command::Openapi => {
+            println!("{}", crate::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
         Command::Keys(cmd) => keys::run(open(&cli.store).await?, cmd).await,
         Command::Import(args) => {
             init_logging(LogFormat::Text, "warn");

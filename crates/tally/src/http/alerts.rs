@@ -6,10 +6,11 @@
 use super::auth::Caller;
 use super::churn::{Params, narrowed, only};
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use crate::alerts::rules::{self, RuleError, managed_by, may_manage};
 use crate::app::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -41,6 +42,14 @@ async fn json_body(app: &AppState, body: axum::body::Body) -> ApiResult<Value> {
 // ---- alerts
 
 /// `GET /v1/alerts?status=&severity=&type=&source=&rule_id=&organization_id=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "alerts",
+    summary = "Alerts, newest first",
+    params(("status" = Option<String>, Query, description = "open or resolved"), ("severity" = Option<String>, Query, description = "low, medium, high or critical"), ("type" = Option<String>, Query, description = "An alert type, e.g. INACTIVITY or LLM_COST"), ("source" = Option<String>, Query, description = "churn_report, rule or system"), ("rule_id" = Option<String>, Query, description = "Only this rule's"), ("organization_id" = Option<String>, Query, description = "Only this organization (admin keys; an org key is held to its own)"), ("user_id" = Option<String>, Query, description = "Only this user's"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Alerts", body = tally_store::Listed<tally_store::Alert>))
+)]
 pub async fn alerts(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Listed<Alert>>> {
     only(&params, &["status", "severity", "type", "source", "rule_id", "organization_id", "user_id", "limit", "offset"])?;
     let (org, own) = narrowed(&caller, &params)?;
@@ -95,13 +104,22 @@ fn alert_type(text: &str) -> ApiResult<String> {
     Err(ApiError::bad_parameter("type", format!("{text:?} is not one of {}", known.join(", "))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resolution {
     action_taken: String,
 }
 
 /// `POST /v1/alerts/{id}/resolve` with `{"action_taken": "…"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/alerts/{id}/resolve",
+    tag = "alerts",
+    summary = "Resolve an alert by hand",
+    params(("id" = String, Path, description = "The alert's id")),
+    request_body = Resolution,
+    responses((status = 200, description = "The resolved alert", body = tally_store::Alert))
+)]
 pub async fn resolve(
     State(app): State<AppState>,
     caller: Caller,
@@ -143,6 +161,14 @@ async fn readable_rule(app: &AppState, caller: &Caller, id: &str) -> ApiResult<A
 
 /// `POST /v1/alert-rules`: creates a rule (or a budget, with `hard: true`) and evaluates it at
 /// once, so a line already crossed alerts now rather than at the next event.
+#[utoipa::path(
+    post,
+    path = "/v1/alert-rules",
+    tag = "alerts",
+    summary = "Create an alert rule",
+    request_body = Object,
+    responses((status = 201, description = "The rule", body = Object))
+)]
 pub async fn create_rule(State(app): State<AppState>, caller: Caller, body: axum::body::Body) -> ApiResult<(StatusCode, Json<AlertRule>)> {
     let owner = managed_by(&caller.scope)?;
     let body = AlertRule::parse_body(&json_body(&app, body).await?).map_err(field_error)?;
@@ -157,18 +183,42 @@ pub async fn create_rule(State(app): State<AppState>, caller: Caller, body: axum
 }
 
 /// `GET /v1/alert-rules`: the rules the caller manages (operators: all, the built-in one too).
+#[utoipa::path(
+    get,
+    path = "/v1/alert-rules",
+    tag = "alerts",
+    summary = "Alert rules",
+    responses((status = 200, description = "`{count, results}`", body = Object))
+)]
 pub async fn list_rules(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let owner = managed_by(&caller.scope)?;
     let rules: Vec<AlertRule> = app.store.alert_rules().await?.into_iter().filter(|r| may_manage(&owner, &r.owner)).collect();
     Ok(Json(json!({ "count": rules.len(), "results": rules })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/alert-rules/{id}",
+    tag = "alerts",
+    summary = "One alert rule",
+    params(("id" = String, Path, description = "The rule's id")),
+    responses((status = 200, description = "The rule", body = Object))
+)]
 pub async fn read_rule(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AlertRule>> {
     Ok(Json(readable_rule(&app, &caller, &id).await?))
 }
 
 /// `PUT /v1/alert-rules/{id}`: replaces a rule's definition (the built-in rule's too: its line,
 /// channels or `enabled`, but not what it watches).
+#[utoipa::path(
+    put,
+    path = "/v1/alert-rules/{id}",
+    tag = "alerts",
+    summary = "Replace an alert rule",
+    params(("id" = String, Path, description = "The rule's id")),
+    request_body = Object,
+    responses((status = 200, description = "The rule", body = Object))
+)]
 pub async fn replace_rule(
     State(app): State<AppState>,
     caller: Caller,
@@ -198,6 +248,14 @@ pub async fn replace_rule(
     Ok(Json(rule))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/alert-rules/{id}",
+    tag = "alerts",
+    summary = "Delete an alert rule",
+    params(("id" = String, Path, description = "The rule's id")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete_rule(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let rule = readable_rule(&app, &caller, &id).await?;
     if rule.builtin {
@@ -220,6 +278,14 @@ fn channel_json(channel: &Channel, secret: Option<&str>) -> Value {
 
 /// `POST /v1/notification-channels` with `{"url": "https://…"}` (a webhook; `secret` optional,
 /// generated if absent and shown in this answer only) or `{"type": "log"}`.
+#[utoipa::path(
+    post,
+    path = "/v1/notification-channels",
+    tag = "alerts",
+    summary = "Create a webhook channel; its signing secret is shown once",
+    request_body = Object,
+    responses((status = 201, description = "The channel with its secret", body = Object))
+)]
 pub async fn create_channel(State(app): State<AppState>, caller: Caller, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     let owner = managed_by(&caller.scope)?;
     let body = Channel::parse_body(&json_body(&app, body).await?).map_err(field_error)?;
@@ -233,6 +299,13 @@ pub async fn create_channel(State(app): State<AppState>, caller: Caller, body: a
 }
 
 /// `GET /v1/notification-channels`: the built-in `log` channel and the caller's channels.
+#[utoipa::path(
+    get,
+    path = "/v1/notification-channels",
+    tag = "alerts",
+    summary = "Notification channels",
+    responses((status = 200, description = "`{count, results}`", body = Object))
+)]
 pub async fn list_channels(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let owner = managed_by(&caller.scope)?;
     let mut channels = vec![Channel::log()];
@@ -251,11 +324,27 @@ async fn readable_channel(app: &AppState, caller: &Caller, id: &str) -> ApiResul
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/notification-channels/{id}",
+    tag = "alerts",
+    summary = "One notification channel",
+    params(("id" = String, Path, description = "The channel's id")),
+    responses((status = 200, description = "The channel", body = Object))
+)]
 pub async fn read_channel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(channel_json(&readable_channel(&app, &caller, &id).await?, None)))
 }
 
 /// Deletes a channel no rule uses (409 naming the rules otherwise).
+#[utoipa::path(
+    delete,
+    path = "/v1/notification-channels/{id}",
+    tag = "alerts",
+    summary = "Delete a notification channel",
+    params(("id" = String, Path, description = "The channel's id")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete_channel(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let channel = readable_channel(&app, &caller, &id).await?;
     if channel.kind == ChannelKind::Log {
@@ -273,6 +362,14 @@ pub async fn delete_channel(State(app): State<AppState>, caller: Caller, Path(id
 
 /// `GET /v1/notifications/deliveries?status=&channel_id=&alert_id=`: newest first, each with
 /// its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications/deliveries",
+    tag = "alerts",
+    summary = "Webhook deliveries with their attempts, newest first",
+    params(("status" = Option<String>, Query, description = "pending, delivered or failed"), ("channel_id" = Option<String>, Query, description = "Only this channel's"), ("alert_id" = Option<String>, Query, description = "Only this alert's"), ("organization_id" = Option<String>, Query, description = "Only this organization (admin keys; an org key is held to its own)"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Deliveries", body = tally_store::Listed<tally_store::Delivery>))
+)]
 pub async fn deliveries(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Listed<Delivery>>> {
     only(&params, &["status", "channel_id", "alert_id", "organization_id", "limit", "offset"])?;
     let organization_id = match managed_by(&caller.scope)? {
@@ -299,6 +396,14 @@ pub async fn deliveries(State(app): State<AppState>, caller: Caller, Query(param
 
 /// `GET /v1/users/{id}/entitlements?usage_type=`: whether the user may use more, from the hard
 /// rules (budgets) that apply to them, with what is left of each.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/entitlements",
+    tag = "alerts",
+    summary = "Whether a user may use more, per limited usage type",
+    params(("id" = String, Path, description = "The user's id"), ("usage_type" = Option<String>, Query, description = "Only this usage type")),
+    responses((status = 200, description = "Entitlements", body = Object))
+)]
 pub async fn entitlements(
     State(app): State<AppState>,
     caller: Caller,

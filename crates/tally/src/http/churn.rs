@@ -3,9 +3,10 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use crate::app::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use jiff::ToSpan;
 use jiff::civil::Date;
 use serde_json::{Value, json};
@@ -49,6 +50,14 @@ pub(super) fn narrowed(caller: &Caller, params: &Params) -> ApiResult<(Option<Or
 }
 
 /// `GET /v1/reports/churn`: one day's rows (default the latest day with rows).
+#[utoipa::path(
+    get,
+    path = "/v1/reports/churn",
+    tag = "churn",
+    summary = "The churn-risk report of a date (default: the latest)",
+    params(("date" = Option<String>, Query, description = "Report date, YYYY-MM-DD"), ("organization_id" = Option<String>, Query, description = "Only this organization (admin keys; an org key is held to its own)"), ("risk_level" = Option<String>, Query, description = "low, medium, high or critical"), ("min_score" = Option<f64>, Query, description = "Lowest score, 0 to 100"), ("ordering" = Option<String>, Query, description = "-score (default), score, user_id or -date"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "`{date, count, results}`", body = Object))
+)]
 pub async fn churn(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Value>> {
     only(&params, &["date", "organization_id", "risk_level", "min_score", "ordering", "limit", "offset"])?;
     let (org, user) = narrowed(&caller, &params)?;
@@ -87,6 +96,14 @@ pub async fn churn(State(app): State<AppState>, caller: Caller, Query(params): Q
 }
 
 /// `GET /v1/users/{id}/churn`: the user's score history, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/churn",
+    tag = "churn",
+    summary = "A user's churn-score history",
+    params(("id" = String, Path, description = "The user's id"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Scores, newest first", body = tally_store::Listed<tally_store::ChurnRow>))
+)]
 pub async fn user_churn(
     State(app): State<AppState>,
     caller: Caller,
@@ -109,6 +126,14 @@ pub async fn user_churn(
 }
 
 /// `GET /v1/reports/churn/risers?days=7&min_increase=20`: users whose score rose that much.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/churn/risers",
+    tag = "churn",
+    summary = "Users whose score rose by at least `min_increase` over `days`",
+    params(("days" = Option<u32>, Query, description = "1 to 366 (default 7)"), ("min_increase" = Option<f64>, Query, description = "Points (default 20)"), ("date" = Option<String>, Query, description = "Report date, YYYY-MM-DD"), ("organization_id" = Option<String>, Query, description = "Only this organization (admin keys; an org key is held to its own)"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "`{date, since, count, results}`", body = Object))
+)]
 pub async fn risers(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Value>> {
     only(&params, &["days", "min_increase", "date", "organization_id", "limit"])?;
     let (org, user) = narrowed(&caller, &params)?;
@@ -146,6 +171,14 @@ pub async fn risers(State(app): State<AppState>, caller: Caller, Query(params): 
 }
 
 /// `GET /v1/reports/runs?report=churn`: newest first (admin keys).
+#[utoipa::path(
+    get,
+    path = "/v1/reports/runs",
+    tag = "churn",
+    summary = "Report runs, newest first",
+    params(("report" = Option<String>, Query, description = "Report type, e.g. churn"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Runs", body = tally_store::Listed<tally_store::ReportRun>))
+)]
 pub async fn runs(State(app): State<AppState>, caller: Caller, Query(params): Query<Params>) -> ApiResult<Json<Listed<ReportRun>>> {
     caller.require_admin()?;
     only(&params, &["report", "limit", "offset"])?;

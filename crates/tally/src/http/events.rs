@@ -10,6 +10,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    summary = "Ingest usage events",
+    request_body(content((Vec<tally_domain::RawEvent> = "application/json"), (String = "application/x-ndjson")), description = "A JSON array of events (or one event object), or NDJSON: one event per line"),
+    responses((status = 200, description = "Every event stored (or a duplicate of one already stored)", body = crate::ingest::IngestReport), (status = 207, description = "Some events were refused, the rest stored", body = crate::ingest::IngestReport))
+)]
 pub async fn post_events(
     State(app): State<AppState>,
     caller: Caller,

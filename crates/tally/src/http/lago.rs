@@ -73,6 +73,14 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, LagoError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/compat/lago/api/v1/events",
+    tag = "compat-lago",
+    summary = "Lago: one usage event",
+    request_body = Object,
+    responses((status = 200, description = "`{event}`", body = Object))
+)]
 pub async fn create(State(app): State<AppState>, caller: Result<Caller, ApiError>, body: Bytes) -> Result<Json<Value>, LagoError> {
     authorized(caller)?;
     let SingleBody { event } = parse(&body)?;
@@ -80,6 +88,14 @@ pub async fn create(State(app): State<AppState>, caller: Result<Caller, ApiError
     Ok(Json(json!({ "event": answers.remove(0) })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/compat/lago/api/v1/events/batch",
+    tag = "compat-lago",
+    summary = "Lago: up to 100 usage events",
+    request_body = Object,
+    responses((status = 200, description = "`{events}`", body = Object))
+)]
 pub async fn batch(State(app): State<AppState>, caller: Result<Caller, ApiError>, body: Bytes) -> Result<Json<Value>, LagoError> {
     authorized(caller)?;
     let BatchBody { events } = parse(&body)?;

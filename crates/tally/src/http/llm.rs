@@ -4,11 +4,12 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use super::usage::{RangeQuery, range};
 use crate::app::AppState;
 use crate::series::{cells_between, summed_cells_between};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -60,6 +61,14 @@ async fn cells_and_latencies(
 }
 
 /// `GET /v1/users/{id}/llm/summary?from=&to=`.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/llm/summary",
+    tag = "llm",
+    summary = "A user's LLM requests, tokens, cost and latency",
+    params(("id" = String, Path, description = "The user's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent")),
+    responses((status = 200, description = "`{user_id, organization_id, from, to, summary}`", body = Object))
+)]
 pub async fn user_summary(
     State(app): State<AppState>,
     caller: Caller,
@@ -80,6 +89,14 @@ pub struct BreakdownQuery {
 }
 
 /// `GET /v1/users/{id}/llm/breakdown?by=model|provider|model,provider`.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/llm/breakdown",
+    tag = "llm",
+    summary = "A user's LLM use per model and/or provider",
+    params(("id" = String, Path, description = "The user's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent"), ("by" = Option<String>, Query, description = "model (default), provider, or model,provider")),
+    responses((status = 200, description = "`{user_id, by, results}`", body = Object))
+)]
 pub async fn user_breakdown(
     State(app): State<AppState>,
     caller: Caller,
@@ -96,6 +113,14 @@ pub async fn user_breakdown(
 }
 
 /// `GET /v1/users/{id}/llm/monthly`: per calendar month (UTC), with model and provider rows.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/llm/monthly",
+    tag = "llm",
+    summary = "A user's LLM use per calendar month (UTC)",
+    params(("id" = String, Path, description = "The user's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent")),
+    responses((status = 200, description = "`{user_id, results}`", body = Object))
+)]
 pub async fn user_monthly(
     State(app): State<AppState>,
     caller: Caller,
@@ -117,6 +142,14 @@ pub struct OrganizationQuery {
 }
 
 /// `GET /v1/organizations/{id}/llm/summary?top=10&top_by=cost|tokens|requests`.
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{id}/llm/summary",
+    tag = "llm",
+    summary = "An organization's LLM use with its top users",
+    params(("id" = String, Path, description = "The organization's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent"), ("top" = Option<u32>, Query, description = "How many top users, 1 to 1000 (default 10)"), ("top_by" = Option<String>, Query, description = "cost (default), tokens or requests")),
+    responses((status = 200, description = "`{organization_id, from, to, summary, top_users, top_by}`", body = Object))
+)]
 pub async fn organization_summary(
     State(app): State<AppState>,
     caller: Caller,
@@ -154,6 +187,14 @@ pub struct HistoryQuery {
 /// `GET /v1/users/{id}/llm/requests`: newest first, filtered by `model`, `provider`, `status`,
 /// `from`, `to`; `limit` (1–1000, default 100) and the `next_cursor` of the previous page, which
 /// seeks straight to its place however deep it is.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/llm/requests",
+    tag = "llm",
+    summary = "A user's LLM requests, newest first, cursor-paged",
+    params(("id" = String, Path, description = "The user's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent"), ("model" = Option<String>, Query, description = "Only this model"), ("provider" = Option<String>, Query, description = "Only this provider"), ("status" = Option<String>, Query, description = "success or error"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "`{user_id, results, next_cursor}`", body = Object))
+)]
 pub async fn user_requests(
     State(app): State<AppState>,
     caller: Caller,
@@ -205,6 +246,14 @@ pub struct ActivityQuery {
 
 /// `GET /v1/llm/activity?limit=`: the latest LLM requests across users, each with its user's
 /// details; an admin key sees every organization, an `org:` key its own.
+#[utoipa::path(
+    get,
+    path = "/v1/llm/activity",
+    tag = "llm",
+    summary = "The latest LLM requests across users, with user details",
+    params(("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 50)")),
+    responses((status = 200, description = "`{results}`", body = Object))
+)]
 pub async fn activity(State(app): State<AppState>, caller: Caller, Query(q): Query<ActivityQuery>) -> ApiResult<Json<Value>> {
     let limit = count_parameter("limit", q.limit.as_deref(), 50)?;
     let org = match &caller.scope {
@@ -242,6 +291,13 @@ pub async fn activity(State(app): State<AppState>, caller: Caller, Query(q): Que
 }
 
 /// `GET /v1/llm/prices`: the price table and its version.
+#[utoipa::path(
+    get,
+    path = "/v1/llm/prices",
+    tag = "llm",
+    summary = "The LLM price table and its version",
+    responses((status = 200, description = "`{version, count, results}`", body = Object))
+)]
 pub async fn prices(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_reader()?;
     let table = app.store.llm_prices().await?;
@@ -250,6 +306,15 @@ pub async fn prices(State(app): State<AppState>, caller: Caller) -> ApiResult<Js
 
 /// `PUT /v1/llm/prices/{model}` (admin): creates or replaces a model's price (or `*` pattern);
 /// new events are priced with it, stored costs stay as they were.
+#[utoipa::path(
+    put,
+    path = "/v1/llm/prices/{model}",
+    tag = "llm",
+    summary = "Create or replace a model's price (admin)",
+    params(("model" = String, Path, description = "Model name, or a pattern with *")),
+    request_body = tally_domain::llm::prices::ModelPrice,
+    responses((status = 200, description = "`{version, price}`", body = Object))
+)]
 pub async fn put_price(
     State(app): State<AppState>,
     caller: Caller,
@@ -268,6 +333,14 @@ pub async fn put_price(
 }
 
 /// `DELETE /v1/llm/prices/{model}` (admin).
+#[utoipa::path(
+    delete,
+    path = "/v1/llm/prices/{model}",
+    tag = "llm",
+    summary = "Delete a model's price (admin)",
+    params(("model" = String, Path, description = "Model name or pattern")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete_price(State(app): State<AppState>, caller: Caller, Path(model): Path<String>) -> ApiResult<axum::http::StatusCode> {
     caller.require_admin()?;
     app.store.delete_llm_price(&model).await?.ok_or_else(|| ApiError::not_found(format!("price of {model:?}")))?;
@@ -277,6 +350,13 @@ pub async fn delete_price(State(app): State<AppState>, caller: Caller, Path(mode
 
 /// `GET /v1/llm/unpriced-models`: models of requests stored without a cost, so a missing price
 /// shows instead of passing as $0; an admin key sees all organizations, an `org:` key its own.
+#[utoipa::path(
+    get,
+    path = "/v1/llm/unpriced-models",
+    tag = "llm",
+    summary = "Models of requests stored without a cost",
+    responses((status = 200, description = "`{count, results}`", body = Object))
+)]
 pub async fn unpriced_models(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let org = match &caller.scope {
         tally_domain::Scope::Admin => None,

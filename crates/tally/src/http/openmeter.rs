@@ -7,12 +7,13 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use crate::app::AppState;
 use crate::compat::openmeter::{self as om, Invalid, QueryInput};
 use crate::ingest;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -77,6 +78,14 @@ fn compiled(meter: &Meter) -> ApiResult<CompiledMeter> {
 
 /// `POST /api/v1/events`: one CloudEvent or a batch; 204 once every event is committed, 400 with
 /// each invalid event's index and reason (and nothing stored) otherwise.
+#[utoipa::path(
+    post,
+    path = "/compat/openmeter/api/v1/events",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: ingest CloudEvents",
+    request_body(content((Object = "application/cloudevents+json"), (Vec<Object> = "application/cloudevents-batch+json"), (Object = "application/json"))),
+    responses((status = 204, description = "Stored"))
+)]
 pub async fn ingest_events(State(app): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
     let org = namespace(&caller, &headers, Access::Ingest)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -142,12 +151,27 @@ pub async fn ingest_events(State(app): State<AppState>, caller: Caller, headers:
 }
 
 /// `GET /api/v1/meters`.
+#[utoipa::path(
+    get,
+    path = "/compat/openmeter/api/v1/meters",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: meters",
+    responses((status = 200, description = "Meters", body = Vec<tally_domain::meter::Meter>))
+)]
 pub async fn list_meters(State(app): State<AppState>, caller: Caller, headers: HeaderMap) -> ApiResult<Json<Vec<Meter>>> {
     let org = namespace(&caller, &headers, Access::Read)?;
     Ok(Json(app.store.meters(&org).await?))
 }
 
 /// `POST /api/v1/meters`: 201 with the meter; its usage type is registered if new.
+#[utoipa::path(
+    post,
+    path = "/compat/openmeter/api/v1/meters",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: create a meter",
+    request_body = Object,
+    responses((status = 201, description = "The meter", body = tally_domain::meter::Meter))
+)]
 pub async fn create_meter(
     State(app): State<AppState>,
     caller: Caller,
@@ -217,12 +241,29 @@ async fn find_meter(app: &AppState, org: &OrganizationId, id_or_slug: &str) -> A
 }
 
 /// `GET /api/v1/meters/{idOrSlug}`.
+#[utoipa::path(
+    get,
+    path = "/compat/openmeter/api/v1/meters/{idOrSlug}",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: one meter",
+    params(("idOrSlug" = String, Path, description = "Meter id or slug")),
+    responses((status = 200, description = "The meter", body = tally_domain::meter::Meter))
+)]
 pub async fn get_meter(State(app): State<AppState>, caller: Caller, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<Meter>> {
     let org = namespace(&caller, &headers, Access::Read)?;
     Ok(Json(find_meter(&app, &org, &id).await?))
 }
 
 /// `PUT /api/v1/meters/{idOrSlug}`: name, description, group-by and metadata.
+#[utoipa::path(
+    put,
+    path = "/compat/openmeter/api/v1/meters/{idOrSlug}",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: update a meter",
+    params(("idOrSlug" = String, Path, description = "Meter id or slug")),
+    request_body = Object,
+    responses((status = 200, description = "The meter", body = tally_domain::meter::Meter))
+)]
 pub async fn update_meter(
     State(app): State<AppState>,
     caller: Caller,
@@ -239,6 +280,14 @@ pub async fn update_meter(
 }
 
 /// `DELETE /api/v1/meters/{idOrSlug}`: the meter goes; its events stay in its usage type.
+#[utoipa::path(
+    delete,
+    path = "/compat/openmeter/api/v1/meters/{idOrSlug}",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: delete a meter",
+    params(("idOrSlug" = String, Path, description = "Meter id or slug")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete_meter(
     State(app): State<AppState>,
     caller: Caller,
@@ -252,6 +301,14 @@ pub async fn delete_meter(
 }
 
 /// `GET /api/v1/meters/{idOrSlug}/query`.
+#[utoipa::path(
+    get,
+    path = "/compat/openmeter/api/v1/meters/{idOrSlug}/query",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: query a meter",
+    params(("idOrSlug" = String, Path, description = "Meter id or slug"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339)"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339)"), ("windowSize" = Option<String>, Query, description = "MINUTE, HOUR, DAY or MONTH"), ("windowTimeZone" = Option<String>, Query, description = "IANA time zone"), ("subject" = Option<String>, Query, description = "A subject (repeatable)"), ("groupBy" = Option<String>, Query, description = "A group-by key (repeatable)")),
+    responses((status = 200, description = "`{from, to, windowSize, data}` as JSON, or CSV with `Accept: text/csv`", content((Object = "application/json"), (String = "text/csv"))))
+)]
 pub async fn query_get(
     State(app): State<AppState>,
     caller: Caller,
@@ -264,6 +321,15 @@ pub async fn query_get(
 }
 
 /// `POST /api/v1/meters/{idOrSlug}/query`: the same, for queries too long for a URL.
+#[utoipa::path(
+    post,
+    path = "/compat/openmeter/api/v1/meters/{idOrSlug}/query",
+    tag = "compat-openmeter",
+    summary = "OpenMeter: query a meter (body)",
+    params(("idOrSlug" = String, Path, description = "Meter id or slug")),
+    request_body = Object,
+    responses((status = 200, description = "`{from, to, windowSize, data}` as JSON, or CSV with `Accept: text/csv`", content((Object = "application/json"), (String = "text/csv"))))
+)]
 pub async fn query_post(
     State(app): State<AppState>,
     caller: Caller,

@@ -17,6 +17,14 @@ use prost::Message;
 use std::io::Read;
 use tally_domain::Scope;
 
+#[utoipa::path(
+    post,
+    path = "/v1/otlp/v1/traces",
+    tag = "events",
+    summary = "OTLP/HTTP trace export: GenAI spans become LLM request events",
+    request_body(content((Vec<u8> = "application/x-protobuf"), (Object = "application/json")), description = "An ExportTraceServiceRequest; gzip allowed"),
+    responses((status = 200, description = "Export accepted (partial success says how many spans were refused)", body = Object))
+)]
 pub async fn traces(State(app): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let default_organization = match &caller.scope {
         Scope::Admin | Scope::Ingest => None,

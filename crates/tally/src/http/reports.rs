@@ -3,12 +3,13 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::extract::Query;
 use crate::app::AppState;
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -79,6 +80,14 @@ async fn plans(store: &dyn Store) -> Result<HashMap<String, Plan>, StoreError> {
     Ok(plans.into_iter().map(|p| (p.id.clone(), p)).collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/user-reports",
+    tag = "reports",
+    summary = "Every user with organization, subscriptions, usage and balances (admin)",
+    params(("q" = Option<String>, Query, description = "Filter in the q language, e.g. `service_usage__submission__current_period__gte:100 AND is_active:true`"), ("ordering" = Option<String>, Query, description = "A field path, `-` for descending"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip"), ("format" = Option<String>, Query, description = "json (default), csv or ndjson")),
+    responses((status = 200, description = "`{count, next, previous, results}`, or CSV or NDJSON as `format` asks", content((Object = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))))
+)]
 pub async fn user_reports(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
     caller.require_admin()?;
     let p = params(pairs)?;
@@ -167,6 +176,13 @@ fn csv_line(cells: &[String]) -> String {
 
 /// `POST /v1/user-reports/rebuild`: starts (or resumes) the rebuild in the background; 202 with
 /// the run, 409 while another run holds the lease.
+#[utoipa::path(
+    post,
+    path = "/v1/user-reports/rebuild",
+    tag = "reports",
+    summary = "Rebuild the per-user aggregates from raw events (admin)",
+    responses((status = 202, description = "The rebuild job", body = tally_store::JobRun))
+)]
 pub async fn rebuild(State(app): State<AppState>, caller: Caller) -> ApiResult<(axum::http::StatusCode, Json<JobRun>)> {
     caller.require_admin()?;
     let options = RebuildOptions::default();
@@ -182,6 +198,13 @@ pub async fn rebuild(State(app): State<AppState>, caller: Caller) -> ApiResult<(
 }
 
 /// `GET /v1/user-reports/runs`: the rebuild runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/user-reports/runs",
+    tag = "reports",
+    summary = "Rebuild runs (admin)",
+    responses((status = 200, description = "`{count, results}`", body = Object))
+)]
 pub async fn runs(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let runs = app.store.job_runs(jobs::USER_REPORTS).await?;

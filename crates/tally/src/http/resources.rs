@@ -4,12 +4,12 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use crate::app::AppState;
 use async_trait::async_trait;
 use axum::Json;
-use axum::Router;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
@@ -19,9 +19,10 @@ use serde_json::Value;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tally_domain::{OrganizationId, Scope, TeamId, UsageType, UserId};
 use tally_store::{Listed, Page, Store, StoreError, Write};
+use utoipa_axum::router::OpenApiRouter;
 
 #[async_trait]
-pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+pub trait Resource: Serialize + DeserializeOwned + utoipa::ToSchema + Clone + Send + Sync + 'static {
     /// Singular noun for messages: "organization".
     const NAME: &'static str;
     fn id(&self) -> String;
@@ -38,11 +39,14 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     async fn save(&self, store: &dyn Store, write: Write) -> Result<(), StoreError>;
 }
 
-/// The routes of one resource under `path`.
-pub fn routes<R: Resource>(path: &str) -> Router<AppState> {
-    Router::new()
-        .route(path, get(list::<R>).post(create::<R>))
-        .route(&format!("{path}/{{id}}"), get(read::<R>).put(put::<R>).patch(patch::<R>))
+/// The routes of one resource under `path`, with their OpenAPI operations (written here rather
+/// than by `#[utoipa::path]`, which cannot annotate generic handlers).
+pub fn routes<R: Resource>(path: &str) -> OpenApiRouter<AppState> {
+    let one = format!("{path}/{{id}}");
+    let mut router =
+        OpenApiRouter::new().route(path, get(list::<R>).post(create::<R>)).route(&one, get(read::<R>).put(put::<R>).patch(patch::<R>));
+    super::openapi::add_resource::<R>(router.get_openapi_mut(), path, &one, R::NAME);
+    router
 }
 
 fn may_read<R: Resource>(caller: &Caller, item: &R) -> bool {
@@ -106,7 +110,12 @@ pub fn page(limit: Option<&str>, offset: Option<&str>) -> ApiResult<Page> {
     let limit = count("limit", limit, 100, Page::MAX_LIMIT)?;
     let offset = match offset {
         None => 0,
-        Some(o) => o.parse::<u64>().map_err(|_| ApiError::bad_parameter("offset", format!("must be a whole number, got {o:?}")))?,
+        // The databases count rows in signed 64 bits.
+        Some(o) => o
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| i64::try_from(n).is_ok())
+            .ok_or_else(|| ApiError::bad_parameter("offset", format!("must be a whole number from 0 to {}, got {o:?}", i64::MAX)))?,
     };
     Ok(Page { limit, offset })
 }
@@ -399,5 +408,7 @@ mod tests {
             assert!(page(Some(bad), None).is_err(), "{bad}");
         }
         assert!(page(None, Some("x")).is_err());
+        assert!(page(None, Some("9223372036854775808")).is_err(), "beyond what the databases count");
+        assert_eq!(page(None, Some("9223372036854775807")).unwrap().offset, i64::MAX as u64);
     }
 }

@@ -4,11 +4,12 @@
 use super::auth::Caller;
 use super::body;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use crate::app::AppState;
 use crate::seats::{self, Licensee, PreviewError};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -24,6 +25,14 @@ const MAX_AUDIT_EVENTS: usize = 10_000;
 
 /// `POST /v1/audit-events`: a JSON array of events (or one). Every event is checked first; if any
 /// is invalid, none is stored and the answer lists each one's index, field and reason.
+#[utoipa::path(
+    post,
+    path = "/v1/audit-events",
+    tag = "seats",
+    summary = "Record audit events (users added, roles changed…)",
+    request_body = Object,
+    responses((status = 200, description = "`{stored, duplicates}`", body = Object))
+)]
 pub async fn post_audit_events(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<Value>> {
     if !caller.scope.can_ingest() {
         return Err(ApiError::forbidden(format!("a {} key cannot write audit events; use an ingest or admin key", caller.scope)));
@@ -70,6 +79,14 @@ pub struct AuditListQuery {
 }
 
 /// `GET /v1/audit-events?organization_id=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit-events",
+    tag = "seats",
+    summary = "An organization's audit events, newest first",
+    params(("organization_id" = String, Query, description = "The organization"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Audit events", body = tally_store::Listed<tally_domain::seats::audit::AuditEvent>))
+)]
 pub async fn list_audit_events(
     State(app): State<AppState>,
     caller: Caller,
@@ -122,6 +139,14 @@ async fn seats_json(app: &AppState, licensee: &Licensee, server: Option<Server>,
 }
 
 /// `GET /v1/organizations/{id}/seats?at=`
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{id}/seats",
+    tag = "seats",
+    summary = "An organization's seat counts",
+    params(("id" = String, Path, description = "The organization's id"), ("at" = Option<String>, Query, description = "Instant (RFC 3339 date-time; default now)")),
+    responses((status = 200, description = "Seat counts", body = Object), (status = 409, description = "The data to answer is missing: no live subscription with a plan, or a server that never pushed", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn organization_seats(
     State(app): State<AppState>,
     caller: Caller,
@@ -136,6 +161,14 @@ pub async fn organization_seats(
 }
 
 /// `GET /v1/servers/{id}/seats?at=`: the sum over the server's realms active at that moment.
+#[utoipa::path(
+    get,
+    path = "/v1/servers/{id}/seats",
+    tag = "seats",
+    summary = "A self-hosted server's seat counts",
+    params(("id" = String, Path, description = "The server's id"), ("at" = Option<String>, Query, description = "Instant (RFC 3339 date-time; default now)")),
+    responses((status = 200, description = "Seat counts", body = Object), (status = 409, description = "The data to answer is missing: no live subscription with a plan, or a server that never pushed", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn server_seats(
     State(app): State<AppState>,
     caller: Caller,
@@ -154,6 +187,14 @@ async fn ledger_page(app: &AppState, org: &OrganizationId, q: &HashMap<String, S
 }
 
 /// `GET /v1/organizations/{id}/license-ledger`: newest first, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{id}/license-ledger",
+    tag = "seats",
+    summary = "An organization's license ledger",
+    params(("id" = String, Path, description = "The organization's id"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Ledger rows", body = tally_store::Listed<tally_domain::seats::ledger::LedgerEntry>))
+)]
 pub async fn organization_ledger(
     State(app): State<AppState>,
     caller: Caller,
@@ -165,6 +206,14 @@ pub async fn organization_ledger(
 }
 
 /// `GET /v1/servers/{id}/license-ledger`
+#[utoipa::path(
+    get,
+    path = "/v1/servers/{id}/license-ledger",
+    tag = "seats",
+    summary = "A self-hosted server's license ledger",
+    params(("id" = String, Path, description = "The server's id"), ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"), ("offset" = Option<u64>, Query, description = "Rows to skip")),
+    responses((status = 200, description = "Ledger rows", body = tally_store::Listed<tally_domain::seats::ledger::LedgerEntry>))
+)]
 pub async fn server_ledger(
     State(app): State<AppState>,
     caller: Caller,
@@ -187,6 +236,14 @@ async fn preview(app: &AppState, org: &OrganizationId, server: Option<Server>) -
 }
 
 /// `GET /v1/organizations/{id}/invoice-preview`
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{id}/invoice-preview",
+    tag = "seats",
+    summary = "An organization's seat invoice preview",
+    params(("id" = String, Path, description = "The organization's id")),
+    responses((status = 200, description = "Invoice preview", body = Object), (status = 409, description = "The data to answer is missing: no live subscription with a plan, or a server that never pushed", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn organization_invoice(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let org = caller.readable_organization(&app, &id).await?;
     let server = server_behind(&app, &org).await?;
@@ -194,6 +251,14 @@ pub async fn organization_invoice(State(app): State<AppState>, caller: Caller, P
 }
 
 /// `GET /v1/servers/{id}/invoice-preview`
+#[utoipa::path(
+    get,
+    path = "/v1/servers/{id}/invoice-preview",
+    tag = "seats",
+    summary = "A self-hosted server's seat invoice preview",
+    params(("id" = String, Path, description = "The server's id")),
+    responses((status = 200, description = "Invoice preview", body = Object), (status = 409, description = "The data to answer is missing: no live subscription with a plan, or a server that never pushed", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn server_invoice(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let server = readable_server(&app, &caller, &id).await?;
     let org = server.organization_id.clone();
@@ -201,6 +266,13 @@ pub async fn server_invoice(State(app): State<AppState>, caller: Caller, Path(id
 }
 
 /// `POST /v1/jobs/ledger/run`: runs the ledger job now and answers with the finished run.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/ledger/run",
+    tag = "seats",
+    summary = "Run the license-ledger job now (admin)",
+    responses((status = 200, description = "The job run", body = tally_store::JobRun))
+)]
 pub async fn run_ledger(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<tally_store::JobRun>> {
     caller.require_admin()?;
     Ok(Json(seats::run_ledger(app.store.as_ref(), seats::LedgerOptions::default(), |_| {}).await?))

@@ -4,11 +4,12 @@
 use super::auth::Caller;
 use super::body;
 use super::error::{ApiError, ApiResult};
+use super::extract::Path;
 use crate::app::AppState;
 use crate::seats;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use tally_domain::seats::remote;
 use tally_domain::{OrganizationId, Scope};
 use tally_store::{PushOutcome, Server};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     hostname: String,
@@ -27,6 +28,14 @@ pub struct Registration {
 }
 
 /// `POST /v1/servers`: the answer holds the server's secret key, shown only this once.
+#[utoipa::path(
+    post,
+    path = "/v1/servers",
+    tag = "servers",
+    summary = "Register a self-hosted server; its key is shown once (admin)",
+    request_body = Registration,
+    responses((status = 201, description = "`{server, key}`", body = Object))
+)]
 pub async fn register(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_admin()?;
     let r: Registration = serde_json::from_value(body::json_value(&body::bytes(&app, body).await?)?)
@@ -43,18 +52,41 @@ pub async fn register(State(app): State<AppState>, caller: Caller, body: Body) -
     Ok((StatusCode::CREATED, Json(json!({ "server": server, "api_key": key }))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/servers",
+    tag = "servers",
+    summary = "Registered servers (admin)",
+    responses((status = 200, description = "`{count, results}`", body = Object))
+)]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let servers = app.store.servers().await?;
     Ok(Json(json!({ "count": servers.len(), "results": servers })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/servers/{id}",
+    tag = "servers",
+    summary = "One registered server",
+    params(("id" = String, Path, description = "The server's id")),
+    responses((status = 200, description = "The server", body = tally_store::Server))
+)]
 pub async fn read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Server>> {
     let server = app.store.server(&id).await?.filter(|s| caller.scope.can_read_organization(&s.organization_id));
     Ok(Json(server.ok_or_else(|| ApiError::not_found(format!("server {id:?}")))?))
 }
 
 /// `POST /v1/servers/{id}/rotate-key`: a new secret, shown once; the old key stops working now.
+#[utoipa::path(
+    post,
+    path = "/v1/servers/{id}/rotate-key",
+    tag = "servers",
+    summary = "Replace a server's key; the new one is shown once (admin)",
+    params(("id" = String, Path, description = "The server's id")),
+    responses((status = 200, description = "`{server, key}`", body = Object))
+)]
 pub async fn rotate_key(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let key = seats::rotate_server_key(app.store.as_ref(), &id).await.map_err(super::error::internal)?;
@@ -72,6 +104,14 @@ async fn pushing_server(app: &AppState, caller: &Caller) -> ApiResult<Server> {
 
 /// `POST /v1/remote/analytics`: format 1 or 2; the whole push is checked before anything is
 /// stored, and stored in one transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/remote/analytics",
+    tag = "servers",
+    summary = "A self-hosted server pushes its counts (server key)",
+    request_body = Object,
+    responses((status = 200, description = "What was stored", body = tally_store::PushOutcome))
+)]
 pub async fn push(State(app): State<AppState>, caller: Caller, body: Body) -> ApiResult<Json<PushOutcome>> {
     let server = pushing_server(&app, &caller).await?;
     let value = body::json_value(&body::bytes(&app, body).await?)?;
@@ -84,6 +124,13 @@ pub async fn push(State(app): State<AppState>, caller: Caller, body: Body) -> Ap
 }
 
 /// `GET /v1/remote/analytics/status`: what the server has stored, so it knows where to resume.
+#[utoipa::path(
+    get,
+    path = "/v1/remote/analytics/status",
+    tag = "servers",
+    summary = "What the pushing server last sent (server key)",
+    responses((status = 200, description = "Cursor positions", body = Object))
+)]
 pub async fn status(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let server = pushing_server(&app, &caller).await?;
     Ok(Json(json!({

@@ -4,9 +4,10 @@
 
 use super::auth::{Caller, SESSION_COOKIE, authenticate};
 use super::error::{ApiError, ApiResult};
+use super::extract::Path;
 use crate::app::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -36,11 +37,26 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /`: the dashboard.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    summary = "The web dashboard",
+    responses((status = 200, description = "HTML", body = String, content_type = "text/html"))
+)]
 pub async fn index() -> Response {
     page("text/html; charset=utf-8", INDEX)
 }
 
 /// `GET /ui/{file}`: its scripts, styles and icon.
+#[utoipa::path(
+    get,
+    path = "/ui/{file}",
+    tag = "dashboard",
+    summary = "A dashboard script, style or icon",
+    params(("file" = String, Path, description = "File name")),
+    responses((status = 200, description = "The file", body = String, content_type = "text/plain"), (status = 404, description = "No such file", body = super::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, body)) => page(content_type, body),
@@ -55,6 +71,14 @@ fn session_cookie(value: &str, max_age: Option<u32>) -> HeaderValue {
 
 /// `POST /ui/session` with `{"key": "tly_…"}`: signs in (a session cookie, gone when the browser
 /// closes); 401 for an unknown or revoked key.
+#[utoipa::path(
+    post,
+    path = "/ui/session",
+    tag = "dashboard",
+    summary = "Sign in to the dashboard with an API key (sets an HTTP-only cookie)",
+    request_body = Object,
+    responses((status = 204, description = "Signed in"))
+)]
 pub async fn sign_in(State(app): State<AppState>, body: axum::body::Body) -> ApiResult<Response> {
     let bytes = super::body::bytes(&app, body).await?;
     let body = super::body::json_value(&bytes)?;
@@ -76,6 +100,13 @@ pub async fn sign_in(State(app): State<AppState>, body: axum::body::Body) -> Api
 }
 
 /// `DELETE /ui/session`: signs out (the cookie is cleared).
+#[utoipa::path(
+    delete,
+    path = "/ui/session",
+    tag = "dashboard",
+    summary = "Sign out of the dashboard",
+    responses((status = 204, description = "Signed out"))
+)]
 pub async fn sign_out() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", Some(0)));
@@ -83,6 +114,13 @@ pub async fn sign_out() -> Response {
 }
 
 /// `GET /v1/me`: what the caller's key is and which pages it may use.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "dashboard",
+    summary = "What the caller's key is and what it may read",
+    responses((status = 200, description = "`{kind, scope, organization_id, user_id, can}`", body = Object))
+)]
 pub async fn me(caller: Caller) -> Json<Value> {
     Json(me_of(&caller.scope))
 }

@@ -2,10 +2,11 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+use super::extract::{Path, Query};
 use crate::app::AppState;
 use crate::series::{CsvRows, Measure, ParamError, SeriesAnswer, SeriesParams, SeriesQuery};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -19,7 +20,7 @@ pub struct RangeQuery {
     pub to: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TotalsResponse {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
@@ -45,6 +46,14 @@ pub fn range(q: &RangeQuery) -> ApiResult<TimeRange> {
     Ok(range)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{id}/usage/totals",
+    tag = "usage",
+    summary = "An organization's usage totals per usage type",
+    params(("id" = String, Path, description = "The organization's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent")),
+    responses((status = 200, description = "Totals", body = TotalsResponse))
+)]
 pub async fn organization_totals(
     State(app): State<AppState>,
     caller: Caller,
@@ -61,6 +70,14 @@ async fn answer(app: &AppState, subject: Subject, range: TimeRange) -> ApiResult
     Ok(Json(TotalsResponse { from: range.from, to: range.to, totals }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/usage/totals",
+    tag = "usage",
+    summary = "A user's usage totals per usage type",
+    params(("id" = String, Path, description = "The user's id"), ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339 date-time); all time when absent"), ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339 date-time); all time when absent")),
+    responses((status = 200, description = "Totals", body = TotalsResponse))
+)]
 pub async fn user_totals(
     State(app): State<AppState>,
     caller: Caller,
@@ -73,6 +90,14 @@ pub async fn user_totals(
 }
 
 /// `GET /v1/usage`: usage time series with breakdowns (see `crate::series`).
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "usage",
+    summary = "Usage time series with breakdowns",
+    params(("organization_id" = Option<String>, Query, description = "The organization (implied by an org key; an admin key may omit it for all organizations)"), ("team_id" = Option<String>, Query, description = "Only this team"), ("user_id" = Option<String>, Query, description = "Only this user"), ("usage_type" = Option<String>, Query, description = "One or several usage type keys, comma-separated"), ("breakdowns" = Option<String>, Query, description = "JSON array of up to 3 of type, team, user, organization, model, provider, status"), ("interval" = Option<String>, Query, description = "hour, day, week (from Monday) or month"), ("date_from" = Option<String>, Query, description = "RFC 3339 date or date-time, or relative: -30d, -12w, -6m (default -30d)"), ("date_to" = Option<String>, Query, description = "RFC 3339 date or date-time, or relative"), ("timezone" = Option<String>, Query, description = "IANA time zone of the buckets (default UTC)"), ("compare" = Option<String>, Query, description = "previous_period: add each series for the previous period of equal length"), ("limit" = Option<u32>, Query, description = "Most series to return; the rest are summed into `other`"), ("format" = Option<String>, Query, description = "json (default) or csv")),
+    responses((status = 200, description = "The series, or CSV (one row per series and bucket) with `format=csv` or `Accept: text/csv`", content((crate::series::SeriesAnswer<crate::series::SeriesResult> = "application/json"), (String = "text/csv"))))
+)]
 pub async fn series(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
     let (query, types) = series_query(&app, &caller, pairs, Measure::Usage).await?;
     let answer = crate::series::run(app.store.as_ref(), &query, &types).await?;
@@ -80,6 +105,14 @@ pub async fn series(State(app): State<AppState>, caller: Caller, Query(pairs): Q
 }
 
 /// `GET /v1/spend`: the same series in money, priced by the plan in force at the time.
+#[utoipa::path(
+    get,
+    path = "/v1/spend",
+    tag = "usage",
+    summary = "Spend time series, priced by the plan in force at the time",
+    params(("organization_id" = Option<String>, Query, description = "The organization (implied by an org key; an admin key may omit it for all organizations)"), ("team_id" = Option<String>, Query, description = "Only this team"), ("user_id" = Option<String>, Query, description = "Only this user"), ("usage_type" = Option<String>, Query, description = "One or several usage type keys, comma-separated"), ("breakdowns" = Option<String>, Query, description = "JSON array of up to 3 of type, team, user, organization, model, provider, status"), ("interval" = Option<String>, Query, description = "hour, day, week (from Monday) or month"), ("date_from" = Option<String>, Query, description = "RFC 3339 date or date-time, or relative: -30d, -12w, -6m (default -30d)"), ("date_to" = Option<String>, Query, description = "RFC 3339 date or date-time, or relative"), ("timezone" = Option<String>, Query, description = "IANA time zone of the buckets (default UTC)"), ("compare" = Option<String>, Query, description = "previous_period: add each series for the previous period of equal length"), ("limit" = Option<u32>, Query, description = "Most series to return; the rest are summed into `other`"), ("format" = Option<String>, Query, description = "json (default) or csv")),
+    responses((status = 200, description = "The series in money, or CSV with `format=csv` or `Accept: text/csv`", content((crate::series::SeriesAnswer<crate::series::SpendResult> = "application/json"), (String = "text/csv"))))
+)]
 pub async fn spend(State(app): State<AppState>, caller: Caller, Query(pairs): Query<Vec<(String, String)>>) -> ApiResult<Response> {
     let (query, types) = series_query(&app, &caller, pairs, Measure::Spend).await?;
     let answer = crate::series::run_spend(app.store.as_ref(), &query, &types).await?;

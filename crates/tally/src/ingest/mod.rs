@@ -10,14 +10,14 @@ use tally_domain::event::{EventRejection, ValidationContext};
 use tally_domain::{RawEvent, UsageEvent};
 use tally_store::CommitError;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Rejected {
     pub index: usize,
     pub code: &'static str,
     pub reason: String,
 }
 
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,

@@ -75,7 +75,7 @@ async fn cells_in(
     Ok(cells)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeriesResult {
     pub id: String,
     pub label: String,
@@ -90,7 +90,7 @@ pub struct SeriesResult {
 }
 
 /// One spend series: money per bucket, exact, as decimal strings.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SpendResult {
     pub id: String,
     pub label: String,
@@ -103,7 +103,7 @@ pub struct SpendResult {
     pub compare_label: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeriesAnswer<R = SeriesResult> {
     pub results: Vec<R>,
     pub interval: tally_domain::series::Interval,
