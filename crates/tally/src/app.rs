@@ -30,6 +30,8 @@ pub struct App {
     pub max_batch_events: usize,
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// Requests per API key.
+    pub rate_limiter: crate::http::rate_limit::KeyRateLimiter,
 }
 
 impl App {
@@ -57,6 +59,7 @@ impl App {
             max_batch_events: config.max_batch_events,
             max_body_bytes: config.max_body_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
+            rate_limiter: crate::http::rate_limit::KeyRateLimiter::new(config.rate_limit),
         };
         Ok((Arc::new(app), writer))
     }

@@ -63,6 +63,26 @@ pub struct FileConfig {
     pub churn: Option<tally_domain::churn::ChurnSettings>,
     /// Rule sweeps and webhook delivery.
     pub alerts: Option<AlertSettings>,
+    /// Requests per second each API key may make; beyond it, 429 with `Retry-After`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `[rate_limit]` in `tally.toml`: a token bucket per API key.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second per key; 0 turns the limit off.
+    pub per_second: u32,
+    /// Requests a key may make at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    /// Generous enough for a dashboard and for ingestion in batches; a runaway client or
+    /// script is held back instead of starving everyone else.
+    fn default() -> Self {
+        RateLimit { per_second: 1000, burst: 2000 }
+    }
 }
 
 /// `[alerts]` in `tally.toml`.
@@ -120,6 +140,7 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     pub churn: tally_domain::churn::ChurnSettings,
     pub alerts: AlertSettings,
+    pub rate_limit: RateLimit,
 }
 
 impl Config {
@@ -150,6 +171,7 @@ impl Config {
             max_batch_events: file.max_batch_events.unwrap_or(Self::MAX_BATCH_EVENTS),
             max_body_bytes: file.max_body_bytes.unwrap_or(Self::MAX_BODY_BYTES),
             max_concurrent_requests: file.max_concurrent_requests.unwrap_or(Self::MAX_CONCURRENT_REQUESTS).max(1),
+            rate_limit: file.rate_limit.unwrap_or_default(),
         })
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn excess_requests_are_shed_with_retry_after() {
-    let app = support::spawn_with(tally_store::testing::sqlite().await, 1).await;
+    let app = support::spawn_with(tally_store::testing::sqlite().await, |c| c.max_concurrent_requests = 1).await;
     let batch = |n: usize| -> Value {
         (0..2000)
             .map(|i| {
@@ -48,4 +48,39 @@ async fn excess_requests_are_shed_with_retry_after() {
     assert_eq!(app.store.event_count().await.unwrap(), accepted as u64);
     let (status, _) = app.post("/v1/events", batch(99)).await;
     assert_eq!(status, 200, "serves normally once the burst is over");
+}
+
+/// One key beyond its rate gets 429 with `Retry-After` and nothing stored for the refused
+/// requests; another key is not held back by it; after the wait the key gets through again.
+#[tokio::test]
+async fn a_key_beyond_its_rate_gets_429_and_others_do_not() {
+    let app = support::spawn_with(tally_store::testing::sqlite().await, |c| {
+        c.rate_limit = tally::config::RateLimit { per_second: 2, burst: 3 };
+    })
+    .await;
+    let event = |n: usize| json!([{"id": format!("r{n}"), "timestamp": "2025-06-01T12:00:00Z", "organization_id": "acme", "user_id": "u1", "type": "api_call"}]);
+    let mut statuses = vec![];
+    let mut retry_after = None;
+    for n in 0..6 {
+        let answer = app.client.post(format!("{}/v1/events", app.base)).bearer_auth(&app.admin).json(&event(n)).send().await.unwrap();
+        statuses.push(answer.status().as_u16());
+        if answer.status() == 429 {
+            retry_after = Some(answer.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap());
+            assert_eq!(answer.headers()["content-type"], "application/problem+json");
+            let problem: Value = answer.json().await.unwrap();
+            assert_eq!(problem["type"], "urn:tally:problem:rate-limited", "{problem}");
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "the burst passes: {statuses:?}");
+    assert!(statuses[3..].contains(&429), "beyond the burst: {statuses:?}");
+    let accepted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert_eq!(app.store.event_count().await.unwrap(), accepted, "refused requests store nothing");
+
+    let other = app.key("org:acme").await;
+    let (status, _) = app.request("GET", "/v1/organizations/acme", Some(&other), None).await;
+    assert_eq!(status, 200, "another key has its own bucket");
+
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after.unwrap())).await;
+    let (status, _) = app.post("/v1/events", event(99)).await;
+    assert_eq!(status, 200, "after Retry-After the key gets through");
 }

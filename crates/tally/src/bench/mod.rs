@@ -211,6 +211,7 @@ impl Running {
             max_batch_events: Config::MAX_BATCH_EVENTS,
             max_body_bytes: Config::MAX_BODY_BYTES,
             max_concurrent_requests: Config::MAX_CONCURRENT_REQUESTS,
+            rate_limit: Default::default(),
             churn: Default::default(),
             alerts: Default::default(),
         };

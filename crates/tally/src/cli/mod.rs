@@ -293,11 +293,22 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     let ledger = tokio::spawn(crate::seats::hourly_ledger(store.clone()));
     let churn = tokio::spawn(crate::daily::schedule(store.clone(), crate::daily::churn::ChurnReport { settings: config.churn.clone() }));
     let alerting = crate::alerts::spawn(app.alerting.clone());
+    let limiter_upkeep = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                app.rate_limiter.forget_idle();
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend(), "tally listening");
     crate::http::serve(listener, app, shutdown_signal()).await?;
     ledger.abort();
     churn.abort();
+    limiter_upkeep.abort();
     alerting.iter().for_each(JoinHandle::abort);
     // Every request is answered; let the writer finish its last batch.
     writer.await.context("writer task")?;

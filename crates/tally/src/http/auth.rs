@@ -92,13 +92,16 @@ impl FromRequestParts<AppState> for Caller {
                 secret
             }
         };
-        Ok(Caller { scope: authenticate(app, secret).await? })
+        let (key_id, scope) = authenticate(app, secret).await?;
+        app.rate_limiter.check(&key_id)?;
+        Ok(Caller { scope })
     }
 }
 
-/// The scope of a live API key.
-pub async fn authenticate(app: &AppState, secret: &str) -> Result<Scope, ApiError> {
+/// The id and scope of a live API key. Keys are found by their SHA-256 digest, so the secret
+/// itself is never compared (nor stored).
+pub async fn authenticate(app: &AppState, secret: &str) -> Result<(String, Scope), ApiError> {
     let digest = tally_domain::key::digest(secret);
     let key = app.store.api_key_by_digest(&digest).await?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
-    Ok(key.scope)
+    Ok((key.id, key.scope))
 }

@@ -14,6 +14,7 @@ mod openapi;
 mod openmeter;
 mod ops;
 mod otlp;
+pub mod rate_limit;
 mod reports;
 pub mod resources;
 mod seats;

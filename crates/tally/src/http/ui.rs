@@ -90,7 +90,7 @@ pub async fn sign_in(State(app): State<AppState>, body: axum::body::Body) -> Api
     if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(ApiError::unauthorized("unknown or revoked API key"));
     }
-    let scope = authenticate(&app, key).await?;
+    let (_, scope) = authenticate(&app, key).await?;
     if matches!(scope, Scope::Ingest | Scope::Server(_)) {
         return Err(ApiError::forbidden(format!("a {scope} key cannot read data; sign in with an admin, org or user key")));
     }

@@ -29,23 +29,25 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn(test_store: TestStore) -> TestApp {
-    spawn_with(test_store, Config::MAX_CONCURRENT_REQUESTS).await
+    spawn_with(test_store, |_| {}).await
 }
 
-/// A server that serves at most `max_concurrent_requests` at once.
-pub async fn spawn_with(test_store: TestStore, max_concurrent_requests: usize) -> TestApp {
+/// A server with its configuration changed by `configure`.
+pub async fn spawn_with(test_store: TestStore, configure: impl FnOnce(&mut Config)) -> TestApp {
     let store = test_store.store.clone();
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Secret::new(test_store.url.clone()),
         log_format: Default::default(),
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
-        max_concurrent_requests,
+        max_concurrent_requests: Config::MAX_CONCURRENT_REQUESTS,
+        rate_limit: Default::default(),
         churn: Default::default(),
         // Fast retries and sweeps, so delivery and sliding-window tests finish in seconds.
         alerts: tally::config::AlertSettings { sweep_seconds: 1.0, first_retry_seconds: 0.2, webhook_timeout_seconds: 2.0 },
     };
+    configure(&mut config);
     let (_, admin) = tally::cli::create_key(store.as_ref(), Scope::Admin, "test").await.unwrap();
     let (app, _writer) = App::start(store.clone(), &config).await.unwrap();
     let background = tally::alerts::spawn(app.alerting.clone());
