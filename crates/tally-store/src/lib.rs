@@ -15,6 +15,7 @@ mod types;
 
 pub use error::{Result, StoreError};
 pub use group_commit::{CommitError, CommitObserver, GroupCommitter};
+pub use sql::Dialect;
 pub use types::*;
 
 use async_trait::async_trait;

@@ -9,6 +9,8 @@ pub mod compat;
 pub mod config;
 pub mod daily;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod jobs;
