@@ -30,6 +30,7 @@ pub struct App {
     pub max_batch_events: usize,
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
+    pub max_queue_wait: std::time::Duration,
     /// Requests per API key.
     pub rate_limiter: crate::http::rate_limit::KeyRateLimiter,
 }
@@ -59,6 +60,7 @@ impl App {
             max_batch_events: config.max_batch_events,
             max_body_bytes: config.max_body_bytes,
             max_concurrent_requests: config.max_concurrent_requests,
+            max_queue_wait: config.max_queue_wait,
             rate_limiter: crate::http::rate_limit::KeyRateLimiter::new(config.rate_limit),
         };
         Ok((Arc::new(app), writer))

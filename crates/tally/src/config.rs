@@ -57,8 +57,10 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub max_batch_events: Option<usize>,
     pub max_body_bytes: Option<usize>,
-    /// Requests served at once; beyond it new ones get 503 with `Retry-After`.
+    /// Requests served at once; others wait for a turn.
     pub max_concurrent_requests: Option<usize>,
+    /// How long a request may wait for its turn before it gets 503 with `Retry-After`.
+    pub max_queue_wait_ms: Option<u64>,
     /// Churn-report weights, windows and event types.
     pub churn: Option<tally_domain::churn::ChurnSettings>,
     /// Rule sweeps and webhook delivery.
@@ -136,8 +138,10 @@ pub struct Config {
     pub max_batch_events: usize,
     /// Bytes per ingest request body.
     pub max_body_bytes: usize,
-    /// Requests served at once; beyond it new ones are shed (503 with `Retry-After`).
+    /// Requests served at once; others wait for a turn, at most `max_queue_wait`, and are then
+    /// shed (503 with `Retry-After`).
     pub max_concurrent_requests: usize,
+    pub max_queue_wait: std::time::Duration,
     pub churn: tally_domain::churn::ChurnSettings,
     pub alerts: AlertSettings,
     pub rate_limit: RateLimit,
@@ -146,7 +150,10 @@ pub struct Config {
 impl Config {
     pub const MAX_BATCH_EVENTS: usize = 10_000;
     pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-    pub const MAX_CONCURRENT_REQUESTS: usize = 512;
+    /// Enough to keep two cores and the database busy, few enough that each admitted request
+    /// finishes in reasonable time even when all are heavy reads.
+    pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+    pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// Resolves the layers. `listen` and `log_format` come from `tally serve`'s flags.
     pub fn load(store: &StoreArgs, listen: Option<SocketAddr>, log_format: Option<LogFormat>) -> anyhow::Result<Config> {
@@ -171,6 +178,7 @@ impl Config {
             max_batch_events: file.max_batch_events.unwrap_or(Self::MAX_BATCH_EVENTS),
             max_body_bytes: file.max_body_bytes.unwrap_or(Self::MAX_BODY_BYTES),
             max_concurrent_requests: file.max_concurrent_requests.unwrap_or(Self::MAX_CONCURRENT_REQUESTS).max(1),
+            max_queue_wait: file.max_queue_wait_ms.map_or(Self::MAX_QUEUE_WAIT, std::time::Duration::from_millis),
             rate_limit: file.rate_limit.unwrap_or_default(),
         })
     }

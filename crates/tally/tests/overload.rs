@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn excess_requests_are_shed_with_retry_after() {
-    let app = support::spawn_with(tally_store::testing::sqlite().await, |c| c.max_concurrent_requests = 1).await;
+    let app = support::spawn_with(tally_store::testing::sqlite().await, |c| {
+        c.max_concurrent_requests = 1;
+        c.max_queue_wait = std::time::Duration::ZERO;
+    })
+    .await;
     let batch = |n: usize| -> Value {
         (0..2000)
             .map(|i| {

@@ -4,10 +4,12 @@
 //! by side with PostgreSQL's `GROUP BY date_trunc(…)` over the raw events. `reports`: user
 //! report pages, exports and rebuilds, beside a PostgreSQL materialized view. `seats`: pushes,
 //! seat counts and the ledger job. `churn`: daily reports, backfills and the high-risk list.
-//! `llm`: a heavy user's LLM analytics and OTLP ingest.
+//! `llm`: a heavy user's LLM analytics and OTLP ingest. `load`: minutes of mixed load with
+//! latency per endpoint and memory over time, then an overload burst.
 
 mod churn;
 mod llm;
+mod load;
 mod reports;
 mod seats;
 mod series;
@@ -37,6 +39,8 @@ pub enum BenchCommand {
     Churn(churn::ChurnArgs),
     /// LLM analytics: a heavy user's summary, breakdown and deep history; OTLP ingest.
     Llm(llm::LlmArgs),
+    /// Minutes of mixed load: ingestion and every kind of read at once, then an overload burst.
+    Load(load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +135,7 @@ pub async fn run(_store: &StoreArgs, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Seats(args) => seats::run(args).await,
         BenchCommand::Churn(args) => churn::run(args).await,
         BenchCommand::Llm(args) => llm::run(args).await,
+        BenchCommand::Load(args) => load::run(args).await,
     }
 }
 
@@ -211,6 +216,7 @@ impl Running {
             max_batch_events: Config::MAX_BATCH_EVENTS,
             max_body_bytes: Config::MAX_BODY_BYTES,
             max_concurrent_requests: Config::MAX_CONCURRENT_REQUESTS,
+            max_queue_wait: Config::MAX_QUEUE_WAIT,
             rate_limit: Default::default(),
             churn: Default::default(),
             alerts: Default::default(),

@@ -24,11 +24,17 @@ mod usage;
 
 use crate::app::AppState;
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use error::ApiError;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tally_domain::UsageType;
 use tally_domain::entities::{Organization, Plan, Subscription, Team, User};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -36,24 +42,40 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router(app: AppState) -> Router {
-    let max_in_flight = app.max_concurrent_requests;
+    let admission = Arc::new(Admission { turns: Arc::new(Semaphore::new(app.max_concurrent_requests)), wait: app.max_queue_wait });
     let (routes, _) = api_routes().split_for_parts();
     routes
         .fallback(|| async { ApiError::not_found("route") })
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             axum::response::IntoResponse::into_response(error::internal("handler panicked"))
         }))
-        // Overload answers at once with 503 and `Retry-After` instead of queueing into timeouts.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async { error::overloaded() }))
-                .load_shed()
-                .concurrency_limit(max_in_flight),
-        )
+        .layer(axum::middleware::from_fn_with_state(admission, admit))
         // Probes are answered even at capacity: a busy server is not a dead one.
         .merge(OpenApiRouter::new().routes(routes!(ops::healthz)).routes(routes!(ops::readyz)).split_for_parts().0)
         .layer(TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// How many requests are served at once, and how long one may wait for its turn.
+struct Admission {
+    turns: Arc<Semaphore>,
+    wait: Duration,
+}
+
+/// Overload answers 503 with `Retry-After` within `wait` instead of queueing into timeouts:
+/// without a bound, every waiting request would hold a database connection and a thread, and
+/// all of them would slow down together.
+async fn admit(State(admission): State<Arc<Admission>>, request: Request, next: Next) -> Response {
+    let turns = admission.turns.clone();
+    let turn = if admission.wait.is_zero() {
+        turns.try_acquire_owned().ok()
+    } else {
+        tokio::time::timeout(admission.wait, turns.acquire_owned()).await.ok().and_then(Result::ok)
+    };
+    match turn {
+        Some(_turn) => next.run(request).await,
+        None => error::overloaded().into_response(),
+    }
 }
 
 /// The OpenAPI document: every route's operation, as the router serves it.

@@ -42,6 +42,7 @@ pub async fn spawn_with(test_store: TestStore, configure: impl FnOnce(&mut Confi
         max_batch_events: Config::MAX_BATCH_EVENTS,
         max_body_bytes: Config::MAX_BODY_BYTES,
         max_concurrent_requests: Config::MAX_CONCURRENT_REQUESTS,
+        max_queue_wait: Config::MAX_QUEUE_WAIT,
         rate_limit: Default::default(),
         churn: Default::default(),
         // Fast retries and sweeps, so delivery and sliding-window tests finish in seconds.
