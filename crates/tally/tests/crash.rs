@@ -1,4 +1,4 @@
-//! Kill -9 the server during ingestion, restart it, and check that every acknowledged event is
+//! Kill -9 the server during ingestion (three times, at random moments), restart it, and check that every acknowledged event is
 //! stored exactly once and the aggregates equal a rebuild from raw events. Kill it during webhook
 //! delivery, restart it, and check that every queued delivery arrives, none twice after its
 //! success was recorded.
@@ -56,33 +56,36 @@ async fn crash_and_recover(db: Vec<String>) {
         .to_owned();
     assert!(key.starts_with("tly_"), "{key}");
     let port = free_port();
-    let mut server = start(&db, port);
     let client = reqwest::Client::new();
-    wait_ready(&client, port).await;
-
     let acked: Arc<Mutex<Vec<Vec<Value>>>> = Arc::default();
-    let mut clients = Vec::new();
-    for c in 0..4 {
-        let (client, key, acked) = (client.clone(), key.clone(), acked.clone());
-        clients.push(tokio::spawn(async move {
-            for n in 0.. {
-                let body = batch(c, n);
-                let sent = client.post(format!("http://127.0.0.1:{port}/v1/events")).bearer_auth(&key).json(&body).send().await;
-                match sent {
-                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push(body),
-                    _ => return,
+    // Three rounds, each killed at a random moment while four clients are sending.
+    for round in 0..3 {
+        let mut server = start(&db, port);
+        wait_ready(&client, port).await;
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let (client, key, acked) = (client.clone(), key.clone(), acked.clone());
+            clients.push(tokio::spawn(async move {
+                for n in round * 100_000.. {
+                    let body = batch(c, n);
+                    let sent = client.post(format!("http://127.0.0.1:{port}/v1/events")).bearer_auth(&key).json(&body).send().await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => acked.lock().unwrap().push(body),
+                        _ => return,
+                    }
                 }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
-    for c in clients {
-        c.await.unwrap();
+            }));
+        }
+        let moment = rand::random_range(300..1500);
+        tokio::time::sleep(Duration::from_millis(moment)).await;
+        server.kill().unwrap(); // SIGKILL
+        server.wait().unwrap();
+        for c in clients {
+            c.await.unwrap();
+        }
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.len() >= 4, "too few batches acknowledged before the kill: {}", acked.len());
+    assert!(acked.len() >= 4, "too few batches acknowledged before the kills: {}", acked.len());
 
     let mut server = start(&db, port);
     wait_ready(&client, port).await;

@@ -88,3 +88,28 @@ async fn a_key_beyond_its_rate_gets_429_and_others_do_not() {
     let (status, _) = app.post("/v1/events", event(99)).await;
     assert_eq!(status, 200, "after Retry-After the key gets through");
 }
+
+/// Oversized requests are refused before any work: a body beyond `max_body_bytes` with 413 and
+/// a problem body, headers beyond the server's limits with 431; the server serves on.
+#[tokio::test]
+async fn oversized_bodies_and_headers_are_refused() {
+    let app = support::spawn_with(tally_store::testing::sqlite().await, |c| c.max_body_bytes = 64 * 1024).await;
+    let big = format!("[{}]", vec![r#"{"id":"x","type":"api_call"}"#; 4000].join(","));
+    let (status, headers, problem) = app.raw_post("/v1/events", "application/json", big).await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(problem["type"], "urn:tally:problem:payload-too-large");
+
+    let huge = "x".repeat(1024 * 1024);
+    let answer = app.client.get(format!("{}/v1/organizations", app.base)).bearer_auth(&app.admin).header("x-padding", huge).send().await;
+    assert_eq!(answer.unwrap().status().as_u16(), 431);
+    let mut many = app.client.get(format!("{}/v1/organizations", app.base)).bearer_auth(&app.admin);
+    for n in 0..200 {
+        many = many.header(format!("x-header-{n}"), "1");
+    }
+    let answer = many.send().await;
+    assert_eq!(answer.unwrap().status().as_u16(), 431);
+
+    let (status, _) = app.get("/v1/organizations").await;
+    assert_eq!(status, 200, "serves on after refusing them");
+}
