@@ -119,6 +119,9 @@ pub trait Store: Send + Sync + 'static {
     /// for meter queries (with them).
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>>;
 
+    /// Whether any event of `[from, to)` matches the filter (reads at most one).
+    async fn any_usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<bool>;
+
     /// The users a report query selects, in its order, and how many match if asked.
     async fn report_users(&self, query: &report::ReportQuery) -> Result<report::ReportKeys>;
 

@@ -198,6 +198,12 @@ pub fn events_query(dialect: Dialect, filter: &UsageFilter, with_properties: boo
     (sql, values)
 }
 
+/// [`events_query`] for at most one event: whether any matches.
+pub fn any_event_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
+    let (sql, values) = events_query(dialect, filter, false);
+    (sql + " LIMIT 1", values)
+}
+
 /// A page of one user's LLM requests, newest first. The time bounds are the first two
 /// parameters; with a cursor the second is the cursor's time and requests at that instant count
 /// only below the cursor's event id.

@@ -235,6 +235,20 @@ async fn totals_are_exact_for_any_range(store: Arc<dyn Store>) {
     assert_eq!(sum(acme.clone(), None, Some("2025-01-01T10:00:00Z")).await, 1.0);
     assert_eq!(sum(acme, Some("2025-01-01T12:45:00Z"), None).await, 11000.0);
     assert_eq!(sum(u1, Some("2025-01-01T10:00:00Z"), None).await, 1010.0);
+    // Whether any event falls in a range, for the filter.
+    let filter = |user: Option<&str>| UsageFilter {
+        organization_id: Some(org("acme")),
+        user_id: user.map(|u| UserId::parse(u).unwrap()),
+        ..UsageFilter::default()
+    };
+    let any = |f: UsageFilter, from: &str, to: &str| {
+        let (store, from, to) = (store.clone(), ts(from), ts(to));
+        async move { store.any_usage_events(&f, from, to).await.unwrap() }
+    };
+    assert!(any(filter(None), "2025-01-01T10:10:00Z", "2025-01-01T10:20:00Z").await);
+    assert!(!any(filter(None), "2025-01-01T10:20:00Z", "2025-01-01T11:00:00Z").await);
+    assert!(!any(filter(Some("u1")), "2025-01-01T10:10:00Z", "2025-01-01T10:20:00Z").await);
+    assert!(!any(filter(None), "2025-01-01T10:00:00Z", "2025-01-01T10:00:00Z").await, "an empty range holds nothing");
 }
 
 async fn latest_values_and_llm_figures_roll_up(store: Arc<dyn Store>) {

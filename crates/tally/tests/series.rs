@@ -63,6 +63,11 @@ async fn days_have_every_bucket_and_exact_ragged_ends(app: TestApp) {
     // Ending mid-hour: 08:10 is in, 08:50 is not.
     let body = usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-01-03&date_to=2025-01-03T08:30:00Z").await;
     assert_eq!(data(&body["results"][0]), [5.0]);
+    // Cut hours whose cut-off parts hold nothing are read as whole hours: the same figures.
+    let body = usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-01-03&date_to=2025-01-03T08:55:00Z").await;
+    assert_eq!(data(&body["results"][0]), [12.0]);
+    let body = usage(&app, "organization_id=acme&usage_type=api_call&date_from=2025-01-01&date_to=2025-01-03T08:20:00Z").await;
+    assert_eq!(data(&body["results"][0]), [5.0, 0.0, 5.0]);
     // A team and a user filter read the same figures here.
     let team = usage(&app, "organization_id=acme&team_id=t1&usage_type=api_call&date_from=2025-01-01&date_to=2025-01-03").await;
     assert_eq!(data(&team["results"][0]), [5.0, 0.0, 12.0]);

@@ -402,6 +402,13 @@ pub(super) async fn events_between(
         .collect()
 }
 
+pub(super) async fn any_between(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<bool> {
+    let (sql, values) = sql::any_event_query(Dialect::Postgres, filter);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    Ok(!conn.query(&sql, &params).await.map_err(map_err)?.is_empty())
+}
+
 pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> {
     let r = conn.query_one(sql::FINGERPRINT, &[]).await.map_err(map_err)?;
     Ok(AggregatesFingerprint {

@@ -257,6 +257,10 @@ impl Store for PostgresStore {
         events::events_between(&**self.conn().await?, filter, from, to, with_properties).await
     }
 
+    async fn any_usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<bool> {
+        events::any_between(&**self.conn().await?, filter, from, to).await
+    }
+
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
         events::totals(&**self.conn().await?, subject, range).await
     }

@@ -273,6 +273,10 @@ pub(super) fn events_between(
     })
 }
 
+pub(super) fn any_between(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<bool> {
+    filtered(conn, sql::any_event_query(Dialect::Sqlite, filter), from, to, |_| Ok(())).map(|found| !found.is_empty())
+}
+
 pub(super) fn event_count(conn: &Connection) -> Result<u64> {
     conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(map_err)
 }

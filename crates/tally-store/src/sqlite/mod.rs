@@ -339,6 +339,11 @@ impl Store for SqliteStore {
         self.read(move |c| events::events_between(c, &filter, from, to, with_properties)).await
     }
 
+    async fn any_usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<bool> {
+        let filter = filter.clone();
+        self.read(move |c| events::any_between(c, &filter, from, to)).await
+    }
+
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
         let subject = subject.clone();
         self.read(move |c| events::totals(c, &subject, range)).await
