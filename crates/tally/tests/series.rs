@@ -16,6 +16,7 @@ http_tests!(
     bad_parameters_name_themselves,
     csv_has_a_row_per_bucket,
     spend_prices_every_charge_model,
+    a_range_to_the_present_counts_the_current_hour,
 );
 
 fn ev(id: &str, user: &str, team: &str, ty: &str, qty: f64, at: &str) -> Value {
@@ -331,4 +332,25 @@ async fn spend_prices_every_charge_model(app: TestApp) {
     // Nonsense tiers are refused when the plan is saved.
     let bad = json!({"id": "bad", "usage": {"api_call": {"charge": {"model": "graduated", "tiers": [{"up_to": 5, "unit_price": "1"}]}}}});
     assert_eq!(app.post("/v1/plans", bad).await.0, 400);
+}
+
+/// Without `date_to` the range ends at the present, and the current hour is read from its
+/// aggregates: every event so far counts, each once, and spend agrees.
+async fn a_range_to_the_present_counts_the_current_hour(app: TestApp) {
+    let now = jiff::Timestamp::now();
+    let at = |minutes: i64| (now - jiff::SignedDuration::from_mins(minutes)).to_string();
+    send(
+        &app,
+        json!([
+            ev("p1", "u1", "t1", "api_call", 1.0, &at(1)),
+            ev("p2", "u2", "t1", "api_call", 2.0, &at(0)),
+            ev("p3", "u1", "t1", "api_call", 4.0, &at(90))
+        ]),
+    )
+    .await;
+    let body = usage(&app, "organization_id=acme&usage_type=api_call&interval=hour&date_from=-3h").await;
+    assert_eq!(body["results"][0]["count"], 7.0, "{body}");
+    let by_user = usage(&app, "organization_id=acme&usage_type=api_call&interval=day&date_from=-1d&breakdowns=[\"user\"]").await;
+    let total: f64 = by_user["results"].as_array().unwrap().iter().map(|s| s["count"].as_f64().unwrap()).sum();
+    assert_eq!(total, 7.0, "{by_user}");
 }

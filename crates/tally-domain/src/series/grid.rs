@@ -133,7 +133,20 @@ impl Grid {
     }
 
     pub fn plan(&self) -> ReadPlan {
-        let (from, to) = (self.from(), self.end);
+        self.plan_through(self.end)
+    }
+
+    /// As [`Grid::plan`] for a grid that ends at the present: the hour holding its end is read
+    /// whole from the aggregates — everything stored so far — instead of from the raw events
+    /// up to the end, which during a busy hour can be millions. (An event stamped ahead of the
+    /// server's clock by skew lands in that hour too.)
+    pub fn plan_to_present(&self) -> ReadPlan {
+        let hour = SignedDuration::from_hours(1);
+        self.plan_through(if hour_start(self.end) == self.end { self.end } else { hour_start(self.end) + hour })
+    }
+
+    fn plan_through(&self, to: Timestamp) -> ReadPlan {
+        let from = self.from();
         let hour = SignedDuration::from_hours(1);
         let mut cuts: Vec<Timestamp> = self.starts.iter().map(Zoned::timestamp).chain([to]).filter(|t| hour_start(*t) != *t).collect();
         cuts.dedup();
@@ -229,6 +242,12 @@ mod tests {
                 (ts("2025-01-02T20:00:00Z"), ts("2025-01-02T20:15:00Z")),
             ]
         );
+        // Ending at the present, the last hour is read whole from the aggregates; the bucket
+        // boundaries still split theirs.
+        let present = g.plan_to_present();
+        assert_eq!(present.split_hours, plan.split_hours[..3]);
+        assert_eq!(present.raw, plan.raw[..3]);
+        assert_eq!(present.hours_to, ts("2025-01-02T21:00:00Z"));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
 use tally_store::{Listed, Page, Store, StoreError, UsageFilter};
 
 /// Reads every cell a grid needs: whole hours from the aggregates, cut hours from raw events.
-async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool) -> Result<Vec<Cell>, StoreError> {
-    let plan = grid.plan();
+async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool, to_present: bool) -> Result<Vec<Cell>, StoreError> {
+    let plan = if to_present { grid.plan_to_present() } else { grid.plan() };
     let mut cells = store.usage_cells(filter, plan.hours_from, plan.hours_to, per_user).await?;
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
     for (from, to) in plan.raw {
@@ -130,8 +130,10 @@ async fn query_cells(
     grid: &Grid,
     aggregation: &HashMap<&str, Aggregation>,
 ) -> Result<Vec<Cell>, StoreError> {
+    // The asked range, not a previous period's, may end at the present.
+    let to_present = q.to_present && grid.end == q.grid.end;
     if q.breakdowns.iter().any(|d| d.needs_users()) || q.filter.user_id.is_some() {
-        return cells(store, &q.filter, grid, true).await;
+        return cells(store, &q.filter, grid, true, to_present).await;
     }
     let asked: Vec<UsageTypeKey> = if q.filter.usage_types.is_empty() {
         let mut all: Vec<UsageTypeKey> = aggregation.keys().filter_map(|k| UsageTypeKey::parse(*k).ok()).collect();
@@ -149,7 +151,7 @@ async fn query_cells(
         }
         // Every type is known here, so naming them all reads the same rows as naming none.
         let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
-        out.extend(cells(store, &filter, grid, by_user).await?);
+        out.extend(cells(store, &filter, grid, by_user, to_present).await?);
     }
     Ok(out)
 }

@@ -71,6 +71,8 @@ pub struct SeriesQuery {
     pub compare: bool,
     pub limit: Option<usize>,
     pub csv: bool,
+    /// No `date_to` was given: the range ends at the present.
+    pub to_present: bool,
 }
 
 impl SeriesParams {
@@ -187,7 +189,8 @@ impl SeriesParams {
             user_id: self.user_id.as_deref().map(|s| parse_id("user_id", s, UserId::parse)).transpose()?,
             usage_types,
         };
-        Ok(SeriesQuery { filter, breakdowns, grid, timezone, compare, limit, csv })
+        let to_present = self.date_to.is_none();
+        Ok(SeriesQuery { filter, breakdowns, grid, timezone, compare, limit, csv, to_present })
     }
 }
 
