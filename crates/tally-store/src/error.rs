@@ -19,6 +19,9 @@ pub enum StoreError {
     Full(String),
     #[error("bad configuration: {0}")]
     Config(String),
+    /// A value the database cannot hold (PostgreSQL refuses the NUL character in text and JSON).
+    #[error("cannot store this value: {0}")]
+    Unstorable(String),
     /// Stored data that does not parse back: a bug or a hand edit.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

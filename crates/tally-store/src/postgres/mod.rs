@@ -108,6 +108,9 @@ pub(crate) fn map_err(error: tokio_postgres::Error) -> StoreError {
     match error.code() {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::AlreadyExists(error.to_string()),
         Some(code) if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY => StoreError::Full(error.to_string()),
+        Some(code) if *code == SqlState::UNTRANSLATABLE_CHARACTER || *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+            StoreError::Unstorable(error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned()))
+        }
         Some(code)
             if *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN

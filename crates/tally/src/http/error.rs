@@ -64,6 +64,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             StoreError::AlreadyExists(what) => ApiError::new(StatusCode::CONFLICT, "already-exists", format!("{what} already exists")),
             StoreError::Unavailable(_) => ApiError::unavailable("the database is unavailable; nothing was stored, retry later"),
+            StoreError::Unstorable(why) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unstorable-value",
+                format!("a value cannot be stored ({why}); text and JSON may not contain the NUL character (\\u0000)"),
+            ),
             StoreError::Full(_) => {
                 let mut e =
                     ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage-full", "the database is out of space; nothing was stored");
