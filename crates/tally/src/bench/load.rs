@@ -114,13 +114,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 /// The resident memory of this process now, in MB.
 fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    super::memory_mb("VmRSS:").unwrap_or(0.0)
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {

@@ -83,8 +83,13 @@ fn median(samples: &[std::time::Duration]) -> std::time::Duration {
 
 /// Peak resident memory of this process, from the kernel's high-water mark.
 pub fn peak_rss_mb() -> Option<f64> {
+    memory_mb("VmHWM:")
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmHWM:`, `VmRSS:`…), in MB.
+pub fn memory_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }

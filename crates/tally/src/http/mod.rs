@@ -51,7 +51,7 @@ pub fn router(app: AppState) -> Router {
         }))
         .layer(axum::middleware::from_fn_with_state(admission, admit))
         // Probes are answered even at capacity: a busy server is not a dead one.
-        .merge(OpenApiRouter::new().routes(routes!(ops::healthz)).routes(routes!(ops::readyz)).split_for_parts().0)
+        .merge(probe_routes().split_for_parts().0)
         // The path only: a query string may carry what must not be logged (a misplaced API key,
         // a filter on e-mail addresses).
         .layer(
@@ -87,10 +87,14 @@ async fn admit(State(admission): State<Arc<Admission>>, request: Request, next: 
 /// The OpenAPI document: every route's operation, as the router serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut api = api_routes().into_openapi();
-    let probes = OpenApiRouter::<AppState>::new().routes(routes!(ops::healthz)).routes(routes!(ops::readyz)).into_openapi();
-    api.merge(probes);
+    api.merge(probe_routes().into_openapi());
     openapi::finish(&mut api);
     api
+}
+
+/// Liveness and readiness, kept outside admission control.
+fn probe_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(ops::healthz)).routes(routes!(ops::readyz))
 }
 
 /// Every route but the probes, each registered from its handler's OpenAPI annotation.
