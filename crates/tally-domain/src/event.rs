@@ -232,6 +232,9 @@ impl RawEvent {
 
         let properties = match self.properties {
             None => None,
+            Some(raw) if json_has_nul(raw.get()) => {
+                return Err(EventRejection::new("invalid_properties", "`properties` must not contain the NUL character (\\u0000)"));
+            }
             Some(raw) if raw.get().trim_start().starts_with('{') => Some(raw),
             Some(raw) if raw.get().trim() == "null" => None,
             Some(_) => return Err(EventRejection::new("invalid_properties", "`properties` must be a JSON object")),
@@ -270,6 +273,16 @@ impl RawEvent {
             llm,
         })
     }
+}
+
+/// Whether JSON text holds an escaped NUL character (`\u0000`) in a string or key. PostgreSQL
+/// can store it neither in `text` nor in `jsonb`, so it is refused for every backend alike.
+fn json_has_nul(text: &str) -> bool {
+    text.match_indices("\\u0000").any(|(at, _)| {
+        // An escape only if the backslash is not itself escaped: an odd run of backslashes.
+        let run = text.as_bytes()[..=at].iter().rev().take_while(|&&b| b == b'\\').count();
+        run % 2 == 1
+    })
 }
 
 /// LLM fields before validation, from the top level or from `properties`.
@@ -353,6 +366,11 @@ impl LlmInput {
                 Some(Money::parse_non_negative(&text).map_err(|e| invalid(format!("`cost` {text:?} {e}")))?)
             }
         };
+        for (field, value) in [("model", &self.model), ("provider", &self.provider)] {
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(invalid(format!("`{field}` must not contain the NUL character (\\u0000)")));
+            }
+        }
         let text = |v: Option<String>| v.filter(|s| !s.is_empty());
         Ok(LlmFields {
             model: text(self.model),
@@ -386,6 +404,22 @@ mod tests {
 
     fn event(extra: &str) -> String {
         format!("{{{BASE},{extra}}}")
+    }
+
+    #[test]
+    fn nul_characters_are_refused_but_escaped_backslashes_are_not() {
+        let e = check(&event(r#""type":"api_call","properties":{"k":"a\u0000b"}"#)).unwrap_err();
+        assert_eq!(e.code, "invalid_properties");
+        let e = check(&event(r#""type":"api_call","properties":{"a\u0000":1}"#)).unwrap_err();
+        assert_eq!(e.code, "invalid_properties");
+        let e = check(&event(r#""type":"llm_request","model":"gpt\u0000""#)).unwrap_err();
+        assert_eq!(e.code, "invalid_llm_field");
+        let e = check(&event(r#""type":"llm_request","properties":{"provider":"x\u0000"}"#)).unwrap_err();
+        assert_eq!(e.code, "invalid_properties");
+        // A literal backslash followed by "u0000" is ordinary text.
+        let ok = check(&event(r#""type":"api_call","properties":{"path":"C:\\u0000"}"#)).unwrap();
+        assert_eq!(ok.properties.as_deref(), Some(r#"{"path":"C:\\u0000"}"#));
+        assert!(check(&event(r#""type":"api_call","properties":{"k":"\\\u0000"}"#)).is_err());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! resulting deltas with upserts in the same transaction as the events; a rebuild replays raw
 //! events through this same code, so live and rebuilt figures cannot drift apart.
 
-use crate::event::{LlmStatus, UsageEvent};
-use crate::time::{hour_start, month_start};
+use crate::event::{LLM_USAGE_TYPE, LlmStatus, UsageEvent};
+use crate::llm::latency::DayLatencies;
+use crate::time::{day_start, hour_start, month_start};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::HashMap;
@@ -124,6 +125,35 @@ pub struct UserMonthKey<'a> {
     pub month: Date,
 }
 
+/// A user's LLM latencies of one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserDayKey<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
+    pub day: Timestamp,
+}
+
+/// An organization's LLM latencies of one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgDayKey<'a> {
+    pub organization_id: &'a str,
+    pub day: Timestamp,
+}
+
+/// LLM requests of an organization stored without a cost, by model (empty: none named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnpricedKey<'a> {
+    pub organization_id: &'a str,
+    pub model: &'a str,
+}
+
+/// How many unpriced requests, and the latest one's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpriced {
+    pub requests: i64,
+    pub last_seen: Timestamp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserRef<'a> {
     pub organization_id: &'a str,
@@ -143,6 +173,11 @@ pub struct Rollup<'a> {
     pub org_hourly: Map<OrgHourlyKey<'a>, Aggregate>,
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
+    /// LLM requests per day with the histogram of their latencies, per user and per organization.
+    pub latency_days: Map<UserDayKey<'a>, DayLatencies>,
+    pub org_latency_days: Map<OrgDayKey<'a>, DayLatencies>,
+    /// LLM requests without a cost (none given, none priced), for the list of models to price.
+    pub unpriced: Map<UnpricedKey<'a>, Unpriced>,
     /// Users seen, with the latest event time in the batch (their last activity).
     pub users: Map<UserRef<'a>, Timestamp>,
     pub teams: Map<TeamRef<'a>, Timestamp>,
@@ -161,6 +196,13 @@ fn latest<K: Eq + std::hash::Hash>(map: &mut Map<K, Timestamp>, key: K, ts: Time
 /// visited left to right, and concurrent writers take row locks in one order (no deadlocks).
 pub fn sorted<K: Ord + Copy, V: Copy>(map: &Map<K, V>) -> Vec<(K, V)> {
     let mut rows: Vec<(K, V)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+    rows.sort_unstable_by_key(|row| row.0);
+    rows
+}
+
+/// [`sorted`] for values that are not `Copy`, by reference.
+pub fn sorted_refs<K: Ord + Copy, V>(map: &Map<K, V>) -> Vec<(K, &V)> {
+    let mut rows: Vec<(K, &V)> = map.iter().map(|(k, v)| (*k, v)).collect();
     rows.sort_unstable_by_key(|row| row.0);
     rows
 }
@@ -188,6 +230,18 @@ impl<'a> Rollup<'a> {
         let month = month_start(e.timestamp);
         add(&mut self.user_months, UserMonthKey { organization_id, user_id, usage_type, month }, &agg);
         add(&mut self.user_totals, UserTypeKey { organization_id, user_id, usage_type }, &agg);
+        if usage_type == LLM_USAGE_TYPE {
+            let (day, latency) = (day_start(e.timestamp), e.llm.as_ref().and_then(|l| l.latency_ms));
+            self.latency_days.entry(UserDayKey { organization_id, user_id, day }).or_default().record(latency);
+            self.org_latency_days.entry(OrgDayKey { organization_id, day }).or_default().record(latency);
+            if e.llm.as_ref().and_then(|l| l.cost).is_none() {
+                let seen = Unpriced { requests: 1, last_seen: e.timestamp };
+                self.unpriced
+                    .entry(UnpricedKey { organization_id, model })
+                    .and_modify(|u| *u = Unpriced { requests: u.requests + 1, last_seen: u.last_seen.max(e.timestamp) })
+                    .or_insert(seen);
+            }
+        }
         latest(&mut self.users, UserRef { organization_id, user_id }, e.timestamp);
         if !team_id.is_empty() {
             latest(&mut self.teams, TeamRef { organization_id, team_id }, e.timestamp);
@@ -265,5 +319,18 @@ mod tests {
         assert_eq!((total.llm_successes, total.llm_failures), (1, 1));
         assert_eq!((total.input_tokens, total.output_tokens, total.cost_nanos, total.latency_ms_sum), (11, 3, 750_000_000, 140));
         assert!(r.hourly.keys().all(|k| k.model == "m" && k.provider == "p"));
+        // Two UTC days, one latency each, for the user and for the organization.
+        assert_eq!((r.latency_days.len(), r.org_latency_days.len()), (2, 2));
+        let total: i64 = r.org_latency_days.values().map(|d| d.histogram.sum_ms).sum();
+        assert_eq!(total, 140);
+        assert!(r.latency_days.values().all(|d| d.requests == 1));
+        assert!(r.unpriced.is_empty(), "both carry a cost");
+        let unpriced = [
+            ev("3", "2025-02-01T00:30:00Z", "u", "llm_request", 1.0, r#","model":"m""#),
+            ev("4", "2025-02-02T00:00:00Z", "v", "llm_request", 1.0, r#","model":"m""#),
+        ];
+        let r = Rollup::of(&unpriced);
+        let expected = Unpriced { requests: 2, last_seen: "2025-02-02T00:00:00Z".parse().unwrap() };
+        assert_eq!(r.unpriced[&UnpricedKey { organization_id: "o", model: "m" }], expected);
     }
 }

@@ -3,11 +3,18 @@
 use jiff::{Timestamp, ToSpan, civil::Date, tz::TimeZone};
 
 const SECONDS_PER_HOUR: i64 = 3600;
+pub const SECONDS_PER_DAY: i64 = 86_400;
 
 /// The start of the UTC hour that holds `ts`.
 pub fn hour_start(ts: Timestamp) -> Timestamp {
     let secs = ts.as_second().div_euclid(SECONDS_PER_HOUR) * SECONDS_PER_HOUR;
     Timestamp::from_second(secs).expect("an hour start inside a valid timestamp's range")
+}
+
+/// The start of the UTC day that holds `ts`.
+pub fn day_start(ts: Timestamp) -> Timestamp {
+    let secs = ts.as_second().div_euclid(SECONDS_PER_DAY) * SECONDS_PER_DAY;
+    Timestamp::from_second(secs).expect("a day start inside a valid timestamp's range")
 }
 
 /// The first day of the UTC calendar month that holds `ts`.

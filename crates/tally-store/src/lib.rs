@@ -156,6 +156,17 @@ pub trait Store: Send + Sync + 'static {
     /// The latency of every LLM request of a user (or an organization) in `[from, to)` that has
     /// one, and when the first of them was; a user's come from one covering index.
     async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies>;
+    /// The latency histograms of the whole UTC days in `[from, to)` (both at midnight) of a user
+    /// (or an organization), merged, and the first of those days that has one.
+    async fn llm_latency_days(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<LatencyDays>;
+    /// When the first LLM request of a user (or an organization) in `[from, to)` was.
+    async fn llm_first_request(
+        &self,
+        org: &OrganizationId,
+        user: Option<&UserId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<Timestamp>>;
 
     /// The latest LLM requests, of one organization or of all, newest first.
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>>;

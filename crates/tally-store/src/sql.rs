@@ -72,6 +72,39 @@ pub const ORG_HOURLY_KEYS: [&str; 6] = ["organization_id", "hour", "usage_type",
 pub const USER_KEYS: [&str; 3] = ["organization_id", "user_id", "usage_type"];
 pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "month"];
 
+/// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
+pub const AGGREGATE_TABLES: [&str; 7] =
+    ["usage_hourly", "usage_hourly_org", "user_usage", "user_usage_monthly", "llm_latency_daily", "llm_latency_daily_org", "llm_unpriced"];
+
+/// Upserts of a day's latency histogram, per user and per organization (placeholders numbered
+/// from 1 in key order, then requests, latency sum and buckets): counts and sums add, bucket
+/// objects merge key by key (`tally_merge_buckets`, a Rust function on SQLite, SQL on
+/// PostgreSQL). On PostgreSQL the rows come from `unnest` of arrays.
+pub fn latency_upsert(dialect: Dialect, per_user: bool) -> String {
+    let (table, keys, types) = if per_user {
+        ("llm_latency_daily", "organization_id, user_id, day", ["text", "text", "timestamptz"].as_slice())
+    } else {
+        ("llm_latency_daily_org", "organization_id, day", ["text", "timestamptz"].as_slice())
+    };
+    let n = types.len();
+    let rows = match dialect {
+        Dialect::Sqlite => format!("VALUES ({})", (1..=n + 3).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
+        Dialect::Postgres => {
+            let arrays: Vec<String> =
+                types.iter().chain(["int8", "int8"].iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+            let names: Vec<String> = (1..=n + 3).map(|i| format!("c{i}")).collect();
+            let mut selected = names[..n + 2].to_vec();
+            selected.push(format!("c{}::jsonb", n + 3));
+            format!("SELECT {} FROM unnest({}, ${}::text[]) AS x({})", selected.join(", "), arrays.join(", "), n + 3, names.join(", "))
+        }
+    };
+    format!(
+        "INSERT INTO {table} ({keys}, requests, latency_ms_sum, buckets) {rows} ON CONFLICT ({keys}) DO UPDATE SET \
+         requests = {table}.requests + excluded.requests, latency_ms_sum = {table}.latency_ms_sum + excluded.latency_ms_sum, \
+         buckets = tally_merge_buckets({table}.buckets, excluded.buckets)"
+    )
+}
+
 /// Portable casts: PostgreSQL's `sum(bigint)` is numeric, and SQLite reads these type names too.
 pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(count(*) AS BIGINT) FROM usage_hourly), \
@@ -90,7 +123,15 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_hourly_org), \
-    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_hourly_org)";
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_hourly_org), \
+    (SELECT CAST(count(*) AS BIGINT) FROM llm_latency_daily), \
+    (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_latency_daily), \
+    (SELECT CAST(coalesce(sum(latency_ms_sum), 0) AS BIGINT) FROM llm_latency_daily), \
+    (SELECT CAST(count(*) AS BIGINT) FROM llm_latency_daily_org), \
+    (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_latency_daily_org), \
+    (SELECT CAST(coalesce(sum(latency_ms_sum), 0) AS BIGINT) FROM llm_latency_daily_org), \
+    (SELECT CAST(count(*) AS BIGINT) FROM llm_unpriced), \
+    (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_unpriced)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";
@@ -260,12 +301,26 @@ pub fn llm_activity_query(dialect: Dialect, one_organization: bool, limit: u32) 
 pub fn unpriced_query(dialect: Dialect, one_organization: bool) -> String {
     let scope = match (one_organization, dialect) {
         (false, _) => "",
-        (true, Dialect::Sqlite) => " AND organization_id = ?1",
-        (true, Dialect::Postgres) => " AND organization_id = $1",
+        (true, Dialect::Sqlite) => " WHERE organization_id = ?1",
+        (true, Dialect::Postgres) => " WHERE organization_id = $1",
     };
     format!(
-        "SELECT COALESCE(model, ''), count(*), max(ts) FROM events WHERE usage_type = 'llm_request' AND cost_nanos IS NULL{scope} \
-         GROUP BY COALESCE(model, '') ORDER BY count(*) DESC, COALESCE(model, '')"
+        "SELECT model, CAST(sum(requests) AS BIGINT), max(last_seen) FROM llm_unpriced{scope} \
+         GROUP BY model ORDER BY 2 DESC, model"
+    )
+}
+
+/// Upsert of unpriced request counts (organization, model, requests, last seen): counts add, the
+/// latest time wins. On PostgreSQL the rows come from `unnest` of arrays.
+pub fn unpriced_upsert(dialect: Dialect) -> String {
+    let rows = match dialect {
+        Dialect::Sqlite => "VALUES (?1, ?2, ?3, ?4)",
+        Dialect::Postgres => "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[])",
+    };
+    format!(
+        "INSERT INTO llm_unpriced (organization_id, model, requests, last_seen) {rows} ON CONFLICT (organization_id, model) DO UPDATE SET \
+         requests = llm_unpriced.requests + excluded.requests, last_seen = {}(llm_unpriced.last_seen, excluded.last_seen)",
+        dialect.greatest()
     )
 }
 
@@ -304,6 +359,36 @@ pub fn llm_latencies_query(dialect: Dialect, per_user: bool) -> String {
         mark(first),
         mark(first + 1)
     )
+}
+
+/// The stored latency histograms of a user's (parameters: organization, user, from, to) or an
+/// organization's (organization, from, to) days in a range.
+pub fn llm_latency_days_query(dialect: Dialect, per_user: bool) -> String {
+    let mark = |n: usize| match dialect {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    };
+    let (table, user, first) = if per_user {
+        ("llm_latency_daily", format!(" AND user_id = {}", mark(2)), 3)
+    } else {
+        ("llm_latency_daily_org", String::new(), 2)
+    };
+    let buckets = match dialect {
+        Dialect::Sqlite => "buckets",
+        Dialect::Postgres => "buckets::text",
+    };
+    format!(
+        "SELECT day, requests, latency_ms_sum, {buckets} FROM {table} WHERE organization_id = {}{user} AND day >= {} AND day < {}",
+        mark(1),
+        mark(first),
+        mark(first + 1)
+    )
+}
+
+/// The time of the first LLM request in a range, with the same parameters as
+/// [`llm_latencies_query`]; a user's is one probe of the partial LLM index.
+pub fn llm_first_request_query(dialect: Dialect, per_user: bool) -> String {
+    llm_latencies_query(dialect, per_user).replacen("SELECT latency_ms, ts FROM", "SELECT min(ts) FROM", 1)
 }
 
 /// The outcome of a subject's latest `n` LLM requests (one row of window totals) and its

@@ -92,6 +92,14 @@ pub struct AggregatesFingerprint {
     pub org_hourly_sum: f64,
     pub org_hourly_cost_nanos: i64,
     pub org_latest_values_sum: f64,
+    pub latency_day_rows: i64,
+    pub latency_day_requests: i64,
+    pub latency_day_sum_ms: i64,
+    pub org_latency_day_rows: i64,
+    pub org_latency_day_requests: i64,
+    pub org_latency_day_sum_ms: i64,
+    pub unpriced_rows: i64,
+    pub unpriced_requests: i64,
 }
 
 /// Which usage a series query reads. Absent fields do not filter.
@@ -374,4 +382,11 @@ pub struct ReportRun {
     pub started_at: Timestamp,
     pub duration_ms: u64,
     pub error: Option<String>,
+}
+
+/// The merged latency histograms of whole days, and the first day that had any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyDays {
+    pub histogram: tally_domain::llm::latency::LatencyHistogram,
+    pub first_day: Option<Timestamp>,
 }

@@ -48,6 +48,7 @@ store_tests!(
     totals_are_exact_for_any_range,
     rebuild_reproduces_live_aggregates,
     latest_values_and_llm_figures_roll_up,
+    llm_latencies_roll_up_into_daily_histograms,
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
     ledger_commits_need_the_lease_and_never_repeat_a_cause,
@@ -269,6 +270,54 @@ async fn latest_values_and_llm_figures_roll_up(store: Arc<dyn Store>) {
     assert_eq!(fp.hourly_cost_nanos, 1000);
     assert_eq!(fp.hourly_tokens, 7);
     assert_eq!(fp.month_rows, 2);
+}
+
+fn timed_call(id: &str, user: &str, at: &str, latency: Option<i64>) -> UsageEvent {
+    let latency = latency.map_or(String::new(), |ms| format!(r#","latency_ms":{ms}"#));
+    event(&format!(
+        r#"{{"id":"{id}","timestamp":"{at}","organization_id":"acme","user_id":"{user}","type":"llm_request","model":"m","status":"success"{latency}}}"#
+    ))
+}
+
+async fn llm_latencies_roll_up_into_daily_histograms(store: Arc<dyn Store>) {
+    let acme = org("acme");
+    let ann = tally_domain::UserId::parse("ann").unwrap();
+    // Two batches: the second merges into the rows the first wrote.
+    store
+        .record_events(vec![
+            timed_call("a", "ann", "2025-01-01T09:00:00Z", None),
+            timed_call("b", "ann", "2025-01-01T10:00:00Z", Some(100)),
+            timed_call("c", "bob", "2025-01-01T11:00:00Z", Some(4000)),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_events(vec![
+            timed_call("d", "ann", "2025-01-01T12:00:00Z", Some(120)),
+            timed_call("e", "ann", "2025-01-03T08:00:00Z", Some(30)),
+            timed_call("a", "ann", "2025-01-01T09:00:00Z", None),
+        ])
+        .await
+        .unwrap();
+    let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
+    let user = store.llm_latency_days(&acme, Some(&ann), from, to).await.unwrap();
+    assert_eq!((user.histogram.count, user.histogram.sum_ms), (3, 250));
+    let slowest = user.histogram.quantile(1.0).unwrap();
+    assert!((119..=121).contains(&slowest), "{slowest} is 120 within 1%");
+    assert_eq!(user.first_day, Some(from));
+    let whole = store.llm_latency_days(&acme, None, from, to).await.unwrap();
+    assert_eq!((whole.histogram.count, whole.histogram.sum_ms), (4, 4250));
+    let later = store.llm_latency_days(&acme, None, ts("2025-01-02T00:00:00Z"), to).await.unwrap();
+    assert_eq!((later.histogram.count, later.first_day), (1, Some(ts("2025-01-03T00:00:00Z"))));
+    // The first request of a day, with or without a latency.
+    assert_eq!(store.llm_first_request(&acme, Some(&ann), from, to).await.unwrap(), Some(ts("2025-01-01T09:00:00Z")));
+    assert_eq!(store.llm_first_request(&acme, None, ts("2025-01-01T10:30:00Z"), to).await.unwrap(), Some(ts("2025-01-01T11:00:00Z")));
+    assert_eq!(store.llm_first_request(&acme, None, ts("2025-01-04T00:00:00Z"), ts("2025-01-05T00:00:00Z")).await.unwrap(), None);
+    let fp = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!((fp.latency_day_rows, fp.latency_day_requests, fp.org_latency_day_rows, fp.org_latency_day_requests), (3, 5, 2, 5));
+    store.rebuild_aggregates().await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), fp);
+    assert_eq!(store.llm_latency_days(&acme, Some(&ann), from, to).await.unwrap(), user);
 }
 
 async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {

@@ -1,5 +1,7 @@
 //! Upgrading a store made by an earlier release keeps its figures: the schema-2 migration
-//! re-keys the per-user hourly cells and derives the organization-wide ones from them.
+//! re-keys the per-user hourly cells and derives the organization-wide ones from them; the
+//! schema-13 and -14 migrations derive the daily latency histograms and the unpriced counts
+//! from stored LLM requests.
 
 use jiff::Timestamp;
 use tally_domain::OrganizationId;
@@ -83,4 +85,68 @@ async fn postgres_release_1_upgrades() {
     }
     let store = tally_store::open(&url).await.unwrap();
     check(store.as_ref()).await;
+}
+
+/// LLM requests over three days and two users, some without a latency.
+fn llm_events() -> Vec<tally_domain::UsageEvent> {
+    let types: std::collections::HashSet<String> = ["llm_request".to_owned()].into();
+    let ctx = tally_domain::event::ValidationContext { now: ts("2026-01-01T00:00:00Z"), known_types: &types };
+    (0..60)
+        .map(|i| {
+            let latency = if i % 7 == 0 { String::new() } else { format!(r#","latency_ms":{}"#, 37 * i * i % 5000) };
+            let json = format!(
+                r#"{{"id":"l{i}","timestamp":"2025-01-0{}T{:02}:00:00Z","organization_id":"acme","user_id":"u{}","type":"llm_request"{latency}}}"#,
+                1 + i % 3,
+                i % 24,
+                i % 2
+            );
+            tally_domain::RawEvent::from_json(&json).unwrap().validate(&ctx).unwrap()
+        })
+        .collect()
+}
+
+/// Ingests LLM requests, forgets their histograms and unpriced counts as a release before
+/// migrations 13 and 14 would not have them, reopens, and expects the backfills to equal what
+/// ingestion wrote.
+async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
+    let store = tally_store::open(url).await.unwrap();
+    store.record_events(llm_events()).await.unwrap();
+    let live = store.aggregates_fingerprint().await.unwrap();
+    let org = OrganizationId::parse("acme").unwrap();
+    let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
+    let live_days = store.llm_latency_days(&org, None, from, to).await.unwrap();
+    assert_eq!((live.latency_day_requests, live.unpriced_requests), (60, 60));
+    drop(store);
+    forget().await;
+    let store = tally_store::open(url).await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), live);
+    assert_eq!(store.llm_latency_days(&org, None, from, to).await.unwrap(), live_days);
+}
+
+const FORGET_DERIVED: &str =
+    "DELETE FROM llm_latency_daily; DELETE FROM llm_latency_daily_org; DELETE FROM schema_migrations WHERE version = 13;";
+
+#[tokio::test]
+async fn sqlite_llm_roll_ups_are_backfilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tally.db");
+    backfill_equals_ingestion(&format!("sqlite://{}", path.display()), async || {
+        rusqlite::Connection::open(&path).unwrap().execute_batch(FORGET_DERIVED).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_llm_roll_ups_are_backfilled() {
+    let Ok(base) = std::env::var(tally_store::testing::TEST_DATABASE_ENV) else {
+        eprintln!("skipped: no test database");
+        return;
+    };
+    let url = tally_store::testing::fresh_schema(&base).await.unwrap();
+    backfill_equals_ingestion(&url, async || {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(FORGET_DERIVED).await.unwrap();
+    })
+    .await;
 }

@@ -256,4 +256,13 @@ async fn nul_characters_are_stored_or_refused_never_a_500(app: support::TestApp)
             assert_eq!(body["type"], "urn:tally:problem:unstorable-value", "{body}");
         }
     }
+    // In events it is refused per event on both backends, so it cannot fail the batch it would
+    // have been committed with.
+    let mut bad = ev("nul", "acme", "u-nul", "api_call", 1.0, "2025-01-01T00:00:00Z");
+    bad["properties"] = json!({"path": "a\u{0}b"});
+    let good = ev("fine", "acme", "u-nul", "api_call", 1.0, "2025-01-01T00:00:00Z");
+    let (status, body) = app.post("/v1/events", json!([bad, good])).await;
+    assert_eq!((status, body["accepted"].as_u64()), (207, Some(1)), "{body}");
+    assert_eq!(body["rejected"][0]["index"], 0, "{body}");
+    assert!(body["rejected"][0]["reason"].as_str().unwrap().contains("NUL"), "{body}");
 }

@@ -1,7 +1,8 @@
 //! LLM request analytics: summaries, breakdowns by model and provider, and monthly figures,
 //! folded from the live aggregate cells of `llm_request` events (whole hours) and raw events
-//! (cut hours), plus the latencies of the raw requests for percentiles.
+//! (cut hours), plus latency histograms (whole days) and raw latencies (cut days) for percentiles.
 
+pub mod latency;
 pub mod prices;
 
 use crate::Money;
@@ -10,6 +11,7 @@ use crate::series::Cell;
 use crate::time::month_start;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use latency::LatencyStats;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -45,29 +47,12 @@ impl LlmTotals {
     }
 }
 
-/// Latency figures of individual requests (only requests that reported a latency count).
+/// The latencies of individual requests, as read from raw events (only requests that reported
+/// a latency count), and when the first request of the range was.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Latencies {
     pub values: Vec<i64>,
     pub first_request: Option<Timestamp>,
-}
-
-impl Latencies {
-    pub fn average(&self) -> Option<f64> {
-        (!self.values.is_empty()).then(|| self.values.iter().sum::<i64>() as f64 / self.values.len() as f64)
-    }
-
-    /// The nearest-rank 95th percentile.
-    pub fn p95(&mut self) -> Option<i64> {
-        if self.values.is_empty() {
-            return None;
-        }
-        let n = self.values.len();
-        let rank = (0.95 * n as f64).ceil() as usize;
-        // A selection, not a sort: linear in the number of requests.
-        let (_, nth, _) = self.values.select_nth_unstable(rank.clamp(1, n) - 1);
-        Some(*nth)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,7 +78,7 @@ fn most_used(counts: &HashMap<&str, i64>) -> Option<String> {
     counts.iter().filter(|(k, _)| !k.is_empty()).max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0))).map(|(k, _)| (*k).to_owned())
 }
 
-pub fn summary(cells: &[Cell], mut latencies: Latencies) -> Summary {
+pub fn summary(cells: &[Cell], latencies: &LatencyStats) -> Summary {
     let mut totals = LlmTotals::default();
     let (mut models, mut providers): (HashMap<&str, i64>, HashMap<&str, i64>) = Default::default();
     let mut days = BTreeSet::new();
@@ -111,8 +96,8 @@ pub fn summary(cells: &[Cell], mut latencies: Latencies) -> Summary {
         output_tokens: totals.output_tokens,
         total_tokens: totals.total_tokens(),
         total_cost: totals.cost(),
-        avg_latency_ms: latencies.average(),
-        p95_latency_ms: latencies.p95(),
+        avg_latency_ms: latencies.histogram.average(),
+        p95_latency_ms: latencies.histogram.quantile(0.95),
         most_used_model: most_used(&models),
         most_used_provider: most_used(&providers),
         first_request_at: latencies.first_request,
@@ -323,16 +308,17 @@ mod tests {
 
     #[test]
     fn a_summary_adds_up_and_ranks() {
-        let mut lat = Latencies { values: (1..=20).collect(), first_request: Some("2025-03-01T10:05:00Z".parse().unwrap()) };
-        assert_eq!(lat.p95(), Some(19));
-        let s = summary(&cells(), lat);
+        let mut lat = LatencyStats { first_request: Some("2025-03-01T10:05:00Z".parse().unwrap()), ..LatencyStats::default() };
+        (1..=20).for_each(|ms| lat.histogram.record(ms));
+        let s = summary(&cells(), &lat);
+        assert_eq!(s.p95_latency_ms, Some(19));
         assert_eq!((s.total_requests, s.successful_requests, s.failed_requests), (6, 5, 1));
         assert_eq!((s.input_tokens, s.output_tokens, s.total_tokens), (550, 110, 660));
         assert_eq!(s.total_cost.to_string(), "2.85");
         assert_eq!((s.most_used_model.as_deref(), s.most_used_provider.as_deref()), (Some("gpt-4o"), Some("openai")));
         assert_eq!((s.active_days, s.avg_latency_ms), (2, Some(10.5)));
         assert_eq!(s.last_request_at, Some("2025-04-02T09:00:00Z".parse().unwrap()));
-        let empty = summary(&[], Latencies::default());
+        let empty = summary(&[], &LatencyStats::default());
         assert_eq!((empty.total_requests, empty.p95_latency_ms, empty.most_used_model), (0, None, None));
     }
 

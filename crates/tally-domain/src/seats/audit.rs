@@ -166,6 +166,9 @@ impl AuditEventInput {
         if event_type == AuditEventType::RoleChanged && new_role.is_none() {
             return Err(reject("new_role", "a role change (105) needs `new_role`"));
         }
+        if let Some(plan) = &self.plan_id {
+            crate::ids::check(plan).map_err(|e| reject("plan_id", e.to_string()))?;
+        }
         let role_counts = self.role_counts.as_ref().map(RoleCounts::from_json).transpose().map_err(|e| reject("role_counts", e))?;
         Ok(AuditEvent {
             organization_id,

@@ -98,7 +98,12 @@ impl<'a> Row<'a> {
     }
 
     fn text(&self, field: &str) -> Result<String, PushError> {
-        self.get(field)?.as_str().map(str::to_owned).ok_or_else(|| self.error(field, "must be a string"))
+        let text = self.get(field)?.as_str().ok_or_else(|| self.error(field, "must be a string"))?;
+        // PostgreSQL cannot store NUL in text; refuse it on every backend alike.
+        if text.contains('\0') {
+            return Err(self.error(field, "must not contain the NUL character (\\u0000)"));
+        }
+        Ok(text.to_owned())
     }
 
     fn flag(&self, field: &str) -> Result<bool, PushError> {
@@ -227,7 +232,12 @@ fn audit_event(row: &Row<'_>, server_id: &str, realm_id: i64, now: Timestamp) ->
         old_role: role(&["old_role", "old_value"])?,
         new_role: role(&["new_role", "new_value"])?,
         is_bot: extra.get("is_bot").and_then(Value::as_bool).unwrap_or(false),
-        plan_id: extra.get("plan_id").and_then(Value::as_str).map(str::to_owned),
+        plan_id: match extra.get("plan_id").and_then(Value::as_str) {
+            Some(plan) if plan.contains('\0') => {
+                return Err(row.error("extra_data", "`plan_id` must not contain the NUL character (\\u0000)"));
+            }
+            plan => plan.map(str::to_owned),
+        },
         role_counts: role_counts(&extra).map_err(|e| row.error("extra_data", e))?,
         backfilled: row.flag("backfilled")?,
         server_id: Some(server_id.to_owned()),
@@ -328,6 +338,9 @@ mod tests {
         assert_eq!((e.table, e.row, e.field.as_str()), ("audit_log_rows", 1, "event_type"));
         let e = broken(&|b| b["audit_log_rows"][0]["extra_data"] = json!("{not json"));
         assert_eq!((e.table, e.row, e.field.as_str()), ("audit_log_rows", 0, "extra_data"));
+        let e = broken(&|b| b["realms"][0]["name"] = json!("a\u{0}b"));
+        assert_eq!((e.table, e.row, e.field.as_str()), ("realms", 0, "name"));
+        assert!(e.reason.contains("NUL"), "{e}");
         let e = broken(&|b| b["audit_log_rows"][2]["realm_id"] = json!(8));
         assert!(e.reason.contains("realm 8"), "{e}");
         let e = broken(&|b| {

@@ -3,13 +3,16 @@
 use super::map_err;
 use crate::range::split;
 use crate::sql::{self, Dialect};
-use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of};
+use crate::{
+    AggregatesFingerprint, LatencyDays, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of,
+};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::{BTreeMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
-use tally_domain::rollup::{Aggregate, Rollup, sorted};
+use tally_domain::llm::latency::{DayLatencies, LatencyHistogram};
+use tally_domain::rollup::{Aggregate, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 use tokio_postgres::types::ToSql;
@@ -237,7 +240,35 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty, &month];
     params.extend(aggs.params());
     tx.execute(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]), &params).await.map_err(map_err)?;
+
+    // The LLM tables: a statement only when the batch has rows for them (a round trip each).
+    if !rollup.latency_days.is_empty() {
+        let days = sorted_refs(&rollup.latency_days);
+        let (org, user, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.user_id), column(&days, |k| k.day));
+        let (requests, sums, buckets) = histogram_columns(&days);
+        let sql = sql::latency_upsert(Dialect::Postgres, true);
+        tx.execute(&sql, &[&org, &user, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
+        let days = sorted_refs(&rollup.org_latency_days);
+        let (org, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.day));
+        let (requests, sums, buckets) = histogram_columns(&days);
+        let sql = sql::latency_upsert(Dialect::Postgres, false);
+        tx.execute(&sql, &[&org, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
+    }
+    if !rollup.unpriced.is_empty() {
+        let unpriced = sorted(&rollup.unpriced);
+        let (org, model) = (column(&unpriced, |k| k.organization_id), column(&unpriced, |k| k.model));
+        let requests: Vec<i64> = unpriced.iter().map(|(_, u)| u.requests).collect();
+        let seen: Vec<Timestamp> = unpriced.iter().map(|(_, u)| u.last_seen).collect();
+        tx.execute(&sql::unpriced_upsert(Dialect::Postgres), &[&org, &model, &requests, &seen]).await.map_err(map_err)?;
+    }
     Ok(())
+}
+
+/// The requests, latency sums and bucket objects of sorted day rows, as array parameters.
+fn histogram_columns<K>(rows: &[(K, &DayLatencies)]) -> (Vec<i64>, Vec<i64>, Vec<String>) {
+    let requests = rows.iter().map(|(_, d)| d.requests).collect();
+    let sums = rows.iter().map(|(_, d)| d.histogram.sum_ms).collect();
+    (requests, sums, rows.iter().map(|(_, d)| d.histogram.buckets_json()).collect())
 }
 
 pub(super) async fn totals(conn: &Client, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
@@ -288,10 +319,10 @@ pub(super) async fn totals(conn: &Client, subject: &Subject, range: TimeRange) -
 pub(super) async fn rebuild(conn: &mut Client) -> Result<u64> {
     const BATCH: i64 = 50_000;
     let tx = conn.transaction().await.map_err(map_err)?;
-    tx.batch_execute(
-        "LOCK TABLE events IN SHARE MODE; DELETE FROM usage_hourly; DELETE FROM usage_hourly_org; DELETE FROM user_usage; DELETE FROM user_usage_monthly; \
-         UPDATE users SET last_activity = NULL WHERE last_activity IS NOT NULL;",
-    )
+    tx.batch_execute(&format!(
+        "LOCK TABLE events IN SHARE MODE; {} UPDATE users SET last_activity = NULL WHERE last_activity IS NOT NULL;",
+        sql::AGGREGATE_TABLES.map(|t| format!("DELETE FROM {t};")).join(" ")
+    ))
     .await
     .map_err(map_err)?;
     let mut after = (String::new(), String::new());
@@ -429,6 +460,14 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_hourly_sum: r.get(14),
         org_hourly_cost_nanos: r.get(15),
         org_latest_values_sum: r.get(16),
+        latency_day_rows: r.get(17),
+        latency_day_requests: r.get(18),
+        latency_day_sum_ms: r.get(19),
+        org_latency_day_rows: r.get(20),
+        org_latency_day_requests: r.get(21),
+        org_latency_day_sum_ms: r.get(22),
+        unpriced_rows: r.get(23),
+        unpriced_requests: r.get(24),
     })
 }
 
@@ -472,4 +511,43 @@ pub(super) async fn llm_latencies(
         values: rows.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).collect(),
         first_request: rows.iter().map(|r| r.get::<_, Timestamp>(1)).min(),
     })
+}
+
+pub(super) async fn llm_latency_days(
+    conn: &Client,
+    org: &OrganizationId,
+    user: Option<&UserId>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<LatencyDays> {
+    let sql = sql::llm_latency_days_query(Dialect::Postgres, user.is_some());
+    let rows = match user {
+        Some(u) => conn.query(&sql, &[&org.as_str(), &u.as_str(), &from, &to]).await,
+        None => conn.query(&sql, &[&org.as_str(), &from, &to]).await,
+    }
+    .map_err(map_err)?;
+    let mut days = LatencyDays::default();
+    for r in &rows {
+        let stored = LatencyHistogram::from_stored(r.get(3), r.get(2)).map_err(StoreError::corrupt)?;
+        days.histogram.merge(&stored);
+        let day: Timestamp = r.get(0);
+        days.first_day = Some(days.first_day.map_or(day, |d| d.min(day)));
+    }
+    Ok(days)
+}
+
+pub(super) async fn llm_first_request(
+    conn: &Client,
+    org: &OrganizationId,
+    user: Option<&UserId>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<Timestamp>> {
+    let sql = sql::llm_first_request_query(Dialect::Postgres, user.is_some());
+    let row = match user {
+        Some(u) => conn.query_one(&sql, &[&org.as_str(), &u.as_str(), &from, &to]).await,
+        None => conn.query_one(&sql, &[&org.as_str(), &from, &to]).await,
+    }
+    .map_err(map_err)?;
+    Ok(row.get(0))
 }

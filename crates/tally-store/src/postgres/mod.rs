@@ -12,8 +12,8 @@ mod seats;
 
 use crate::{
     AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
-    Listed, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange, UsageFilter, UsageTotal,
-    UserActivity, WindowQuery, Write,
+    LatencyDays, Listed, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange, UsageFilter,
+    UsageTotal, UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -45,6 +45,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/postgres/0009_alert_rules.sql")),
     (10, include_str!("../../migrations/postgres/0010_cached_input_tokens.sql")),
     (11, include_str!("../../migrations/postgres/0011_llm_latency_index.sql")),
+    (12, include_str!("../../migrations/postgres/0012_llm_latency_histograms.sql")),
+    (13, include_str!("../../migrations/postgres/0013_llm_latency_backfill.sql")),
+    (14, include_str!("../../migrations/postgres/0014_llm_unpriced.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -305,6 +308,20 @@ impl Store for PostgresStore {
 
     async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
         events::llm_latencies(&**self.conn().await?, org, user, from, to).await
+    }
+
+    async fn llm_latency_days(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {
+        events::llm_latency_days(&**self.conn().await?, org, user, from, to).await
+    }
+
+    async fn llm_first_request(
+        &self,
+        org: &OrganizationId,
+        user: Option<&UserId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        events::llm_first_request(&**self.conn().await?, org, user, from, to).await
     }
 
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {

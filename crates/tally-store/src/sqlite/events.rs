@@ -3,7 +3,9 @@
 use super::{map_err, micros, timestamp};
 use crate::range::split;
 use crate::sql::{self, Dialect};
-use crate::{AggregatesFingerprint, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of};
+use crate::{
+    AggregatesFingerprint, LatencyDays, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of,
+};
 use jiff::Timestamp;
 use rusqlite::ToSql;
 use rusqlite::types::Value;
@@ -11,7 +13,8 @@ use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
-use tally_domain::rollup::{Aggregate, Rollup, sorted};
+use tally_domain::llm::latency::LatencyHistogram;
+use tally_domain::rollup::{Aggregate, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
@@ -131,6 +134,20 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut months = tx.prepare_cached(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.user_months) {
         upsert(&mut months, &[&k.organization_id, &k.user_id, &k.usage_type, &k.month.to_string()], &a)?;
+    }
+    let mut latency = tx.prepare_cached(&sql::latency_upsert(Dialect::Sqlite, true)).map_err(map_err)?;
+    for (k, d) in sorted_refs(&rollup.latency_days) {
+        let h = &d.histogram;
+        latency.execute(params![k.organization_id, k.user_id, micros(k.day), d.requests, h.sum_ms, h.buckets_json()]).map_err(map_err)?;
+    }
+    let mut org_latency = tx.prepare_cached(&sql::latency_upsert(Dialect::Sqlite, false)).map_err(map_err)?;
+    for (k, d) in sorted_refs(&rollup.org_latency_days) {
+        let h = &d.histogram;
+        org_latency.execute(params![k.organization_id, micros(k.day), d.requests, h.sum_ms, h.buckets_json()]).map_err(map_err)?;
+    }
+    let mut unpriced = tx.prepare_cached(&sql::unpriced_upsert(Dialect::Sqlite)).map_err(map_err)?;
+    for (k, u) in sorted(&rollup.unpriced) {
+        unpriced.execute(params![k.organization_id, k.model, u.requests, micros(u.last_seen)]).map_err(map_err)?;
     }
     Ok(())
 }
@@ -285,10 +302,10 @@ pub(super) fn event_count(conn: &Connection) -> Result<u64> {
 pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
     const BATCH: i64 = 50_000;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
-    tx.execute_batch(
-        "DELETE FROM usage_hourly; DELETE FROM usage_hourly_org; DELETE FROM user_usage; DELETE FROM user_usage_monthly; UPDATE users SET last_activity = NULL;",
-    )
-    .map_err(map_err)?;
+    for table in sql::AGGREGATE_TABLES {
+        tx.execute(&format!("DELETE FROM {table}"), []).map_err(map_err)?;
+    }
+    tx.execute("UPDATE users SET last_activity = NULL", []).map_err(map_err)?;
     let mut after = i64::MIN;
     let mut replayed = 0u64;
     loop {
@@ -362,6 +379,14 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_hourly_sum: r.get(14)?,
             org_hourly_cost_nanos: r.get(15)?,
             org_latest_values_sum: r.get(16)?,
+            latency_day_rows: r.get(17)?,
+            latency_day_requests: r.get(18)?,
+            latency_day_sum_ms: r.get(19)?,
+            org_latency_day_rows: r.get(20)?,
+            org_latency_day_requests: r.get(21)?,
+            org_latency_day_sum_ms: r.get(22)?,
+            unpriced_rows: r.get(23)?,
+            unpriced_requests: r.get(24)?,
         })
     })
     .map_err(map_err)
@@ -404,4 +429,38 @@ pub(super) fn llm_latencies(conn: &Connection, org: &str, user: Option<&str>, fr
     }
     latencies.first_request = first.map(timestamp).transpose()?;
     Ok(latencies)
+}
+
+pub(super) fn llm_latency_days(conn: &Connection, org: &str, user: Option<&str>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {
+    let mut stmt = conn.prepare_cached(&sql::llm_latency_days_query(Dialect::Sqlite, user.is_some())).map_err(map_err)?;
+    let mut rows = match user {
+        Some(u) => stmt.query(params![org, u, micros(from), micros(to)]),
+        None => stmt.query(params![org, micros(from), micros(to)]),
+    }
+    .map_err(map_err)?;
+    let mut days = LatencyDays::default();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let day = timestamp(r.get(0).map_err(map_err)?)?;
+        let buckets: String = r.get(3).map_err(map_err)?;
+        let stored = LatencyHistogram::from_stored(&buckets, r.get(2).map_err(map_err)?).map_err(StoreError::corrupt)?;
+        days.histogram.merge(&stored);
+        days.first_day = Some(days.first_day.map_or(day, |d| d.min(day)));
+    }
+    Ok(days)
+}
+
+pub(super) fn llm_first_request(
+    conn: &Connection,
+    org: &str,
+    user: Option<&str>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Option<Timestamp>> {
+    let sql = sql::llm_first_request_query(Dialect::Sqlite, user.is_some());
+    let first: Option<i64> = match user {
+        Some(u) => conn.query_row(&sql, params![org, u, micros(from), micros(to)], |r| r.get(0)),
+        None => conn.query_row(&sql, params![org, micros(from), micros(to)], |r| r.get(0)),
+    }
+    .map_err(map_err)?;
+    first.map(timestamp).transpose()
 }

@@ -79,7 +79,7 @@ pub(super) fn claim(conn: &mut Connection, job: &str, owner: &str, lease_until: 
 /// Replaces every aggregate of one organization by what its raw events give.
 pub(super) fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u64> {
     const BATCH: i64 = 50_000;
-    for table in ["usage_hourly", "usage_hourly_org", "user_usage", "user_usage_monthly"] {
+    for table in crate::sql::AGGREGATE_TABLES {
         tx.execute(&format!("DELETE FROM {table} WHERE organization_id = ?1"), [org]).map_err(map_err)?;
     }
     tx.execute("UPDATE users SET last_activity = NULL WHERE organization_id = ?1", [org]).map_err(map_err)?;

@@ -27,6 +27,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_alert_rules.sql")),
     (10, include_str!("../../migrations/sqlite/0010_cached_input_tokens.sql")),
     (11, include_str!("../../migrations/sqlite/0011_llm_latency_index.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_llm_latency_histograms.sql")),
+    (13, include_str!("../../migrations/sqlite/0013_llm_latency_backfill.sql")),
+    (14, include_str!("../../migrations/sqlite/0014_llm_unpriced.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -122,7 +125,22 @@ fn connect(path: &Path) -> Result<Connection> {
          PRAGMA foreign_keys = OFF;",
     )
     .map_err(map_err)?;
+    register_functions(&conn)?;
     Ok(conn)
+}
+
+/// The domain's latency-histogram arithmetic as SQL functions, so that upserts merge histograms
+/// in place and migrations can bucket stored latencies.
+fn register_functions(conn: &Connection) -> Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use tally_domain::llm::latency::{bucket_of, merge_buckets_json};
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("tally_latency_bucket", 1, flags, |ctx| Ok(bucket_of(ctx.get::<i64>(0)?))).map_err(map_err)?;
+    conn.create_scalar_function("tally_merge_buckets", 2, flags, |ctx| {
+        let (a, b): (String, String) = (ctx.get(0)?, ctx.get(1)?);
+        merge_buckets_json(&a, &b).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
+    })
+    .map_err(map_err)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -178,8 +196,8 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 
 use crate::{
     AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
-    Listed, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter, UsageTotal, UserActivity,
-    WindowQuery, Write,
+    LatencyDays, Listed, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter, UsageTotal,
+    UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -400,6 +418,22 @@ impl Store for SqliteStore {
     async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
         let (org, user) = (org.to_string(), user.map(UserId::to_string));
         self.read(move |c| events::llm_latencies(c, &org, user.as_deref(), from, to)).await
+    }
+
+    async fn llm_latency_days(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {
+        let (org, user) = (org.to_string(), user.map(UserId::to_string));
+        self.read(move |c| events::llm_latency_days(c, &org, user.as_deref(), from, to)).await
+    }
+
+    async fn llm_first_request(
+        &self,
+        org: &OrganizationId,
+        user: Option<&UserId>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let (org, user) = (org.to_string(), user.map(UserId::to_string));
+        self.read(move |c| events::llm_first_request(c, &org, user.as_deref(), from, to)).await
     }
 
     async fn llm_activity(&self, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {

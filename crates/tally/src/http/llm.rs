@@ -1,21 +1,23 @@
 //! LLM request analytics per user and per organization — summary, breakdown by model and
 //! provider, months — from the live aggregates of `llm_request` events (the arithmetic is in
-//! `tally_domain::llm`). Latency percentiles and the first request come from the requests' index.
+//! `tally_domain::llm`). Latency percentiles come from daily latency histograms, the first request
+//! from the requests' index.
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Path, Query};
 use super::usage::{RangeQuery, range};
 use crate::app::AppState;
-use crate::series::{cells_between, summed_cells_between};
+use crate::series::{cells_between, latencies_between, summed_cells_between};
 use axum::Json;
 use axum::extract::State;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tally_domain::event::all_time;
+use tally_domain::llm::latency::LatencyStats;
 use tally_domain::llm::prices::ModelPrice;
-use tally_domain::llm::{self, By, Latencies, TopBy};
+use tally_domain::llm::{self, By, TopBy};
 use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, UsageTypeKey, UserId};
 use tally_store::UsageFilter;
@@ -53,10 +55,10 @@ async fn cells_and_latencies(
     from: Timestamp,
     to: Timestamp,
     per_user: bool,
-) -> ApiResult<(Vec<Cell>, Latencies)> {
+) -> ApiResult<(Vec<Cell>, LatencyStats)> {
     let cells = cells_between(app.store.as_ref(), filter, from, to, per_user).await?;
     let org = filter.organization_id.as_ref().expect("LLM filters name their organization");
-    let latencies = app.store.llm_latencies(org, filter.user_id.as_ref(), from, to).await?;
+    let latencies = latencies_between(app.store.as_ref(), org, filter.user_id.as_ref(), from, to).await?;
     Ok((cells, latencies))
 }
 
@@ -78,7 +80,7 @@ pub async fn user_summary(
     let (from, to) = bounds(&q)?;
     let (org, user) = readable_user(&app, &caller, &id).await?;
     let (cells, latencies) = cells_and_latencies(&app, &filter(&org, Some(&user)), from, to, true).await?;
-    Ok(Json(json!({ "user_id": user, "organization_id": org, "from": q.from, "to": q.to, "summary": llm::summary(&cells, latencies) })))
+    Ok(Json(json!({ "user_id": user, "organization_id": org, "from": q.from, "to": q.to, "summary": llm::summary(&cells, &latencies) })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,7 +169,7 @@ pub async fn organization_summary(
         "organization_id": org,
         "from": q.range.from,
         "to": q.range.to,
-        "summary": llm::summary(&cells, latencies),
+        "summary": llm::summary(&cells, &latencies),
         "top_users": llm::top_users(&cells, top_by, top),
         "top_by": top_by_text,
     })))

@@ -8,6 +8,7 @@ pub use params::{Measure, ParamError, SeriesParams, SeriesQuery};
 use serde::Serialize;
 use std::collections::HashMap;
 use tally_domain::entities::{Plan, Subscription};
+use tally_domain::llm::latency::{LatencyStats, day_plan};
 use tally_domain::series::spend::{self, PlanTimeline};
 use tally_domain::series::{Cell, Dimension, Grid, Series, build};
 use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
@@ -34,6 +35,36 @@ pub async fn cells_between(
     per_user: bool,
 ) -> Result<Vec<Cell>, StoreError> {
     cells_in(store, filter, from, to, per_user, false).await
+}
+
+/// The latency figures of a user's (or an organization's) LLM requests in `[from, to)`: whole
+/// UTC days from the stored histograms, the cut days at either end from raw requests, and the
+/// first request's time from one index probe.
+pub async fn latencies_between(
+    store: &dyn Store,
+    org: &tally_domain::OrganizationId,
+    user: Option<&tally_domain::UserId>,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+) -> Result<LatencyStats, StoreError> {
+    let plan = day_plan(from, to, jiff::Timestamp::now());
+    let mut stats = LatencyStats::default();
+    let mut firsts = Vec::new();
+    for (edge_from, edge_to) in &plan.edges {
+        let raw = store.llm_latencies(org, user, *edge_from, *edge_to).await?;
+        raw.values.iter().for_each(|ms| stats.histogram.record(*ms));
+        firsts.extend(raw.first_request);
+    }
+    if let Some((days_from, days_to)) = plan.days {
+        let days = store.llm_latency_days(org, user, days_from, days_to).await?;
+        stats.histogram.merge(&days.histogram);
+        if let Some(day) = days.first_day {
+            let day_end = day + jiff::SignedDuration::from_hours(24);
+            firsts.extend(store.llm_first_request(org, user, day.max(from), day_end.min(to)).await?);
+        }
+    }
+    stats.first_request = firsts.into_iter().min();
+    Ok(stats)
 }
 
 /// As [`cells_between`], with the whole hours summed into one cell per organization, user,
