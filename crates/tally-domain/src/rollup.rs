@@ -4,7 +4,7 @@
 
 use crate::event::{LLM_USAGE_TYPE, LlmStatus, UsageEvent};
 use crate::llm::latency::DayLatencies;
-use crate::time::{day_start, hour_start, month_start};
+use crate::time::{date_start, day_start, hour_start, month_start};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::HashMap;
@@ -110,6 +110,18 @@ pub struct OrgHourlyKey<'a> {
     pub provider: &'a str,
 }
 
+/// The organization-wide monthly grain (UTC calendar months, `month` at its first instant), so
+/// monthly series of many organizations read one row per month and dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgMonthKey<'a> {
+    pub organization_id: &'a str,
+    pub month: Timestamp,
+    pub usage_type: &'a str,
+    pub team_id: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserTypeKey<'a> {
     pub organization_id: &'a str,
@@ -171,6 +183,7 @@ pub struct TeamRef<'a> {
 pub struct Rollup<'a> {
     pub hourly: Map<HourlyKey<'a>, Aggregate>,
     pub org_hourly: Map<OrgHourlyKey<'a>, Aggregate>,
+    pub org_monthly: Map<OrgMonthKey<'a>, Aggregate>,
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
     /// LLM requests per day with the histogram of their latencies, per user and per organization.
@@ -228,6 +241,8 @@ impl<'a> Rollup<'a> {
         add(&mut self.hourly, HourlyKey { organization_id, user_id, hour, usage_type, team_id, model, provider }, &agg);
         add(&mut self.org_hourly, OrgHourlyKey { organization_id, hour, usage_type, team_id, model, provider }, &agg);
         let month = month_start(e.timestamp);
+        let month_at = date_start(month);
+        add(&mut self.org_monthly, OrgMonthKey { organization_id, month: month_at, usage_type, team_id, model, provider }, &agg);
         add(&mut self.user_months, UserMonthKey { organization_id, user_id, usage_type, month }, &agg);
         add(&mut self.user_totals, UserTypeKey { organization_id, user_id, usage_type }, &agg);
         if usage_type == LLM_USAGE_TYPE {
@@ -314,7 +329,7 @@ mod tests {
             ),
         ];
         let r = Rollup::of(&events);
-        assert_eq!(r.user_months.len(), 2);
+        assert_eq!((r.user_months.len(), r.org_monthly.len()), (2, 2));
         let total = r.user_totals.values().next().unwrap();
         assert_eq!((total.llm_successes, total.llm_failures), (1, 1));
         assert_eq!((total.input_tokens, total.output_tokens, total.cost_nanos, total.latency_ms_sum), (11, 3, 750_000_000, 140));

@@ -110,6 +110,11 @@ pub trait Store: Send + Sync + 'static {
     /// (or when the filter names a user).
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
 
+    /// Organization-wide cells of whole UTC months with `month` in `[from, to)` (both month
+    /// starts), one per organization, month, usage type, team, model and provider. The table has
+    /// no user column: a filter naming a user is a caller's bug and fails.
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>>;
+
     /// The same cells summed over the hours: one per organization, user (when `per_user` or
     /// named), usage type, model and provider, at its first hour, without the team and without
     /// a latest value. A breakdown's input in one short read.

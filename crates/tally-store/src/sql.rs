@@ -69,12 +69,21 @@ pub fn merge_clause(dialect: Dialect, table: &str, keys: &[&str]) -> String {
 /// Key columns of the roll-up tables, in primary-key order.
 pub const HOURLY_KEYS: [&str; 7] = ["organization_id", "user_id", "hour", "usage_type", "team_id", "model", "provider"];
 pub const ORG_HOURLY_KEYS: [&str; 6] = ["organization_id", "hour", "usage_type", "team_id", "model", "provider"];
+pub const ORG_MONTH_KEYS: [&str; 6] = ["organization_id", "month", "usage_type", "team_id", "model", "provider"];
 pub const USER_KEYS: [&str; 3] = ["organization_id", "user_id", "usage_type"];
 pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "month"];
 
 /// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
-pub const AGGREGATE_TABLES: [&str; 7] =
-    ["usage_hourly", "usage_hourly_org", "user_usage", "user_usage_monthly", "llm_latency_daily", "llm_latency_daily_org", "llm_unpriced"];
+pub const AGGREGATE_TABLES: [&str; 8] = [
+    "usage_hourly",
+    "usage_hourly_org",
+    "usage_monthly_org",
+    "user_usage",
+    "user_usage_monthly",
+    "llm_latency_daily",
+    "llm_latency_daily_org",
+    "llm_unpriced",
+];
 
 /// Upserts of a day's latency histogram, per user and per organization (placeholders numbered
 /// from 1 in key order, then requests, latency sum and buckets): counts and sums add, bucket
@@ -131,7 +140,11 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_latency_daily_org), \
     (SELECT CAST(coalesce(sum(latency_ms_sum), 0) AS BIGINT) FROM llm_latency_daily_org), \
     (SELECT CAST(count(*) AS BIGINT) FROM llm_unpriced), \
-    (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_unpriced)";
+    (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_unpriced), \
+    (SELECT CAST(count(*) AS BIGINT) FROM usage_monthly_org), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org), \
+    (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org), \
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_monthly_org)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";
@@ -211,6 +224,21 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool, summe
              WHERE hour >= {p1} AND hour < {p2}{conditions}"
         )
     };
+    (sql, values)
+}
+
+/// Organization-wide monthly cells of a usage filter (which names no user) with `month` in
+/// `[from, to)`: the time bounds are the first two parameters.
+pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
+    let (conditions, values) = usage_conditions(dialect, filter, 3);
+    let (p1, p2) = match dialect {
+        Dialect::Sqlite => ("?1", "?2"),
+        Dialect::Postgres => ("$1", "$2"),
+    };
+    let sql = format!(
+        "SELECT month, organization_id, '', usage_type, team_id, model, provider, {CELL_COLUMNS} FROM usage_monthly_org \
+         WHERE month >= {p1} AND month < {p2}{conditions}"
+    );
     (sql, values)
 }
 

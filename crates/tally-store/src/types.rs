@@ -100,6 +100,10 @@ pub struct AggregatesFingerprint {
     pub org_latency_day_sum_ms: i64,
     pub unpriced_rows: i64,
     pub unpriced_requests: i64,
+    pub org_monthly_rows: i64,
+    pub org_monthly_count: i64,
+    pub org_monthly_sum: f64,
+    pub org_monthly_latest_values_sum: f64,
 }
 
 /// Which usage a series query reads. Absent fields do not filter.

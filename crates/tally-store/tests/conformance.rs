@@ -49,6 +49,7 @@ store_tests!(
     rebuild_reproduces_live_aggregates,
     latest_values_and_llm_figures_roll_up,
     llm_latencies_roll_up_into_daily_histograms,
+    monthly_cells_sum_the_hours_of_each_utc_month,
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
     ledger_commits_need_the_lease_and_never_repeat_a_cause,
@@ -318,6 +319,34 @@ async fn llm_latencies_roll_up_into_daily_histograms(store: Arc<dyn Store>) {
     store.rebuild_aggregates().await.unwrap();
     assert_eq!(store.aggregates_fingerprint().await.unwrap(), fp);
     assert_eq!(store.llm_latency_days(&acme, Some(&ann), from, to).await.unwrap(), user);
+}
+
+async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
+    store
+        .record_events(vec![
+            api_call("m1", "acme", "ann", "2025-01-31T23:59:59Z", 2.0),
+            api_call("m2", "acme", "bob", "2025-01-01T00:00:00Z", 3.0),
+            api_call("m3", "acme", "ann", "2025-02-01T00:00:00Z", 5.0),
+            api_call("m4", "globex", "cy", "2025-01-15T00:00:00Z", 7.0),
+        ])
+        .await
+        .unwrap();
+    let all = UsageFilter::default();
+    let cells = store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z")).await.unwrap();
+    let mut got: Vec<(String, Timestamp, i64, f64)> =
+        cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.sum)).collect();
+    got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(
+        got,
+        [
+            ("acme".to_owned(), ts("2025-01-01T00:00:00Z"), 2, 5.0),
+            ("acme".to_owned(), ts("2025-02-01T00:00:00Z"), 1, 5.0),
+            ("globex".to_owned(), ts("2025-01-01T00:00:00Z"), 1, 7.0)
+        ]
+    );
+    let acme = UsageFilter { organization_id: Some(org("acme")), ..UsageFilter::default() };
+    let february = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z")).await.unwrap();
+    assert_eq!((february.len(), february[0].aggregate.last_value, february[0].user_id.as_str()), (1, 5.0, ""));
 }
 
 async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {

@@ -105,17 +105,35 @@ fn llm_events() -> Vec<tally_domain::UsageEvent> {
         .collect()
 }
 
-/// Ingests LLM requests, forgets their histograms and unpriced counts as a release before
-/// migrations 13 and 14 would not have them, reopens, and expects the backfills to equal what
-/// ingestion wrote.
+/// Storage gauges of two users over two months: the monthly cell keeps the latest value.
+fn storage_events() -> Vec<tally_domain::UsageEvent> {
+    let types: std::collections::HashSet<String> = ["storage_bytes".to_owned()].into();
+    let ctx = tally_domain::event::ValidationContext { now: ts("2026-01-01T00:00:00Z"), known_types: &types };
+    [("s1", "u0", "2025-01-01T10:00:00Z", 500), ("s2", "u1", "2025-01-02T10:00:00Z", 700), ("s3", "u0", "2025-02-01T00:00:00Z", 900)]
+        .into_iter()
+        .map(|(id, user, at, bytes)| {
+            let json = format!(
+                r#"{{"id":"{id}","timestamp":"{at}","organization_id":"acme","user_id":"{user}","type":"storage_bytes","quantity":{bytes}}}"#
+            );
+            tally_domain::RawEvent::from_json(&json).unwrap().validate(&ctx).unwrap()
+        })
+        .collect()
+}
+
+/// Ingests LLM requests and gauges, forgets what a release before migrations 13 to 15 would not
+/// have, reopens, and expects the backfills to equal what ingestion wrote.
 async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     let store = tally_store::open(url).await.unwrap();
-    store.record_events(llm_events()).await.unwrap();
+    let mut events = llm_events();
+    events.extend(storage_events());
+    store.record_events(events).await.unwrap();
     let live = store.aggregates_fingerprint().await.unwrap();
     let org = OrganizationId::parse("acme").unwrap();
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
     let live_days = store.llm_latency_days(&org, None, from, to).await.unwrap();
-    assert_eq!((live.latency_day_requests, live.unpriced_requests), (60, 60));
+    assert_eq!((live.latency_day_requests, live.unpriced_requests, live.org_monthly_count), (60, 60, 63));
+    // One monthly cell per month and type: the requests' (quantity 1), January's and February's gauges.
+    assert_eq!(live.org_monthly_latest_values_sum, 1.0 + 700.0 + 900.0);
     drop(store);
     forget().await;
     let store = tally_store::open(url).await.unwrap();
@@ -127,7 +145,7 @@ const FORGET_DERIVED: &str =
     "DELETE FROM llm_latency_daily; DELETE FROM llm_latency_daily_org; DELETE FROM schema_migrations WHERE version = 13;";
 
 #[tokio::test]
-async fn sqlite_llm_roll_ups_are_backfilled() {
+async fn sqlite_derived_roll_ups_are_backfilled() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tally.db");
     backfill_equals_ingestion(&format!("sqlite://{}", path.display()), async || {
@@ -137,7 +155,7 @@ async fn sqlite_llm_roll_ups_are_backfilled() {
 }
 
 #[tokio::test]
-async fn postgres_llm_roll_ups_are_backfilled() {
+async fn postgres_derived_roll_ups_are_backfilled() {
     let Ok(base) = std::env::var(tally_store::testing::TEST_DATABASE_ENV) else {
         eprintln!("skipped: no test database");
         return;

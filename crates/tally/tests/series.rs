@@ -17,6 +17,7 @@ http_tests!(
     csv_has_a_row_per_bucket,
     spend_prices_every_charge_model,
     a_range_to_the_present_counts_the_current_hour,
+    utc_months_read_from_monthly_cells_agree_with_days,
 );
 
 fn ev(id: &str, user: &str, team: &str, ty: &str, qty: f64, at: &str) -> Value {
@@ -353,4 +354,53 @@ async fn a_range_to_the_present_counts_the_current_hour(app: TestApp) {
     let by_user = usage(&app, "organization_id=acme&usage_type=api_call&interval=day&date_from=-1d&breakdowns=[\"user\"]").await;
     let total: f64 = by_user["results"].as_array().unwrap().iter().map(|s| s["count"].as_f64().unwrap()).sum();
     assert_eq!(total, 7.0, "{by_user}");
+}
+
+/// Monthly UTC series read whole months from the monthly cells (and the current month whole at
+/// the present); their figures must equal the same range summed from daily buckets, which read
+/// hourly cells, for plain sums, team breakdowns, gauges and across organizations.
+async fn utc_months_read_from_monthly_cells_agree_with_days(app: TestApp) {
+    let now = jiff::Timestamp::now();
+    let ago = |days: i64| (now - jiff::SignedDuration::from_hours(24 * days)).to_string();
+    let mut events = vec![
+        ev("m1", "u1", "t1", "api_call", 1.0, &ago(70)),
+        ev("m2", "u2", "t2", "api_call", 2.0, &ago(40)),
+        ev("m3", "u1", "t1", "api_call", 4.0, &ago(10)),
+        ev("m4", "u1", "t1", "api_call", 8.0, &ago(0)),
+        ev("g1", "u1", "t1", "storage_bytes", 100.0, &ago(50)),
+        ev("g2", "u2", "t2", "storage_bytes", 300.0, &ago(45)),
+        ev("g3", "u1", "t1", "storage_bytes", 200.0, &ago(5)),
+    ];
+    let mut other = ev("o1", "x1", "", "api_call", 16.0, &ago(20));
+    other["organization_id"] = json!("globex");
+    events.push(other);
+    send(&app, json!(events)).await;
+
+    let totals = |body: &Value| -> Vec<(String, f64)> {
+        let mut t: Vec<(String, f64)> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["label"].as_str().unwrap().to_owned(), s["count"].as_f64().unwrap()))
+            .collect();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    for query in [
+        "organization_id=acme&usage_type=api_call",
+        "organization_id=acme&breakdowns=[\"type\",\"team\"]",
+        "breakdowns=[\"type\",\"organization\"]",
+    ] {
+        let months = usage(&app, &format!("{query}&interval=month&date_from=-3m")).await;
+        // The same range, from the first day of the first month, in daily buckets.
+        let first = months["date_from"].as_str().unwrap().to_owned();
+        let days = usage(&app, &format!("{query}&interval=day&date_from={}", &first[..10])).await;
+        assert_eq!(totals(&months), totals(&days), "{query}: {months} vs {days}");
+        // A fixed end inside the current month cuts it: the part before the end only.
+        let cut = usage(&app, &format!("{query}&interval=month&date_from=-3m&date_to={}", ago(3))).await;
+        let cut_days = usage(&app, &format!("{query}&interval=day&date_from={}&date_to={}", &first[..10], ago(3))).await;
+        assert_eq!(totals(&cut), totals(&cut_days), "{query} to a fixed end");
+    }
+    let plain = usage(&app, "organization_id=acme&usage_type=api_call&interval=month&date_from=-3m").await;
+    assert_eq!(plain["results"][0]["count"], 15.0, "{plain}");
 }

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Span, Timestamp, ToSpan, Zoned};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::time::hour_start;
+use crate::time::{date_start, hour_start, month_start, next_month_start};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -86,12 +86,15 @@ pub struct Grid {
 /// What to read: UTC hours `[hours_from, hours_to)` from the aggregates, except the
 /// `split_hours` that a bucket boundary or the grid's ends cut through; those are read from raw
 /// events (`raw`, the split hours clipped to the grid), each event bucketed by its own time.
+/// When every bucket is a UTC calendar month, the whole `months` inside the hours may be read
+/// from monthly aggregates instead of their hours (each month is exactly one bucket).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadPlan {
     pub hours_from: Timestamp,
     pub hours_to: Timestamp,
     pub split_hours: Vec<Timestamp>,
     pub raw: Vec<(Timestamp, Timestamp)>,
+    pub months: Option<(Timestamp, Timestamp)>,
 }
 
 impl Grid {
@@ -133,19 +136,25 @@ impl Grid {
     }
 
     pub fn plan(&self) -> ReadPlan {
-        self.plan_through(self.end)
+        self.plan_through(self.end, false)
     }
 
     /// As [`Grid::plan`] for a grid that ends at the present: the hour holding its end is read
     /// whole from the aggregates — everything stored so far — instead of from the raw events
     /// up to the end, which during a busy hour can be millions. (An event stamped ahead of the
-    /// server's clock by skew lands in that hour too.)
+    /// server's clock by skew lands in that hour too.) Likewise a grid of UTC months reads its
+    /// last month whole from the monthly aggregates.
     pub fn plan_to_present(&self) -> ReadPlan {
         let hour = SignedDuration::from_hours(1);
-        self.plan_through(if hour_start(self.end) == self.end { self.end } else { hour_start(self.end) + hour })
+        self.plan_through(if hour_start(self.end) == self.end { self.end } else { hour_start(self.end) + hour }, true)
     }
 
-    fn plan_through(&self, to: Timestamp) -> ReadPlan {
+    /// Whether every bucket is one UTC calendar month.
+    fn utc_months(&self) -> bool {
+        self.interval == Interval::Month && self.starts.iter().all(|s| date_start(month_start(s.timestamp())) == s.timestamp())
+    }
+
+    fn plan_through(&self, to: Timestamp, to_present: bool) -> ReadPlan {
         let from = self.from();
         let hour = SignedDuration::from_hours(1);
         let mut cuts: Vec<Timestamp> = self.starts.iter().map(Zoned::timestamp).chain([to]).filter(|t| hour_start(*t) != *t).collect();
@@ -155,7 +164,13 @@ impl Grid {
         let raw = split_hours.iter().map(|&h| (h.max(from), (h + hour).min(to))).collect();
         let hours_from = hour_start(from);
         let hours_to = if hour_start(to) == to { to } else { hour_start(to) + hour };
-        ReadPlan { hours_from, hours_to, split_hours, raw }
+        let months = self.utc_months().then(|| {
+            // The grid starts at a month start; its last month counts whole only at the present.
+            let last = date_start(month_start(self.end));
+            let months_to = if last == self.end || !to_present { last } else { next_month_start(self.end) };
+            (hours_from, months_to)
+        });
+        ReadPlan { hours_from, hours_to, split_hours, raw, months: months.filter(|m| m.0 < m.1) }
     }
 }
 
@@ -248,6 +263,27 @@ mod tests {
         assert_eq!(present.split_hours, plan.split_hours[..3]);
         assert_eq!(present.raw, plan.raw[..3]);
         assert_eq!(present.hours_to, ts("2025-01-02T21:00:00Z"));
+    }
+
+    #[test]
+    fn utc_month_grids_read_whole_months_from_monthly_aggregates() {
+        let g = Grid::new(Interval::Month, &zoned("2025-01-20T00:00:00Z", "UTC"), ts("2025-03-10T12:30:00Z"), 100).unwrap();
+        // A fixed end: January and February whole, March's days from hours and raw events.
+        let plan = g.plan();
+        assert_eq!(plan.months, Some((ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"))));
+        assert_eq!((plan.hours_to, plan.raw.len()), (ts("2025-03-10T13:00:00Z"), 1));
+        // At the present: March too, everything stored so far.
+        let present = g.plan_to_present();
+        assert_eq!(present.months, Some((ts("2025-01-01T00:00:00Z"), ts("2025-04-01T00:00:00Z"))));
+        assert!(present.raw.is_empty());
+        // Months of another zone are not UTC months; days are never months.
+        let paris = Grid::new(Interval::Month, &zoned("2025-01-20T00:00:00Z", "Europe/Paris"), ts("2025-03-10T00:00:00Z"), 100).unwrap();
+        assert_eq!(paris.plan_to_present().months, None);
+        let days = Grid::new(Interval::Day, &zoned("2025-01-01T00:00:00Z", "UTC"), ts("2025-03-10T00:00:00Z"), 100).unwrap();
+        assert_eq!(days.plan().months, None);
+        // A grid inside one month, not at the present, has no whole month.
+        let inside = Grid::new(Interval::Month, &zoned("2025-03-02T00:00:00Z", "UTC"), ts("2025-03-10T00:00:00Z"), 100).unwrap();
+        assert_eq!(inside.plan().months, None);
     }
 
     #[test]

@@ -226,6 +226,16 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let sql = upsert_sql("usage_hourly_org", &sql::ORG_HOURLY_KEYS, &["text", "timestamptz", "text", "text", "text", "text"]);
     tx.execute(&sql, &params).await.map_err(map_err)?;
 
+    let org_monthly = sorted(&rollup.org_monthly);
+    let (org, months) = (column(&org_monthly, |k| k.organization_id), column(&org_monthly, |k| k.month));
+    let (ty, team) = (column(&org_monthly, |k| k.usage_type), column(&org_monthly, |k| k.team_id));
+    let (model, provider) = (column(&org_monthly, |k| k.model), column(&org_monthly, |k| k.provider));
+    let aggs = AggArrays::of(org_monthly.iter().map(|(_, a)| a));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &months, &ty, &team, &model, &provider];
+    params.extend(aggs.params());
+    let sql = upsert_sql("usage_monthly_org", &sql::ORG_MONTH_KEYS, &["text", "timestamptz", "text", "text", "text", "text"]);
+    tx.execute(&sql, &params).await.map_err(map_err)?;
+
     let totals = sorted(&rollup.user_totals);
     let (org, user, ty) = (column(&totals, |k| k.organization_id), column(&totals, |k| k.user_id), column(&totals, |k| k.usage_type));
     let aggs = AggArrays::of(totals.iter().map(|(_, a)| a));
@@ -382,33 +392,41 @@ pub(super) async fn cells(
     let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user, summed);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    let rows = conn.query(&sql, &params).await.map_err(map_err)?;
-    Ok(rows
-        .iter()
-        .map(|r| Cell {
-            at: r.get(0),
-            organization_id: r.get(1),
-            user_id: r.get(2),
-            usage_type: r.get(3),
-            team_id: r.get(4),
-            model: r.get(5),
-            provider: r.get(6),
-            aggregate: Aggregate {
-                count: r.get(7),
-                sum: r.get(8),
-                min: r.get(9),
-                max: r.get(10),
-                last_ts: r.get(11),
-                last_value: r.get(12),
-                llm_successes: r.get(13),
-                llm_failures: r.get(14),
-                input_tokens: r.get(15),
-                output_tokens: r.get(16),
-                cost_nanos: r.get(17),
-                latency_ms_sum: r.get(18),
-            },
-        })
-        .collect())
+    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+}
+
+pub(super) async fn month_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+}
+
+/// A cell as the cell queries select it: time, the six key columns, the aggregate.
+fn cell_row(r: &tokio_postgres::Row) -> Cell {
+    Cell {
+        at: r.get(0),
+        organization_id: r.get(1),
+        user_id: r.get(2),
+        usage_type: r.get(3),
+        team_id: r.get(4),
+        model: r.get(5),
+        provider: r.get(6),
+        aggregate: Aggregate {
+            count: r.get(7),
+            sum: r.get(8),
+            min: r.get(9),
+            max: r.get(10),
+            last_ts: r.get(11),
+            last_value: r.get(12),
+            llm_successes: r.get(13),
+            llm_failures: r.get(14),
+            input_tokens: r.get(15),
+            output_tokens: r.get(16),
+            cost_nanos: r.get(17),
+            latency_ms_sum: r.get(18),
+        },
+    }
 }
 
 pub(super) async fn events_between(
@@ -468,6 +486,10 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_latency_day_sum_ms: r.get(22),
         unpriced_rows: r.get(23),
         unpriced_requests: r.get(24),
+        org_monthly_rows: r.get(25),
+        org_monthly_count: r.get(26),
+        org_monthly_sum: r.get(27),
+        org_monthly_latest_values_sum: r.get(28),
     })
 }
 

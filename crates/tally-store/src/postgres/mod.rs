@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/postgres/0012_llm_latency_histograms.sql")),
     (13, include_str!("../../migrations/postgres/0013_llm_latency_backfill.sql")),
     (14, include_str!("../../migrations/postgres/0014_llm_unpriced.sql")),
+    (15, include_str!("../../migrations/postgres/0015_monthly_org.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -253,6 +254,10 @@ impl Store for PostgresStore {
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
         events::cells(&**self.conn().await?, filter, from, to, per_user, false).await
+    }
+
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+        events::month_cells(&**self.conn().await?, filter, from, to).await
     }
 
     async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {

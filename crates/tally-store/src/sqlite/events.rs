@@ -127,6 +127,11 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
         let keys: [&dyn ToSql; 6] = [&k.organization_id, &micros(k.hour), &k.usage_type, &k.team_id, &k.model, &k.provider];
         upsert(&mut org_hourly, &keys, &a)?;
     }
+    let mut org_monthly = tx.prepare_cached(&upsert_sql("usage_monthly_org", &sql::ORG_MONTH_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.org_monthly) {
+        let keys: [&dyn ToSql; 6] = [&k.organization_id, &micros(k.month), &k.usage_type, &k.team_id, &k.model, &k.provider];
+        upsert(&mut org_monthly, &keys, &a)?;
+    }
     let mut totals = tx.prepare_cached(&upsert_sql("user_usage", &sql::USER_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.user_totals) {
         upsert(&mut totals, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
@@ -260,18 +265,25 @@ pub(super) fn cells(
     per_user: bool,
     summed: bool,
 ) -> Result<Vec<Cell>> {
-    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user, summed), from, to, |r| {
-        Ok(Cell {
-            at: timestamp(r.get(0).map_err(map_err)?)?,
-            organization_id: r.get(1).map_err(map_err)?,
-            user_id: r.get(2).map_err(map_err)?,
-            usage_type: r.get(3).map_err(map_err)?,
-            team_id: r.get(4).map_err(map_err)?,
-            model: r.get(5).map_err(map_err)?,
-            provider: r.get(6).map_err(map_err)?,
-            aggregate: aggregate_row(r, 7)?,
-        })
+    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user, summed), from, to, cell_row)
+}
+
+/// A cell as the cell queries select it: time, the six key columns, the aggregate.
+fn cell_row(r: &rusqlite::Row<'_>) -> Result<Cell> {
+    Ok(Cell {
+        at: timestamp(r.get(0).map_err(map_err)?)?,
+        organization_id: r.get(1).map_err(map_err)?,
+        user_id: r.get(2).map_err(map_err)?,
+        usage_type: r.get(3).map_err(map_err)?,
+        team_id: r.get(4).map_err(map_err)?,
+        model: r.get(5).map_err(map_err)?,
+        provider: r.get(6).map_err(map_err)?,
+        aggregate: aggregate_row(r, 7)?,
     })
+}
+
+pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter), from, to, cell_row)
 }
 
 pub(super) fn events_between(
@@ -387,6 +399,10 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_latency_day_sum_ms: r.get(22)?,
             unpriced_rows: r.get(23)?,
             unpriced_requests: r.get(24)?,
+            org_monthly_rows: r.get(25)?,
+            org_monthly_count: r.get(26)?,
+            org_monthly_sum: r.get(27)?,
+            org_monthly_latest_values_sum: r.get(28)?,
         })
     })
     .map_err(map_err)

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/sqlite/0012_llm_latency_histograms.sql")),
     (13, include_str!("../../migrations/sqlite/0013_llm_latency_backfill.sql")),
     (14, include_str!("../../migrations/sqlite/0014_llm_unpriced.sql")),
+    (15, include_str!("../../migrations/sqlite/0015_monthly_org.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -112,9 +113,12 @@ fn connect(path: &Path) -> Result<Connection> {
     // Group commit keeps the fsync per transaction, not per event.
     // page_size applies to a new database only (before its first write). 16 KiB pages make fewer,
     // larger WAL writes and checkpoints for the scattered roll-up upserts (BENCHMARKS.md); the
-    // checkpoint still runs every 32 MiB of WAL.
+    // checkpoint still runs every 32 MiB of WAL. soft_heap_limit (process-wide) caps what all
+    // connections' page caches hold together: past it SQLite recycles cached pages instead of
+    // growing, so memory stays flat however many readers have run and however large the file.
     conn.execute_batch(
-        "PRAGMA page_size = 16384;
+        "PRAGMA soft_heap_limit = 268435456;
+         PRAGMA page_size = 16384;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 10000;
@@ -351,6 +355,11 @@ impl Store for SqliteStore {
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
         let filter = filter.clone();
         self.read(move |c| events::cells(c, &filter, from, to, per_user, false)).await
+    }
+
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+        let filter = filter.clone();
+        self.read(move |c| events::month_cells(c, &filter, from, to)).await
     }
 
     async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {

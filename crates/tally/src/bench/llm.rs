@@ -1,6 +1,7 @@
 //! `tally bench llm`: loads synthetic events (a fifth of them LLM requests) plus one heavy user's
 //! requests, starts the server, and times over HTTP what the LLM issue names: the heavy user's
-//! summary and breakdown, a page of their history deep into it (by cursor), and OTLP ingestion
+//! summary and breakdown, their organization's summary, the models without a price, a page of
+//! their history deep into it (by cursor), and OTLP ingestion
 //! of GenAI spans from concurrent clients; on PostgreSQL also the same summary computed from the
 //! raw rows with one `GROUP BY`, the approach of a SQL view.
 
@@ -144,16 +145,22 @@ pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
         let (base, key) = (running.base.clone(), running.key.clone());
         let client = reqwest::Client::new();
 
-        for (what, path) in [("summary", "summary"), ("breakdown by model and provider", "breakdown?by=model,provider")] {
+        let reads = [
+            ("heavy user's summary", "/v1/users/heavy/llm/summary"),
+            ("heavy user's breakdown by model and provider", "/v1/users/heavy/llm/breakdown?by=model,provider"),
+            ("the heavy user's organization's summary with top users", "/v1/organizations/org0/llm/summary"),
+            ("models without a price, all organizations", "/v1/llm/unpriced-models"),
+        ];
+        for (what, path) in reads {
             let mut samples = Vec::new();
             let mut requests = 0;
             for _ in 0..args.runs {
-                let (d, body) = timed_get(&client, &format!("{base}/v1/users/heavy/llm/{path}"), &key).await?;
+                let (d, body) = timed_get(&client, &format!("{base}{path}"), &key).await?;
                 samples.push(d);
                 requests = body["summary"]["total_requests"].as_u64().unwrap_or(requests);
             }
             let shown = if requests > 0 { format!(" ({requests} requests)") } else { String::new() };
-            println!("| {name} | heavy user's {what}{shown}, median of {} | {:.1} ms |", args.runs, ms(median(&samples)));
+            println!("| {name} | {what}{shown}, median of {} | {:.1} ms |", args.runs, ms(median(&samples)));
         }
 
         // Walk the history by cursor to the asked depth, then time the next pages.

@@ -14,11 +14,39 @@ use tally_domain::series::{Cell, Dimension, Grid, Series, build};
 use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
 use tally_store::{Listed, Page, Store, StoreError, UsageFilter};
 
-/// Reads every cell a grid needs: whole hours from the aggregates, cut hours from raw events.
-async fn cells(store: &dyn Store, filter: &UsageFilter, grid: &Grid, per_user: bool, to_present: bool) -> Result<Vec<Cell>, StoreError> {
+/// How finely a query may read a grid's whole periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grain {
+    /// Hourly aggregates: each cell keeps its hour (spend prices each by the plan of its time).
+    Hours,
+    /// Monthly aggregates for whole UTC months where the grid allows, hourly ones elsewhere.
+    Months,
+}
+
+/// Reads every cell a grid needs: whole months (organization-wide, when the grain allows) and
+/// whole hours from the aggregates, cut hours from raw events.
+async fn cells(
+    store: &dyn Store,
+    filter: &UsageFilter,
+    grid: &Grid,
+    per_user: bool,
+    to_present: bool,
+    grain: Grain,
+) -> Result<Vec<Cell>, StoreError> {
     let plan = if to_present { grid.plan_to_present() } else { grid.plan() };
-    let mut cells = store.usage_cells(filter, plan.hours_from, plan.hours_to, per_user).await?;
+    let months = plan.months.filter(|_| grain == Grain::Months && !per_user && filter.user_id.is_none());
+    let hours = match months {
+        Some((from, to)) => vec![(plan.hours_from, from), (to, plan.hours_to)],
+        None => vec![(plan.hours_from, plan.hours_to)],
+    };
+    let mut cells = Vec::new();
+    for (from, to) in hours.into_iter().filter(|(from, to)| from < to) {
+        cells.extend(store.usage_cells(filter, from, to, per_user).await?);
+    }
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
+    if let Some((from, to)) = months {
+        cells.extend(store.usage_month_cells(filter, from, to).await?);
+    }
     for (from, to) in plan.raw {
         cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
     }
@@ -160,11 +188,12 @@ async fn query_cells(
     q: &SeriesQuery,
     grid: &Grid,
     aggregation: &HashMap<&str, Aggregation>,
+    grain: Grain,
 ) -> Result<Vec<Cell>, StoreError> {
     // The asked range, not a previous period's, may end at the present.
     let to_present = q.to_present && grid.end == q.grid.end;
     if q.breakdowns.iter().any(|d| d.needs_users()) || q.filter.user_id.is_some() {
-        return cells(store, &q.filter, grid, true, to_present).await;
+        return cells(store, &q.filter, grid, true, to_present, grain).await;
     }
     let asked: Vec<UsageTypeKey> = if q.filter.usage_types.is_empty() {
         let mut all: Vec<UsageTypeKey> = aggregation.keys().filter_map(|k| UsageTypeKey::parse(*k).ok()).collect();
@@ -182,7 +211,7 @@ async fn query_cells(
         }
         // Every type is known here, so naming them all reads the same rows as naming none.
         let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
-        out.extend(cells(store, &filter, grid, by_user, to_present).await?);
+        out.extend(cells(store, &filter, grid, by_user, to_present, grain).await?);
     }
     Ok(out)
 }
@@ -202,7 +231,7 @@ pub async fn run(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Res
     let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
     let mut results = Vec::new();
     for (grid, compare_label) in periods(q) {
-        let cells = query_cells(store, q, &grid, &aggregation).await?;
+        let cells = query_cells(store, q, &grid, &aggregation, Grain::Months).await?;
         let series = build(&grid, &cells, &q.breakdowns, aggregation_of, q.limit);
         let dates = dates(&grid);
         results.extend(series.into_iter().map(|s| labelled(s, &q.breakdowns, dates.clone(), compare_label)));
@@ -258,7 +287,7 @@ pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) 
         if period_start < grid.from() {
             read.starts.insert(0, period_start.to_zoned(q.timezone.clone()));
         }
-        let cells = query_cells(store, q, &read, &aggregation).await?;
+        let cells = query_cells(store, q, &read, &aggregation, Grain::Hours).await?;
         let priced = spend::price(&cells, &timeline, aggregation_of);
         let dates = dates(&grid);
         for s in spend::series(&grid, &priced, &q.breakdowns, q.limit) {
