@@ -376,13 +376,19 @@ pub const REPORT_RUN_COLUMNS: &str =
 /// to) or of one of its users (organization, user, from, to). The literal usage type lets both
 /// backends read a user's from the covering partial index alone.
 pub fn llm_latencies_query(dialect: Dialect, per_user: bool) -> String {
+    llm_requests_in_range(dialect, per_user, "latency_ms, ts")
+}
+
+/// `SELECT {columns}` of the LLM requests of an organization or user in a range (the
+/// parameters of [`llm_latencies_query`]).
+fn llm_requests_in_range(dialect: Dialect, per_user: bool, columns: &str) -> String {
     let mark = |n: usize| match dialect {
         Dialect::Sqlite => format!("?{n}"),
         Dialect::Postgres => format!("${n}"),
     };
     let (user, first) = if per_user { (format!(" AND user_id = {}", mark(2)), 3) } else { (String::new(), 2) };
     format!(
-        "SELECT latency_ms, ts FROM events WHERE organization_id = {}{user} AND usage_type = 'llm_request' AND ts >= {} AND ts < {}",
+        "SELECT {columns} FROM events WHERE organization_id = {}{user} AND usage_type = 'llm_request' AND ts >= {} AND ts < {}",
         mark(1),
         mark(first),
         mark(first + 1)
@@ -416,7 +422,7 @@ pub fn llm_latency_days_query(dialect: Dialect, per_user: bool) -> String {
 /// The time of the first LLM request in a range, with the same parameters as
 /// [`llm_latencies_query`]; a user's is one probe of the partial LLM index.
 pub fn llm_first_request_query(dialect: Dialect, per_user: bool) -> String {
-    llm_latencies_query(dialect, per_user).replacen("SELECT latency_ms, ts FROM", "SELECT min(ts) FROM", 1)
+    llm_requests_in_range(dialect, per_user, "min(ts)")
 }
 
 /// The outcome of a subject's latest `n` LLM requests (one row of window totals) and its

@@ -115,7 +115,7 @@ fn connect(path: &Path) -> Result<Connection> {
     // larger WAL writes and checkpoints for the scattered roll-up upserts (BENCHMARKS.md); the
     // checkpoint still runs every 32 MiB of WAL. soft_heap_limit (process-wide) caps what all
     // connections' page caches hold together: past it SQLite recycles cached pages instead of
-    // growing, so memory stays flat however many readers have run and however large the file.
+    // growing, so memory stays bounded however many readers have run and however large the file.
     conn.execute_batch(
         "PRAGMA soft_heap_limit = 268435456;
          PRAGMA page_size = 16384;
