@@ -149,9 +149,11 @@ impl Grid {
         self.plan_through(if hour_start(self.end) == self.end { self.end } else { hour_start(self.end) + hour }, true)
     }
 
-    /// Whether every bucket is one UTC calendar month.
+    /// Whether the grid has buckets and each is one UTC calendar month.
     fn utc_months(&self) -> bool {
-        self.interval == Interval::Month && self.starts.iter().all(|s| date_start(month_start(s.timestamp())) == s.timestamp())
+        self.interval == Interval::Month
+            && !self.starts.is_empty()
+            && self.starts.iter().all(|s| date_start(month_start(s.timestamp())) == s.timestamp())
     }
 
     fn plan_through(&self, to: Timestamp, to_present: bool) -> ReadPlan {
@@ -284,6 +286,9 @@ mod tests {
         // A grid inside one month, not at the present, has no whole month.
         let inside = Grid::new(Interval::Month, &zoned("2025-03-02T00:00:00Z", "UTC"), ts("2025-03-10T00:00:00Z"), 100).unwrap();
         assert_eq!(inside.plan().months, None);
+        // An empty grid reads nothing, not even at the present.
+        let empty = Grid::new(Interval::Month, &zoned("2025-03-10T00:00:00Z", "UTC"), ts("2025-03-01T00:00:00Z"), 100).unwrap();
+        assert_eq!(empty.plan_to_present().months, None);
     }
 
     #[test]
