@@ -302,14 +302,14 @@ async fn llm_latencies_roll_up_into_daily_histograms(store: Arc<dyn Store>) {
         .unwrap();
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
     let user = store.llm_latency_days(&acme, Some(&ann), from, to).await.unwrap();
-    assert_eq!((user.histogram.count, user.histogram.sum_ms), (3, 250));
+    assert_eq!((user.histogram.count(), user.histogram.sum_ms), (3, 250));
     let slowest = user.histogram.quantile(1.0).unwrap();
     assert!((119..=121).contains(&slowest), "{slowest} is 120 within 1%");
     assert_eq!(user.first_day, Some(from));
     let whole = store.llm_latency_days(&acme, None, from, to).await.unwrap();
-    assert_eq!((whole.histogram.count, whole.histogram.sum_ms), (4, 4250));
+    assert_eq!((whole.histogram.count(), whole.histogram.sum_ms), (4, 4250));
     let later = store.llm_latency_days(&acme, None, ts("2025-01-02T00:00:00Z"), to).await.unwrap();
-    assert_eq!((later.histogram.count, later.first_day), (1, Some(ts("2025-01-03T00:00:00Z"))));
+    assert_eq!((later.histogram.count(), later.first_day), (1, Some(ts("2025-01-03T00:00:00Z"))));
     // The first request of a day, with or without a latency.
     assert_eq!(store.llm_first_request(&acme, Some(&ann), from, to).await.unwrap(), Some(ts("2025-01-01T09:00:00Z")));
     assert_eq!(store.llm_first_request(&acme, None, ts("2025-01-01T10:30:00Z"), to).await.unwrap(), Some(ts("2025-01-01T11:00:00Z")));

@@ -32,18 +32,16 @@ fn representative(bucket: i32) -> f64 {
     2.0 * g.powi(bucket - 1) / (g + 1.0)
 }
 
-/// Counts of latencies per bucket, with their exact count and sum (for the average).
+/// Counts of latencies per bucket, with their exact sum (for the average).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LatencyHistogram {
     buckets: BTreeMap<i32, i64>,
-    pub count: i64,
     pub sum_ms: i64,
 }
 
 impl LatencyHistogram {
     pub fn record(&mut self, ms: i64) {
         *self.buckets.entry(bucket_of(ms)).or_default() += 1;
-        self.count += 1;
         self.sum_ms += ms;
     }
 
@@ -51,25 +49,31 @@ impl LatencyHistogram {
         for (bucket, n) in &other.buckets {
             *self.buckets.entry(*bucket).or_default() += n;
         }
-        self.count += other.count;
         self.sum_ms += other.sum_ms;
     }
 
+    /// How many latencies were recorded.
+    pub fn count(&self) -> i64 {
+        self.buckets.values().sum()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.buckets.is_empty()
     }
 
     pub fn average(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum_ms as f64 / self.count as f64)
+        let count = self.count();
+        (count > 0).then(|| self.sum_ms as f64 / count as f64)
     }
 
     /// The nearest-rank `q`-quantile (0 < q ≤ 1), within [`RELATIVE_ACCURACY`] of the exact one
     /// (exact below about 50 ms, where every whole millisecond has a bucket of its own).
     pub fn quantile(&self, q: f64) -> Option<i64> {
-        if self.count == 0 {
+        let count = self.count();
+        if count == 0 {
             return None;
         }
-        let rank = ((q * self.count as f64).ceil() as i64).clamp(1, self.count);
+        let rank = ((q * count as f64).ceil() as i64).clamp(1, count);
         let mut seen = 0;
         let bucket = self.buckets.iter().find_map(|(b, n)| {
             seen += n;
@@ -95,8 +99,7 @@ impl LatencyHistogram {
             let bucket: i32 = key.parse().map_err(|_| format!("latency histogram bucket {key:?} is not an integer"))?;
             *buckets.entry(bucket).or_default() += n;
         }
-        let count = buckets.values().sum();
-        Ok(LatencyHistogram { buckets, count, sum_ms })
+        Ok(LatencyHistogram { buckets, sum_ms })
     }
 }
 
@@ -209,7 +212,7 @@ mod tests {
         ba.merge(&a);
         assert_eq!(ab, ba);
         assert_eq!(ab, of([5, 120, 3_000, 120, 90_000]));
-        assert_eq!((ab.count, ab.sum_ms), (5, 93_245));
+        assert_eq!((ab.count(), ab.sum_ms), (5, 93_245));
         let stored = LatencyHistogram::from_stored(&ab.buckets_json(), ab.sum_ms).unwrap();
         assert_eq!(stored, ab);
         assert!(LatencyHistogram::from_stored("{\"x\":1}", 1).is_err());

@@ -516,6 +516,15 @@ pub(super) async fn llm_activity(conn: &Client, org: Option<&OrganizationId>, li
     rows.iter().map(event_row).collect()
 }
 
+/// The parameters of the LLM range queries (`sql::llm_latencies_query` and its siblings): the
+/// organization, the user if one is named, then the bounds.
+fn llm_range_params<'a>(org: &'a &str, user: &'a Option<&str>, from: &'a Timestamp, to: &'a Timestamp) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![org];
+    params.extend(user.as_ref().map(|u| u as &(dyn ToSql + Sync)));
+    params.extend([from as &(dyn ToSql + Sync), to]);
+    params
+}
+
 pub(super) async fn llm_latencies(
     conn: &Client,
     org: &OrganizationId,
@@ -524,11 +533,7 @@ pub(super) async fn llm_latencies(
     to: Timestamp,
 ) -> Result<Latencies> {
     let sql = sql::llm_latencies_query(Dialect::Postgres, user.is_some());
-    let rows = match user {
-        Some(u) => conn.query(&sql, &[&org.as_str(), &u.as_str(), &from, &to]).await,
-        None => conn.query(&sql, &[&org.as_str(), &from, &to]).await,
-    }
-    .map_err(map_err)?;
+    let rows = conn.query(&sql, &llm_range_params(&org.as_str(), &user.map(UserId::as_str), &from, &to)).await.map_err(map_err)?;
     Ok(Latencies {
         values: rows.iter().filter_map(|r| r.get::<_, Option<i64>>(0)).collect(),
         first_request: rows.iter().map(|r| r.get::<_, Timestamp>(1)).min(),
@@ -543,11 +548,7 @@ pub(super) async fn llm_latency_days(
     to: Timestamp,
 ) -> Result<LatencyDays> {
     let sql = sql::llm_latency_days_query(Dialect::Postgres, user.is_some());
-    let rows = match user {
-        Some(u) => conn.query(&sql, &[&org.as_str(), &u.as_str(), &from, &to]).await,
-        None => conn.query(&sql, &[&org.as_str(), &from, &to]).await,
-    }
-    .map_err(map_err)?;
+    let rows = conn.query(&sql, &llm_range_params(&org.as_str(), &user.map(UserId::as_str), &from, &to)).await.map_err(map_err)?;
     let mut days = LatencyDays::default();
     for r in &rows {
         let stored = LatencyHistogram::from_stored(r.get(3), r.get(2)).map_err(StoreError::corrupt)?;
@@ -566,10 +567,6 @@ pub(super) async fn llm_first_request(
     to: Timestamp,
 ) -> Result<Option<Timestamp>> {
     let sql = sql::llm_first_request_query(Dialect::Postgres, user.is_some());
-    let row = match user {
-        Some(u) => conn.query_one(&sql, &[&org.as_str(), &u.as_str(), &from, &to]).await,
-        None => conn.query_one(&sql, &[&org.as_str(), &from, &to]).await,
-    }
-    .map_err(map_err)?;
+    let row = conn.query_one(&sql, &llm_range_params(&org.as_str(), &user.map(UserId::as_str), &from, &to)).await.map_err(map_err)?;
     Ok(row.get(0))
 }

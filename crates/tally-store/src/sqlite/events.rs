@@ -427,13 +427,19 @@ pub(super) fn llm_activity(conn: &Connection, org: Option<&OrganizationId>, limi
     Ok(out)
 }
 
+/// The parameters of the LLM range queries (`sql::llm_latencies_query` and its siblings): the
+/// organization, the user if one is named, then the bounds.
+fn llm_range_params<'a>(org: &'a &str, user: &'a Option<&str>, bounds: &'a [i64; 2]) -> Vec<&'a dyn ToSql> {
+    let mut params: Vec<&dyn ToSql> = vec![org];
+    params.extend(user.as_ref().map(|u| u as &dyn ToSql));
+    params.extend(bounds.iter().map(|b| b as &dyn ToSql));
+    params
+}
+
 pub(super) fn llm_latencies(conn: &Connection, org: &str, user: Option<&str>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
     let mut stmt = conn.prepare_cached(&sql::llm_latencies_query(Dialect::Sqlite, user.is_some())).map_err(map_err)?;
-    let mut rows = match user {
-        Some(u) => stmt.query(params![org, u, micros(from), micros(to)]),
-        None => stmt.query(params![org, micros(from), micros(to)]),
-    }
-    .map_err(map_err)?;
+    let bounds = [micros(from), micros(to)];
+    let mut rows = stmt.query(llm_range_params(&org, &user, &bounds).as_slice()).map_err(map_err)?;
     let mut latencies = Latencies::default();
     let mut first: Option<i64> = None;
     while let Some(r) = rows.next().map_err(map_err)? {
@@ -449,11 +455,8 @@ pub(super) fn llm_latencies(conn: &Connection, org: &str, user: Option<&str>, fr
 
 pub(super) fn llm_latency_days(conn: &Connection, org: &str, user: Option<&str>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {
     let mut stmt = conn.prepare_cached(&sql::llm_latency_days_query(Dialect::Sqlite, user.is_some())).map_err(map_err)?;
-    let mut rows = match user {
-        Some(u) => stmt.query(params![org, u, micros(from), micros(to)]),
-        None => stmt.query(params![org, micros(from), micros(to)]),
-    }
-    .map_err(map_err)?;
+    let bounds = [micros(from), micros(to)];
+    let mut rows = stmt.query(llm_range_params(&org, &user, &bounds).as_slice()).map_err(map_err)?;
     let mut days = LatencyDays::default();
     while let Some(r) = rows.next().map_err(map_err)? {
         let day = timestamp(r.get(0).map_err(map_err)?)?;
@@ -473,10 +476,7 @@ pub(super) fn llm_first_request(
     to: Timestamp,
 ) -> Result<Option<Timestamp>> {
     let sql = sql::llm_first_request_query(Dialect::Sqlite, user.is_some());
-    let first: Option<i64> = match user {
-        Some(u) => conn.query_row(&sql, params![org, u, micros(from), micros(to)], |r| r.get(0)),
-        None => conn.query_row(&sql, params![org, micros(from), micros(to)], |r| r.get(0)),
-    }
-    .map_err(map_err)?;
+    let bounds = [micros(from), micros(to)];
+    let first: Option<i64> = conn.query_row(&sql, llm_range_params(&org, &user, &bounds).as_slice(), |r| r.get(0)).map_err(map_err)?;
     first.map(timestamp).transpose()
 }
