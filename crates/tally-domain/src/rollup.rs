@@ -122,6 +122,34 @@ pub struct OrgMonthKey<'a> {
     pub provider: &'a str,
 }
 
+/// An organization's usage type in one UTC calendar month (`month` at its first instant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgMonthTypeKey<'a> {
+    pub organization_id: &'a str,
+    pub month: Timestamp,
+    pub usage_type: &'a str,
+}
+
+/// What an organization's users add up to in a month when each counts with its latest value
+/// (how gauges such as storage in use combine across users): the events, the latest time, and
+/// the sum of every user's latest value of the month. A batch's change to that sum depends on
+/// the values it replaces, which only the store knows: the roll-up leaves `latest_sum` at zero
+/// and the store adds each user's change (see [`OrgLatest::replace`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrgLatest {
+    pub count: i64,
+    pub last_ts: Timestamp,
+    pub latest_sum: f64,
+}
+
+impl OrgLatest {
+    /// A user's latest value of the month went from `before` (0 for a user new to the month) to
+    /// `after`.
+    pub fn replace(&mut self, before: f64, after: f64) {
+        self.latest_sum += after - before;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserTypeKey<'a> {
     pub organization_id: &'a str,
@@ -135,6 +163,17 @@ pub struct UserMonthKey<'a> {
     pub user_id: &'a str,
     pub usage_type: &'a str,
     pub month: Date,
+}
+
+/// A user's LLM requests of one UTC day with one model and provider, so that summaries over long
+/// ranges read a row per day and model instead of one per hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LlmDayKey<'a> {
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
+    pub day: Timestamp,
+    pub model: &'a str,
+    pub provider: &'a str,
 }
 
 /// A user's LLM latencies of one UTC day.
@@ -186,6 +225,8 @@ pub struct Rollup<'a> {
     pub org_monthly: Map<OrgMonthKey<'a>, Aggregate>,
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
+    pub org_latest: Map<OrgMonthTypeKey<'a>, OrgLatest>,
+    pub llm_days: Map<LlmDayKey<'a>, Aggregate>,
     /// LLM requests per day with the histogram of their latencies, per user and per organization.
     pub latency_days: Map<UserDayKey<'a>, DayLatencies>,
     pub org_latency_days: Map<OrgDayKey<'a>, DayLatencies>,
@@ -244,9 +285,14 @@ impl<'a> Rollup<'a> {
         let month_at = date_start(month);
         add(&mut self.org_monthly, OrgMonthKey { organization_id, month: month_at, usage_type, team_id, model, provider }, &agg);
         add(&mut self.user_months, UserMonthKey { organization_id, user_id, usage_type, month }, &agg);
+        self.org_latest
+            .entry(OrgMonthTypeKey { organization_id, month: month_at, usage_type })
+            .and_modify(|l| (l.count, l.last_ts) = (l.count + 1, l.last_ts.max(e.timestamp)))
+            .or_insert(OrgLatest { count: 1, last_ts: e.timestamp, latest_sum: 0.0 });
         add(&mut self.user_totals, UserTypeKey { organization_id, user_id, usage_type }, &agg);
         if usage_type == LLM_USAGE_TYPE {
             let (day, latency) = (day_start(e.timestamp), e.llm.as_ref().and_then(|l| l.latency_ms));
+            add(&mut self.llm_days, LlmDayKey { organization_id, user_id, day, model, provider }, &agg);
             self.latency_days.entry(UserDayKey { organization_id, user_id, day }).or_default().record(latency);
             self.org_latency_days.entry(OrgDayKey { organization_id, day }).or_default().record(latency);
             if e.llm.as_ref().and_then(|l| l.cost).is_none() {
@@ -309,6 +355,25 @@ mod tests {
     }
 
     #[test]
+    fn organization_latest_sums_move_by_each_users_change() {
+        let events = [
+            ev("1", "2025-01-05T10:00:00Z", "u", "storage_bytes", 100.0, ""),
+            ev("2", "2025-01-06T10:00:00Z", "v", "storage_bytes", 300.0, ""),
+            ev("3", "2025-02-01T00:00:00Z", "u", "storage_bytes", 50.0, ""),
+        ];
+        let r = Rollup::of(&events);
+        let january = r.org_latest
+            [&OrgMonthTypeKey { organization_id: "o", month: "2025-01-01T00:00:00Z".parse().unwrap(), usage_type: "storage_bytes" }];
+        assert_eq!((january.count, january.last_ts.to_string().as_str(), january.latest_sum), (2, "2025-01-06T10:00:00Z", 0.0));
+        let mut sum = january;
+        sum.replace(0.0, 100.0); // u new to January
+        sum.replace(0.0, 300.0); // v new to January
+        sum.replace(100.0, 40.0); // u's later report
+        assert_eq!(sum.latest_sum, 340.0);
+        assert_eq!(r.org_latest.len(), 2);
+    }
+
+    #[test]
     fn llm_figures_and_months() {
         let events = [
             ev(
@@ -335,7 +400,7 @@ mod tests {
         assert_eq!((total.input_tokens, total.output_tokens, total.cost_nanos, total.latency_ms_sum), (11, 3, 750_000_000, 140));
         assert!(r.hourly.keys().all(|k| k.model == "m" && k.provider == "p"));
         // Two UTC days, one latency each, for the user and for the organization.
-        assert_eq!((r.latency_days.len(), r.org_latency_days.len()), (2, 2));
+        assert_eq!((r.latency_days.len(), r.org_latency_days.len(), r.llm_days.len()), (2, 2, 2));
         let total: i64 = r.org_latency_days.values().map(|d| d.histogram.sum_ms).sum();
         assert_eq!(total, 140);
         assert!(r.latency_days.values().all(|d| d.requests == 1));

@@ -115,10 +115,10 @@ pub trait Store: Send + Sync + 'static {
     /// no user column: a filter naming a user is a caller's bug and fails.
     async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>>;
 
-    /// The same cells summed over the hours: one per organization, user (when `per_user` or
-    /// named), usage type, model and provider, at its first hour, without the team and without
-    /// a latest value. A breakdown's input in one short read.
-    async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
+    /// Each organization's sum of its users' latest values per whole UTC month with `month` in
+    /// `[from, to)` and usage type, as cells with a count, last time and latest value (the sum),
+    /// for a filter that names no user or team.
+    async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>>;
 
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).
@@ -161,6 +161,9 @@ pub trait Store: Send + Sync + 'static {
     /// The latency of every LLM request of a user (or an organization) in `[from, to)` that has
     /// one, and when the first of them was; a user's come from one covering index.
     async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies>;
+    /// The daily LLM cells of the whole UTC days in `[from, to)` (both at midnight) of a user (or
+    /// of every user of an organization): one per user, day, model and provider, `at` the day.
+    async fn llm_day_cells(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>>;
     /// The latency histograms of the whole UTC days in `[from, to)` (both at midnight) of a user
     /// (or an organization), merged, and the first of those days that has one.
     async fn llm_latency_days(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<LatencyDays>;

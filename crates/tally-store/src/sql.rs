@@ -72,18 +72,39 @@ pub const ORG_HOURLY_KEYS: [&str; 6] = ["organization_id", "hour", "usage_type",
 pub const ORG_MONTH_KEYS: [&str; 6] = ["organization_id", "month", "usage_type", "team_id", "model", "provider"];
 pub const USER_KEYS: [&str; 3] = ["organization_id", "user_id", "usage_type"];
 pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "month"];
+pub const LLM_DAY_KEYS: [&str; 5] = ["organization_id", "user_id", "day", "model", "provider"];
 
 /// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
-pub const AGGREGATE_TABLES: [&str; 8] = [
+pub const AGGREGATE_TABLES: [&str; 10] = [
     "usage_hourly",
     "usage_hourly_org",
     "usage_monthly_org",
+    "usage_monthly_org_latest",
     "user_usage",
     "user_usage_monthly",
     "llm_latency_daily",
     "llm_latency_daily_org",
     "llm_unpriced",
+    "llm_daily",
 ];
+
+/// Appended to the merge of a user's monthly cell: the row remembers the latest value the update
+/// replaces (the right-hand side reads the row before the update, under its lock), and returns
+/// the new latest value with it, so the organization's sum of latest values moves by the change.
+pub const USER_MONTH_RETURNING: &str =
+    ", replaced_value = user_usage_monthly.last_value RETURNING organization_id, usage_type, month, last_value, replaced_value";
+
+/// The upsert of organizations' monthly sums of latest values: counts and sums add, the latest
+/// time is the larger (placeholders: organization, month, usage type, count, last time, change).
+pub fn org_latest_merge(dialect: Dialect) -> String {
+    format!(
+        "ON CONFLICT (organization_id, month, usage_type) DO UPDATE SET \
+         count = usage_monthly_org_latest.count + excluded.count, \
+         last_ts = {}(usage_monthly_org_latest.last_ts, excluded.last_ts), \
+         latest_sum = usage_monthly_org_latest.latest_sum + excluded.latest_sum",
+        dialect.greatest()
+    )
+}
 
 /// Upserts of a day's latency histogram, per user and per organization (placeholders numbered
 /// from 1 in key order, then requests, latency sum and buckets): counts and sums add, bucket
@@ -144,7 +165,14 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(count(*) AS BIGINT) FROM usage_monthly_org), \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org), \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org), \
-    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_monthly_org)";
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_monthly_org), \
+    (SELECT CAST(count(*) AS BIGINT) FROM llm_daily), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM llm_daily), \
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM llm_daily), \
+    (SELECT CAST(coalesce(sum(input_tokens + output_tokens), 0) AS BIGINT) FROM llm_daily), \
+    (SELECT CAST(count(*) AS BIGINT) FROM usage_monthly_org_latest), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org_latest), \
+    (SELECT CAST(coalesce(sum(latest_sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org_latest)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";
@@ -187,43 +215,17 @@ pub fn usage_conditions(dialect: Dialect, filter: &UsageFilter, first: usize) ->
 }
 
 /// Hourly cells of a usage filter in `[from, to)`: the time bounds are the first two parameters.
-pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool, summed: bool) -> (String, Vec<String>) {
+pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
         Dialect::Sqlite => ("?1", "?2"),
         Dialect::Postgres => ("$1", "$2"),
     };
     let (table, user) = if per_user || filter.user_id.is_some() { ("usage_hourly", "user_id") } else { ("usage_hourly_org", "''") };
-    let sql = if summed {
-        // One row per organization, user, type, model and provider, summed over the hours.
-        let int = |column: &str| match dialect {
-            Dialect::Sqlite => format!("sum({column})"),
-            Dialect::Postgres => format!("sum({column})::int8"),
-        };
-        // PostgreSQL refuses a constant in GROUP BY: the organization table has no user column.
-        let group_user = if user == "user_id" { "user_id, " } else { "" };
-        let no_latest = match dialect {
-            Dialect::Sqlite => "0.0",
-            Dialect::Postgres => "0::float8",
-        };
-        format!(
-            "SELECT min(hour), organization_id, {user}, usage_type, '', model, provider, {}, sum(sum), min(min), max(max), max(last_ts), \
-             {no_latest}, {}, {}, {}, {}, {}, {} FROM {table} WHERE hour >= {p1} AND hour < {p2}{conditions} \
-             GROUP BY organization_id, {group_user}usage_type, model, provider",
-            int("count"),
-            int("llm_successes"),
-            int("llm_failures"),
-            int("input_tokens"),
-            int("output_tokens"),
-            int("cost_nanos"),
-            int("latency_ms_sum"),
-        )
-    } else {
-        format!(
-            "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
-             WHERE hour >= {p1} AND hour < {p2}{conditions}"
-        )
-    };
+    let sql = format!(
+        "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
+         WHERE hour >= {p1} AND hour < {p2}{conditions}"
+    );
     (sql, values)
 }
 
@@ -238,6 +240,22 @@ pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec
     let sql = format!(
         "SELECT month, organization_id, '', usage_type, team_id, model, provider, {CELL_COLUMNS} FROM usage_monthly_org \
          WHERE month >= {p1} AND month < {p2}{conditions}"
+    );
+    (sql, values)
+}
+
+/// Organizations' monthly sums of their users' latest values, as cells whose count, last time and
+/// latest value (the sum) are set, for a usage filter that names no user or team, with `month`
+/// in `[from, to)`: the time bounds are the first two parameters.
+pub fn month_latest_cells_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
+    let (conditions, values) = usage_conditions(dialect, filter, 3);
+    let (p1, p2, zero) = match dialect {
+        Dialect::Sqlite => ("?1", "?2", "0"),
+        Dialect::Postgres => ("$1", "$2", "0::int8"),
+    };
+    let sql = format!(
+        "SELECT month, organization_id, '', usage_type, '', '', '', count, latest_sum, latest_sum, latest_sum, last_ts, latest_sum, \
+         {zero}, {zero}, {zero}, {zero}, {zero}, {zero} FROM usage_monthly_org_latest WHERE month >= {p1} AND month < {p2}{conditions}"
     );
     (sql, values)
 }
@@ -413,6 +431,23 @@ pub fn llm_latency_days_query(dialect: Dialect, per_user: bool) -> String {
     };
     format!(
         "SELECT day, requests, latency_ms_sum, {buckets} FROM {table} WHERE organization_id = {}{user} AND day >= {} AND day < {}",
+        mark(1),
+        mark(first),
+        mark(first + 1)
+    )
+}
+
+/// A user's (parameters: organization, user, from, to) or an organization's users' (organization,
+/// from, to) daily LLM cells with `day` in a range, as cells of `llm_request`.
+pub fn llm_day_cells_query(dialect: Dialect, per_user: bool) -> String {
+    let mark = |n: usize| match dialect {
+        Dialect::Sqlite => format!("?{n}"),
+        Dialect::Postgres => format!("${n}"),
+    };
+    let (user, first) = if per_user { (format!(" AND user_id = {}", mark(2)), 3) } else { (String::new(), 2) };
+    format!(
+        "SELECT day, organization_id, user_id, 'llm_request', '', model, provider, {CELL_COLUMNS} FROM llm_daily \
+         WHERE organization_id = {}{user} AND day >= {} AND day < {}",
         mark(1),
         mark(first),
         mark(first + 1)

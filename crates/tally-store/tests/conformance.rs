@@ -50,10 +50,11 @@ store_tests!(
     latest_values_and_llm_figures_roll_up,
     llm_latencies_roll_up_into_daily_histograms,
     monthly_cells_sum_the_hours_of_each_utc_month,
+    monthly_latest_sums_move_by_each_users_change,
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
     ledger_commits_need_the_lease_and_never_repeat_a_cause,
-    window_totals_and_summed_cells_come_from_the_aggregates,
+    window_totals_and_daily_llm_cells_come_from_the_aggregates,
     racing_evaluations_open_one_alert_and_queue_one_delivery,
     a_claimed_delivery_is_nobody_elses_until_its_lease_ends,
 );
@@ -349,6 +350,73 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
     assert_eq!((february.len(), february[0].aggregate.last_value, february[0].user_id.as_str()), (1, 5.0, ""));
 }
 
+fn gauge(id: &str, org: &str, user: &str, at: &str, bytes: f64) -> UsageEvent {
+    event(&format!(
+        r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"{user}","type":"storage_bytes","quantity":{bytes}}}"#
+    ))
+}
+
+async fn monthly_latest_sums_move_by_each_users_change(store: Arc<dyn Store>) {
+    let january = ts("2025-01-01T00:00:00Z");
+    let sums = async || {
+        let cells = store.usage_month_latest_cells(&UsageFilter::default(), january, ts("2025-03-01T00:00:00Z")).await.unwrap();
+        let mut got: Vec<(String, Timestamp, i64, f64)> =
+            cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.last_value)).collect();
+        got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        got
+    };
+    store
+        .record_events(vec![
+            gauge("g1", "acme", "ann", "2025-01-05T00:00:00Z", 100.0),
+            gauge("g2", "acme", "bob", "2025-01-06T00:00:00Z", 300.0),
+            gauge("g3", "globex", "cy", "2025-02-01T00:00:00Z", 7.0),
+        ])
+        .await
+        .unwrap();
+    // Ann reports less later in January, an older report arrives late (no change), and a
+    // February report starts a month of its own.
+    store
+        .record_events(vec![
+            gauge("g4", "acme", "ann", "2025-01-20T00:00:00Z", 40.0),
+            gauge("g5", "acme", "bob", "2025-01-02T00:00:00Z", 999.0),
+            gauge("g6", "acme", "ann", "2025-02-03T00:00:00Z", 60.0),
+        ])
+        .await
+        .unwrap();
+    let february = ts("2025-02-01T00:00:00Z");
+    let expected =
+        [("acme".to_owned(), january, 4, 340.0), ("acme".to_owned(), february, 1, 60.0), ("globex".to_owned(), february, 1, 7.0)];
+    assert_eq!(sums().await, expected);
+    // Within one batch too: two reports of one user count once, with the later value.
+    store
+        .record_events(vec![
+            gauge("g7", "globex", "cy", "2025-02-10T00:00:00Z", 9.0),
+            gauge("g8", "globex", "cy", "2025-02-11T00:00:00Z", 5.0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(sums().await[2], ("globex".to_owned(), february, 3, 5.0));
+    // Concurrent batches new to the same users' month (PostgreSQL commits them in parallel): the
+    // sum is each user's latest value, whichever batch inserted the users' rows.
+    let batch = |n: usize| {
+        let users: Vec<UsageEvent> = (0..20)
+            .map(|u| gauge(&format!("c{n}-{u}"), "initech", &format!("u{u}"), &format!("2025-03-0{}T00:00:00Z", n + 1), 10.0 * n as f64))
+            .collect();
+        let store = store.clone();
+        tokio::spawn(async move { store.record_events(users).await.unwrap() })
+    };
+    let racing: Vec<_> = (1..=4).map(batch).collect();
+    for task in racing {
+        task.await.unwrap();
+    }
+    let march =
+        store.usage_month_latest_cells(&UsageFilter::default(), ts("2025-03-01T00:00:00Z"), ts("2025-04-01T00:00:00Z")).await.unwrap();
+    assert_eq!(march.iter().map(|c| (c.aggregate.count, c.aggregate.last_value)).collect::<Vec<_>>(), [(80, 20.0 * 40.0)]);
+    let live = store.aggregates_fingerprint().await.unwrap();
+    store.rebuild_aggregates().await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), live);
+}
+
 async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {
     let mut events = Vec::new();
     for i in 0..500 {
@@ -510,7 +578,7 @@ fn llm_call(id: &str, user: &str, at: &str, status: &str, tokens: i64, cost: &st
     ))
 }
 
-async fn window_totals_and_summed_cells_come_from_the_aggregates(store: Arc<dyn Store>) {
+async fn window_totals_and_daily_llm_cells_come_from_the_aggregates(store: Arc<dyn Store>) {
     use tally_domain::alerts::evaluate::Subject as Watched;
     store
         .record_events(vec![
@@ -555,24 +623,25 @@ async fn window_totals_and_summed_cells_come_from_the_aggregates(store: Arc<dyn 
     // All time of an organization (PostgreSQL's timestamps end where Rust's do not).
     assert_eq!((llm(6).llm_successes + llm(6).llm_failures, llm(6).cost_nanos), (4, 1_500_000_000));
 
-    // Summed cells: one per type, model and provider, with the hourly cells' totals.
+    // Daily LLM cells: one per user, day, model and provider, with the hourly cells' totals.
     let filter = UsageFilter { organization_id: Some(org("acme")), user_id: Some(UserId::parse("ann").unwrap()), ..Default::default() };
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
     let hourly = store.usage_cells(&filter, from, to, true).await.unwrap();
-    let mut summed = store.usage_cells_summed(&filter, from, to, true).await.unwrap();
-    summed.sort_by(|a, b| a.usage_type.cmp(&b.usage_type));
-    assert_eq!(summed.iter().map(|c| c.usage_type.as_str()).collect::<Vec<_>>(), ["api_call", "llm_request"]);
     let llm_hours: Vec<_> = hourly.iter().filter(|c| c.usage_type == "llm_request").collect();
     assert_eq!(llm_hours.len(), 3, "ann's requests fall in three hours");
-    let summed_llm = &summed[1].aggregate;
-    assert_eq!(summed_llm.count, llm_hours.iter().map(|c| c.aggregate.count).sum::<i64>());
-    assert_eq!(summed_llm.cost_nanos, 1_100_000_000);
-    assert_eq!(summed_llm.last_ts, llm_hours.iter().map(|c| c.aggregate.last_ts).max().unwrap());
-    assert_eq!(summed[1].at, llm_hours.iter().map(|c| c.at).min().unwrap());
-    let whole = UsageFilter { organization_id: Some(org("acme")), ..Default::default() };
-    let organization = store.usage_cells_summed(&whole, from, to, false).await.unwrap();
-    let requests: i64 = organization.iter().filter(|c| c.usage_type == "llm_request").map(|c| c.aggregate.count).sum();
-    assert_eq!(requests, 4, "the organization's cells, summed without a user");
+    let ann_days = store.llm_day_cells(&org("acme"), filter.user_id.as_ref(), from, to).await.unwrap();
+    assert_eq!(ann_days.len(), 1);
+    let day = &ann_days[0];
+    assert_eq!((day.at, day.usage_type.as_str(), day.model.as_str(), day.user_id.as_str()), (from, "llm_request", "m", "ann"));
+    assert_eq!(day.aggregate.count, llm_hours.iter().map(|c| c.aggregate.count).sum::<i64>());
+    assert_eq!((day.aggregate.llm_successes, day.aggregate.llm_failures, day.aggregate.cost_nanos), (2, 1, 1_100_000_000));
+    assert_eq!(day.aggregate.last_ts, llm_hours.iter().map(|c| c.aggregate.last_ts).max().unwrap());
+    let organization = store.llm_day_cells(&org("acme"), None, from, to).await.unwrap();
+    let mut users: Vec<(&str, i64)> = organization.iter().map(|c| (c.user_id.as_str(), c.aggregate.count)).collect();
+    users.sort();
+    assert_eq!(users, [("ann", 3), ("bob", 1)], "every user of the organization, one row each");
+    let next_day = store.llm_day_cells(&org("acme"), None, to, ts("2025-01-03T00:00:00Z")).await.unwrap();
+    assert!(next_day.is_empty());
 }
 
 fn cost_rule(channels: &[&str]) -> tally_domain::alerts::AlertRule {

@@ -1,7 +1,8 @@
 //! Upgrading a store made by an earlier release keeps its figures: the schema-2 migration
 //! re-keys the per-user hourly cells and derives the organization-wide ones from them; the
-//! schema-13 and -14 migrations derive the daily latency histograms and the unpriced counts
-//! from stored LLM requests.
+//! schema-13 to -17 migrations derive the daily latency histograms, the unpriced counts, the
+//! organizations' monthly cells, the users' daily LLM cells and the organizations' monthly sums
+//! of latest values from what was stored before.
 
 use jiff::Timestamp;
 use tally_domain::OrganizationId;
@@ -95,10 +96,11 @@ fn llm_events() -> Vec<tally_domain::UsageEvent> {
         .map(|i| {
             let latency = if i % 7 == 0 { String::new() } else { format!(r#","latency_ms":{}"#, 37 * i * i % 5000) };
             let json = format!(
-                r#"{{"id":"l{i}","timestamp":"2025-01-0{}T{:02}:00:00Z","organization_id":"acme","user_id":"u{}","type":"llm_request"{latency}}}"#,
+                r#"{{"id":"l{i}","timestamp":"2025-01-0{}T{:02}:00:00Z","organization_id":"acme","user_id":"u{}","type":"llm_request","model":"m{}"{latency}}}"#,
                 1 + i % 3,
                 i % 24,
-                i % 2
+                i % 2,
+                i % 5
             );
             tally_domain::RawEvent::from_json(&json).unwrap().validate(&ctx).unwrap()
         })
@@ -131,18 +133,30 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     let org = OrganizationId::parse("acme").unwrap();
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
     let live_days = store.llm_latency_days(&org, None, from, to).await.unwrap();
+    let mut live_cells = store.llm_day_cells(&org, None, from, to).await.unwrap();
+    assert!(!live_cells.is_empty());
     assert_eq!((live.latency_day_requests, live.unpriced_requests, live.org_monthly_count), (60, 60, 63));
-    // One monthly cell per month and type: the requests' (quantity 1), January's and February's gauges.
-    assert_eq!(live.org_monthly_latest_values_sum, 1.0 + 700.0 + 900.0);
+    // One monthly cell per month, type and model: the requests' of five models (quantity 1 each),
+    // January's and February's gauges.
+    assert_eq!(live.org_monthly_latest_values_sum, 5.0 + 700.0 + 900.0);
+    // Users' latest values summed per organization and month: January's gauges 500 and 700,
+    // February's 900, and every user's latest request (quantity 1) in January.
+    assert_eq!(live.org_latest_sum, 500.0 + 700.0 + 900.0 + 2.0);
     drop(store);
     forget().await;
     let store = tally_store::open(url).await.unwrap();
     assert_eq!(store.aggregates_fingerprint().await.unwrap(), live);
     assert_eq!(store.llm_latency_days(&org, None, from, to).await.unwrap(), live_days);
+    let mut cells = store.llm_day_cells(&org, None, from, to).await.unwrap();
+    let key = |c: &tally_domain::series::Cell| (c.user_id.clone(), c.at, c.model.clone(), c.provider.clone());
+    cells.sort_by_key(key);
+    live_cells.sort_by_key(key);
+    assert_eq!(cells, live_cells);
 }
 
-const FORGET_DERIVED: &str =
-    "DELETE FROM llm_latency_daily; DELETE FROM llm_latency_daily_org; DELETE FROM schema_migrations WHERE version = 13;";
+const FORGET_DERIVED: &str = "DELETE FROM llm_latency_daily; DELETE FROM llm_latency_daily_org; DROP TABLE llm_unpriced; \
+     DROP TABLE usage_monthly_org; DROP TABLE llm_daily; DROP TABLE usage_monthly_org_latest; \
+     ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; DELETE FROM schema_migrations WHERE version IN (13, 14, 15, 16, 17);";
 
 #[tokio::test]
 async fn sqlite_derived_roll_ups_are_backfilled() {

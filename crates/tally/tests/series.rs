@@ -403,4 +403,21 @@ async fn utc_months_read_from_monthly_cells_agree_with_days(app: TestApp) {
     }
     let plain = usage(&app, "organization_id=acme&usage_type=api_call&interval=month&date_from=-3m").await;
     assert_eq!(plain["results"][0]["count"], 15.0, "{plain}");
+    // A gauge's months come from the organizations' sums of latest values; broken down by user
+    // they come from every user's cells: per month, the users' figures add up to the sum.
+    for end in ["", &format!("&date_to={}", ago(3))] {
+        let summed = usage(&app, &format!("organization_id=acme&usage_type=storage_bytes&interval=month&date_from=-3m{end}")).await;
+        let by_user =
+            usage(&app, &format!("organization_id=acme&usage_type=storage_bytes&interval=month&date_from=-3m&breakdowns=[\"user\"]{end}"))
+                .await;
+        let mut per_month = vec![0.0; summed["results"][0]["data"].as_array().unwrap().len()];
+        for series in by_user["results"].as_array().unwrap() {
+            for (month, v) in per_month.iter_mut().zip(series["data"].as_array().unwrap()) {
+                *month += v.as_f64().unwrap();
+            }
+        }
+        let data: Vec<f64> = summed["results"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(data, per_month, "{summed} vs {by_user}");
+        assert!(data.contains(&200.0), "{summed}");
+    }
 }

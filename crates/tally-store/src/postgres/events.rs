@@ -249,9 +249,39 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let aggs = AggArrays::of(months.iter().map(|(_, a)| a));
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty, &month];
     params.extend(aggs.params());
-    tx.execute(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]), &params).await.map_err(map_err)?;
+    // The organizations' sums of latest values move by what each user's monthly upsert returns
+    // (new and replaced value), in the same statement; rows are locked in key order.
+    let latest = sorted(&rollup.org_latest);
+    let (l_org, l_month, l_type) =
+        (column(&latest, |k| k.organization_id), column(&latest, |k| k.month), column(&latest, |k| k.usage_type));
+    let l_count: Vec<i64> = latest.iter().map(|(_, l)| l.count).collect();
+    let l_last: Vec<Timestamp> = latest.iter().map(|(_, l)| l.last_ts).collect();
+    params.extend([&l_org as &(dyn ToSql + Sync), &l_month, &l_type, &l_count, &l_last]);
+    let sql = format!(
+        "WITH changed AS ({}{}), \
+         changes AS (SELECT organization_id, usage_type, month, sum(last_value - replaced_value) AS change FROM changed GROUP BY 1, 2, 3) \
+         INSERT INTO usage_monthly_org_latest (organization_id, month, usage_type, count, last_ts, latest_sum) \
+         SELECT x.o, x.m, x.t, x.c, x.l, coalesce(c.change, 0) \
+         FROM unnest($17::text[], $18::timestamptz[], $19::text[], $20::int8[], $21::timestamptz[]) AS x(o, m, t, c, l) \
+         LEFT JOIN changes c ON c.organization_id = x.o AND c.usage_type = x.t AND c.month = (x.m AT TIME ZONE 'UTC')::date \
+         ORDER BY x.o, x.m, x.t {}",
+        upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]),
+        sql::USER_MONTH_RETURNING,
+        sql::org_latest_merge(Dialect::Postgres)
+    );
+    tx.execute(&sql, &params).await.map_err(map_err)?;
 
     // The LLM tables: a statement only when the batch has rows for them (a round trip each).
+    if !rollup.llm_days.is_empty() {
+        let days = sorted(&rollup.llm_days);
+        let (org, user, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.user_id), column(&days, |k| k.day));
+        let (model, provider) = (column(&days, |k| k.model), column(&days, |k| k.provider));
+        let aggs = AggArrays::of(days.iter().map(|(_, a)| a));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &day, &model, &provider];
+        params.extend(aggs.params());
+        let sql = upsert_sql("llm_daily", &sql::LLM_DAY_KEYS, &["text", "text", "timestamptz", "text", "text"]);
+        tx.execute(&sql, &params).await.map_err(map_err)?;
+    }
     if !rollup.latency_days.is_empty() {
         let days = sorted_refs(&rollup.latency_days);
         let (org, user, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.user_id), column(&days, |k| k.day));
@@ -381,22 +411,22 @@ pub(super) fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
     })
 }
 
-pub(super) async fn cells(
-    conn: &Client,
-    filter: &UsageFilter,
-    from: Timestamp,
-    to: Timestamp,
-    per_user: bool,
-    summed: bool,
-) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user, summed);
+pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
 }
 
 pub(super) async fn month_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter);
+    month_cells_of(conn, sql::month_cells_query(Dialect::Postgres, filter), from, to).await
+}
+
+pub(super) async fn month_latest_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+    month_cells_of(conn, sql::month_latest_cells_query(Dialect::Postgres, filter), from, to).await
+}
+
+async fn month_cells_of(conn: &Client, (sql, values): (String, Vec<String>), from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
@@ -490,6 +520,13 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_monthly_count: r.get(26),
         org_monthly_sum: r.get(27),
         org_monthly_latest_values_sum: r.get(28),
+        llm_day_rows: r.get(29),
+        llm_day_requests: r.get(30),
+        llm_day_cost_nanos: r.get(31),
+        llm_day_tokens: r.get(32),
+        org_latest_rows: r.get(33),
+        org_latest_count: r.get(34),
+        org_latest_sum: r.get(35),
     })
 }
 
@@ -523,6 +560,18 @@ fn llm_range_params<'a>(org: &'a &str, user: &'a Option<&str>, from: &'a Timesta
     params.extend(user.as_ref().map(|u| u as &(dyn ToSql + Sync)));
     params.extend([from as &(dyn ToSql + Sync), to]);
     params
+}
+
+pub(super) async fn llm_day_cells(
+    conn: &Client,
+    org: &OrganizationId,
+    user: Option<&UserId>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Cell>> {
+    let sql = sql::llm_day_cells_query(Dialect::Postgres, user.is_some());
+    let rows = conn.query(&sql, &llm_range_params(&org.as_str(), &user.map(UserId::as_str), &from, &to)).await.map_err(map_err)?;
+    Ok(rows.iter().map(cell_row).collect())
 }
 
 pub(super) async fn llm_latencies(

@@ -49,6 +49,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/postgres/0013_llm_latency_backfill.sql")),
     (14, include_str!("../../migrations/postgres/0014_llm_unpriced.sql")),
     (15, include_str!("../../migrations/postgres/0015_monthly_org.sql")),
+    (16, include_str!("../../migrations/postgres/0016_llm_daily.sql")),
+    (17, include_str!("../../migrations/postgres/0017_monthly_org_latest.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -253,15 +255,15 @@ impl Store for PostgresStore {
     }
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-        events::cells(&**self.conn().await?, filter, from, to, per_user, false).await
+        events::cells(&**self.conn().await?, filter, from, to, per_user).await
     }
 
     async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
         events::month_cells(&**self.conn().await?, filter, from, to).await
     }
 
-    async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-        events::cells(&**self.conn().await?, filter, from, to, per_user, true).await
+    async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+        events::month_latest_cells(&**self.conn().await?, filter, from, to).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {
@@ -313,6 +315,10 @@ impl Store for PostgresStore {
 
     async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
         events::llm_latencies(&**self.conn().await?, org, user, from, to).await
+    }
+
+    async fn llm_day_cells(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+        events::llm_day_cells(&**self.conn().await?, org, user, from, to).await
     }
 
     async fn llm_latency_days(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {

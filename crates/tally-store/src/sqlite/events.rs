@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
 use tally_domain::llm::latency::LatencyHistogram;
-use tally_domain::rollup::{Aggregate, Rollup, sorted, sorted_refs};
+use tally_domain::rollup::{Aggregate, OrgMonthTypeKey, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
+use tally_domain::time::date_start;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
 const INSERT_EVENT: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
@@ -136,9 +137,32 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     for (k, a) in sorted(&rollup.user_totals) {
         upsert(&mut totals, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
     }
-    let mut months = tx.prepare_cached(&upsert_sql("user_usage_monthly", &sql::MONTH_KEYS)).map_err(map_err)?;
+    let month_sql = format!("{}{}", upsert_sql("user_usage_monthly", &sql::MONTH_KEYS), sql::USER_MONTH_RETURNING);
+    let mut months = tx.prepare_cached(&month_sql).map_err(map_err)?;
+    let mut latest = rollup.org_latest.clone();
     for (k, a) in sorted(&rollup.user_months) {
-        upsert(&mut months, &[&k.organization_id, &k.user_id, &k.usage_type, &k.month.to_string()], &a)?;
+        bind(&mut months, &[&k.organization_id, &k.user_id, &k.usage_type, &k.month.to_string()], &a)?;
+        let mut returned = months.raw_query();
+        let row = returned.next().map_err(map_err)?.ok_or_else(|| StoreError::corrupt("the monthly upsert returned no row"))?;
+        let (after, before): (f64, f64) = (row.get(3).map_err(map_err)?, row.get(4).map_err(map_err)?);
+        let key = OrgMonthTypeKey { organization_id: k.organization_id, month: date_start(k.month), usage_type: k.usage_type };
+        let sum = latest.get_mut(&key).ok_or_else(|| StoreError::corrupt("a monthly cell without its organization's"))?;
+        sum.replace(before, after);
+    }
+    let latest_sql = format!(
+        "INSERT INTO usage_monthly_org_latest (organization_id, month, usage_type, count, last_ts, latest_sum) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+        sql::org_latest_merge(Dialect::Sqlite)
+    );
+    let mut org_latest = tx.prepare_cached(&latest_sql).map_err(map_err)?;
+    for (k, l) in sorted(&latest) {
+        org_latest
+            .execute(params![k.organization_id, micros(k.month), k.usage_type, l.count, micros(l.last_ts), l.latest_sum])
+            .map_err(map_err)?;
+    }
+    let mut llm_days = tx.prepare_cached(&upsert_sql("llm_daily", &sql::LLM_DAY_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.llm_days) {
+        upsert(&mut llm_days, &[&k.organization_id, &k.user_id, &micros(k.day), &k.model, &k.provider], &a)?;
     }
     let mut latency = tx.prepare_cached(&sql::latency_upsert(Dialect::Sqlite, true)).map_err(map_err)?;
     for (k, d) in sorted_refs(&rollup.latency_days) {
@@ -157,12 +181,17 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Binds a cell's key values, then its aggregate, and runs the upsert.
-fn upsert(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<()> {
+/// Binds a cell's key values, then its aggregate.
+fn bind(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<()> {
     for (i, key) in keys.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, key).map_err(map_err)?;
     }
-    bind_aggregate(stmt, keys.len() + 1, a)?;
+    bind_aggregate(stmt, keys.len() + 1, a)
+}
+
+/// Binds a cell's key values, then its aggregate, and runs the upsert.
+fn upsert(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<()> {
+    bind(stmt, keys, a)?;
     stmt.raw_execute().map_err(map_err)?;
     Ok(())
 }
@@ -257,15 +286,8 @@ fn filtered<T>(
     Ok(out)
 }
 
-pub(super) fn cells(
-    conn: &Connection,
-    filter: &UsageFilter,
-    from: Timestamp,
-    to: Timestamp,
-    per_user: bool,
-    summed: bool,
-) -> Result<Vec<Cell>> {
-    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user, summed), from, to, cell_row)
+pub(super) fn cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user), from, to, cell_row)
 }
 
 /// A cell as the cell queries select it: time, the six key columns, the aggregate.
@@ -284,6 +306,10 @@ fn cell_row(r: &rusqlite::Row<'_>) -> Result<Cell> {
 
 pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
     filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter), from, to, cell_row)
+}
+
+pub(super) fn month_latest_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+    filtered(conn, sql::month_latest_cells_query(Dialect::Sqlite, filter), from, to, cell_row)
 }
 
 pub(super) fn events_between(
@@ -403,6 +429,13 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_monthly_count: r.get(26)?,
             org_monthly_sum: r.get(27)?,
             org_monthly_latest_values_sum: r.get(28)?,
+            llm_day_rows: r.get(29)?,
+            llm_day_requests: r.get(30)?,
+            llm_day_cost_nanos: r.get(31)?,
+            llm_day_tokens: r.get(32)?,
+            org_latest_rows: r.get(33)?,
+            org_latest_count: r.get(34)?,
+            org_latest_sum: r.get(35)?,
         })
     })
     .map_err(map_err)
@@ -451,6 +484,17 @@ pub(super) fn llm_latencies(conn: &Connection, org: &str, user: Option<&str>, fr
     }
     latencies.first_request = first.map(timestamp).transpose()?;
     Ok(latencies)
+}
+
+pub(super) fn llm_day_cells(conn: &Connection, org: &str, user: Option<&str>, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+    let mut stmt = conn.prepare_cached(&sql::llm_day_cells_query(Dialect::Sqlite, user.is_some())).map_err(map_err)?;
+    let bounds = [micros(from), micros(to)];
+    let mut rows = stmt.query(llm_range_params(&org, &user, &bounds).as_slice()).map_err(map_err)?;
+    let mut cells = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        cells.push(cell_row(r)?);
+    }
+    Ok(cells)
 }
 
 pub(super) fn llm_latency_days(conn: &Connection, org: &str, user: Option<&str>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {

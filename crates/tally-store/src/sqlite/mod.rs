@@ -31,6 +31,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/sqlite/0013_llm_latency_backfill.sql")),
     (14, include_str!("../../migrations/sqlite/0014_llm_unpriced.sql")),
     (15, include_str!("../../migrations/sqlite/0015_monthly_org.sql")),
+    (16, include_str!("../../migrations/sqlite/0016_llm_daily.sql")),
+    (17, include_str!("../../migrations/sqlite/0017_monthly_org_latest.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -354,7 +356,7 @@ impl Store for SqliteStore {
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::cells(c, &filter, from, to, per_user, false)).await
+        self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
     }
 
     async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
@@ -362,9 +364,9 @@ impl Store for SqliteStore {
         self.read(move |c| events::month_cells(c, &filter, from, to)).await
     }
 
-    async fn usage_cells_summed(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+    async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::cells(c, &filter, from, to, per_user, true)).await
+        self.read(move |c| events::month_latest_cells(c, &filter, from, to)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {
@@ -427,6 +429,11 @@ impl Store for SqliteStore {
     async fn llm_latencies(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Latencies> {
         let (org, user) = (org.to_string(), user.map(UserId::to_string));
         self.read(move |c| events::llm_latencies(c, &org, user.as_deref(), from, to)).await
+    }
+
+    async fn llm_day_cells(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+        let (org, user) = (org.to_string(), user.map(UserId::to_string));
+        self.read(move |c| events::llm_day_cells(c, &org, user.as_deref(), from, to)).await
     }
 
     async fn llm_latency_days(&self, org: &OrganizationId, user: Option<&UserId>, from: Timestamp, to: Timestamp) -> Result<LatencyDays> {

@@ -8,7 +8,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Path, Query};
 use super::usage::{RangeQuery, range};
 use crate::app::AppState;
-use crate::series::{cells_between, latencies_between, summed_cells_between};
+use crate::series::{latencies_between, llm_cells_between};
 use axum::Json;
 use axum::extract::State;
 use jiff::Timestamp;
@@ -19,8 +19,7 @@ use tally_domain::llm::latency::LatencyStats;
 use tally_domain::llm::prices::ModelPrice;
 use tally_domain::llm::{self, By, TopBy};
 use tally_domain::series::Cell;
-use tally_domain::{OrganizationId, UsageTypeKey, UserId};
-use tally_store::UsageFilter;
+use tally_domain::{OrganizationId, UserId};
 
 /// `from`/`to` as given, all time when absent.
 fn bounds(q: &RangeQuery) -> ApiResult<(Timestamp, Timestamp)> {
@@ -34,15 +33,6 @@ fn count_parameter(name: &str, value: Option<&str>, default: u32) -> ApiResult<u
     super::resources::count(name, value, default, 1000)
 }
 
-fn filter(org: &OrganizationId, user: Option<&UserId>) -> UsageFilter {
-    UsageFilter {
-        organization_id: Some(org.clone()),
-        user_id: user.cloned(),
-        usage_types: vec![UsageTypeKey::llm_request()],
-        ..UsageFilter::default()
-    }
-}
-
 /// The user's organization and id, if the key may read it (404 otherwise).
 async fn readable_user(app: &AppState, caller: &Caller, id: &str) -> ApiResult<(OrganizationId, UserId)> {
     let user = caller.readable_user(app, id).await?;
@@ -51,14 +41,13 @@ async fn readable_user(app: &AppState, caller: &Caller, id: &str) -> ApiResult<(
 
 async fn cells_and_latencies(
     app: &AppState,
-    filter: &UsageFilter,
+    org: &OrganizationId,
+    user: Option<&UserId>,
     from: Timestamp,
     to: Timestamp,
-    per_user: bool,
 ) -> ApiResult<(Vec<Cell>, LatencyStats)> {
-    let cells = cells_between(app.store.as_ref(), filter, from, to, per_user).await?;
-    let org = filter.organization_id.as_ref().expect("LLM filters name their organization");
-    let latencies = latencies_between(app.store.as_ref(), org, filter.user_id.as_ref(), from, to).await?;
+    let cells = llm_cells_between(app.store.as_ref(), org, user, from, to).await?;
+    let latencies = latencies_between(app.store.as_ref(), org, user, from, to).await?;
     Ok((cells, latencies))
 }
 
@@ -79,7 +68,7 @@ pub async fn user_summary(
 ) -> ApiResult<Json<Value>> {
     let (from, to) = bounds(&q)?;
     let (org, user) = readable_user(&app, &caller, &id).await?;
-    let (cells, latencies) = cells_and_latencies(&app, &filter(&org, Some(&user)), from, to, true).await?;
+    let (cells, latencies) = cells_and_latencies(&app, &org, Some(&user), from, to).await?;
     Ok(Json(json!({ "user_id": user, "organization_id": org, "from": q.from, "to": q.to, "summary": llm::summary(&cells, &latencies) })))
 }
 
@@ -110,7 +99,7 @@ pub async fn user_breakdown(
         .ok_or_else(|| ApiError::bad_parameter("by", format!("{by_text:?} is not one of model, provider, model,provider")))?;
     let (from, to) = bounds(&q.range)?;
     let (org, user) = readable_user(&app, &caller, &id).await?;
-    let cells = summed_cells_between(app.store.as_ref(), &filter(&org, Some(&user)), from, to, true).await?;
+    let cells = llm_cells_between(app.store.as_ref(), &org, Some(&user), from, to).await?;
     Ok(Json(json!({ "user_id": user, "by": by_text, "results": llm::breakdown(&cells, by) })))
 }
 
@@ -131,7 +120,7 @@ pub async fn user_monthly(
 ) -> ApiResult<Json<Value>> {
     let (from, to) = bounds(&q)?;
     let (org, user) = readable_user(&app, &caller, &id).await?;
-    let cells = cells_between(app.store.as_ref(), &filter(&org, Some(&user)), from, to, true).await?;
+    let cells = llm_cells_between(app.store.as_ref(), &org, Some(&user), from, to).await?;
     Ok(Json(json!({ "user_id": user, "results": llm::monthly(&cells) })))
 }
 
@@ -164,7 +153,7 @@ pub async fn organization_summary(
         .ok_or_else(|| ApiError::bad_parameter("top_by", format!("{top_by_text:?} is not one of cost, tokens, requests")))?;
     let (from, to) = bounds(&q.range)?;
     let org = caller.readable_organization(&app, &id).await?;
-    let (cells, latencies) = cells_and_latencies(&app, &filter(&org, None), from, to, true).await?;
+    let (cells, latencies) = cells_and_latencies(&app, &org, None, from, to).await?;
     Ok(Json(json!({
         "organization_id": org,
         "from": q.range.from,

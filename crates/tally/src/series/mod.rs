@@ -23,18 +23,32 @@ enum Grain {
     Months,
 }
 
-/// Reads every cell a grid needs: whole months (organization-wide, when the grain allows) and
-/// whole hours from the aggregates, cut hours from raw events.
+/// Whose cells a query reads for a set of usage types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Organization-wide cells: additive figures, any breakdown but by user.
+    Organizations,
+    /// Every user's cells: breakdowns by user, and figures that look at each user.
+    Users,
+    /// Latest values summed over each organization's users: every user's hourly cells, and for
+    /// whole months the organization's monthly sums of latest values (no team, model, provider
+    /// or user in the query).
+    LatestSums,
+}
+
+/// Reads every cell a grid needs: whole months (when the grain and the read allow) and whole
+/// hours from the aggregates, cut hours from raw events.
 async fn cells(
     store: &dyn Store,
     filter: &UsageFilter,
     grid: &Grid,
-    per_user: bool,
+    read: Read,
     to_present: bool,
     grain: Grain,
 ) -> Result<Vec<Cell>, StoreError> {
     let plan = if to_present { grid.plan_to_present() } else { grid.plan() };
-    let months = plan.months.filter(|_| grain == Grain::Months && !per_user && filter.user_id.is_none());
+    let per_user = read != Read::Organizations;
+    let months = plan.months.filter(|_| grain == Grain::Months && read != Read::Users && filter.user_id.is_none());
     let hours = match months {
         Some((from, to)) => vec![(plan.hours_from, from), (to, plan.hours_to)],
         None => vec![(plan.hours_from, plan.hours_to)],
@@ -45,24 +59,15 @@ async fn cells(
     }
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
     if let Some((from, to)) = months {
-        cells.extend(store.usage_month_cells(filter, from, to).await?);
+        cells.extend(match read {
+            Read::LatestSums => store.usage_month_latest_cells(filter, from, to).await?,
+            _ => store.usage_month_cells(filter, from, to).await?,
+        });
     }
     for (from, to) in plan.raw {
         cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
     }
     Ok(cells)
-}
-
-/// Every cell of `[from, to)`: whole UTC hours from the aggregates, the cut hours at either end
-/// from raw events.
-pub async fn cells_between(
-    store: &dyn Store,
-    filter: &UsageFilter,
-    from: jiff::Timestamp,
-    to: jiff::Timestamp,
-    per_user: bool,
-) -> Result<Vec<Cell>, StoreError> {
-    cells_in(store, filter, from, to, per_user, false).await
 }
 
 /// The latency figures of a user's (or an organization's) LLM requests in `[from, to)`: whole
@@ -95,25 +100,40 @@ pub async fn latencies_between(
     Ok(stats)
 }
 
-/// As [`cells_between`], with the whole hours summed into one cell per organization, user,
-/// usage type, model and provider (for breakdowns that do not need the time).
-pub async fn summed_cells_between(
+/// The LLM cells of a user (or of every user of an organization) in `[from, to)`: whole UTC
+/// days from the daily LLM cells, the cut days at either end as [`cells_between`] reads them.
+pub async fn llm_cells_between(
     store: &dyn Store,
-    filter: &UsageFilter,
+    org: &tally_domain::OrganizationId,
+    user: Option<&tally_domain::UserId>,
     from: jiff::Timestamp,
     to: jiff::Timestamp,
-    per_user: bool,
 ) -> Result<Vec<Cell>, StoreError> {
-    cells_in(store, filter, from, to, per_user, true).await
+    let filter = UsageFilter {
+        organization_id: Some(org.clone()),
+        user_id: user.cloned(),
+        usage_types: vec![UsageTypeKey::llm_request()],
+        ..UsageFilter::default()
+    };
+    let plan = day_plan(from, to, jiff::Timestamp::now());
+    let mut cells = match plan.days {
+        Some((days_from, days_to)) => store.llm_day_cells(org, user, days_from, days_to).await?,
+        None => Vec::new(),
+    };
+    for (edge_from, edge_to) in plan.edges {
+        cells.extend(cells_between(store, &filter, edge_from, edge_to, true).await?);
+    }
+    Ok(cells)
 }
 
-async fn cells_in(
+/// Every cell of `[from, to)`: whole UTC hours from the aggregates, the cut hours at either end
+/// from raw events.
+async fn cells_between(
     store: &dyn Store,
     filter: &UsageFilter,
     from: jiff::Timestamp,
     to: jiff::Timestamp,
     per_user: bool,
-    summed: bool,
 ) -> Result<Vec<Cell>, StoreError> {
     use tally_domain::time::hour_start;
     let hour = jiff::SignedDuration::from_hours(1);
@@ -129,10 +149,7 @@ async fn cells_in(
     let hours_to = hour_start(to).max(hours_from);
     let mut cells = Vec::new();
     if hours_from < hours_to {
-        cells = match summed {
-            true => store.usage_cells_summed(filter, hours_from, hours_to, per_user).await?,
-            false => store.usage_cells(filter, hours_from, hours_to, per_user).await?,
-        };
+        cells = store.usage_cells(filter, hours_from, hours_to, per_user).await?;
     }
     for (a, b) in [(from, hours_from.min(to)), (hours_to.max(from), to)] {
         if a < b {
@@ -193,7 +210,7 @@ async fn query_cells(
     // The asked range, not a previous period's, may end at the present.
     let to_present = q.to_present && grid.end == q.grid.end;
     if q.breakdowns.iter().any(|d| d.needs_users()) || q.filter.user_id.is_some() {
-        return cells(store, &q.filter, grid, true, to_present, grain).await;
+        return cells(store, &q.filter, grid, Read::Users, to_present, grain).await;
     }
     let asked: Vec<UsageTypeKey> = if q.filter.usage_types.is_empty() {
         let mut all: Vec<UsageTypeKey> = aggregation.keys().filter_map(|k| UsageTypeKey::parse(*k).ok()).collect();
@@ -202,16 +219,22 @@ async fn query_cells(
     } else {
         q.filter.usage_types.clone()
     };
-    let (per_user, plain): (Vec<UsageTypeKey>, Vec<UsageTypeKey>) =
-        asked.into_iter().partition(|t| matches!(aggregation.get(t.as_str()), Some(Aggregation::Latest | Aggregation::UniqueCount)));
+    // Latest values sum per organization only where the query splits them no finer.
+    let summable = q.filter.team_id.is_none() && q.breakdowns.iter().all(|d| matches!(d, Dimension::Type | Dimension::Organization));
+    let read_of = |t: &UsageTypeKey| match aggregation.get(t.as_str()) {
+        Some(Aggregation::Latest) if summable => Read::LatestSums,
+        Some(Aggregation::Latest | Aggregation::UniqueCount) => Read::Users,
+        _ => Read::Organizations,
+    };
     let mut out = Vec::new();
-    for (types, by_user) in [(plain, false), (per_user, true)] {
+    for read in [Read::Organizations, Read::Users, Read::LatestSums] {
+        let types: Vec<UsageTypeKey> = asked.iter().filter(|t| read_of(t) == read).cloned().collect();
         if types.is_empty() {
             continue;
         }
         // Every type is known here, so naming them all reads the same rows as naming none.
         let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
-        out.extend(cells(store, &filter, grid, by_user, to_present, grain).await?);
+        out.extend(cells(store, &filter, grid, read, to_present, grain).await?);
     }
     Ok(out)
 }

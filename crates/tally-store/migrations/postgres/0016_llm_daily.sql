@@ -1,0 +1,33 @@
+-- A user's LLM requests per UTC day, model and provider, so that summaries and breakdowns over
+-- long ranges read one row per day and model instead of one per hour. Derived from the per-user
+-- hourly cells here, kept by ingestion from now on.
+CREATE TABLE llm_daily (
+    organization_id  TEXT NOT NULL,
+    user_id          TEXT NOT NULL,
+    day              TIMESTAMPTZ NOT NULL,
+    model            TEXT NOT NULL,
+    provider         TEXT NOT NULL,
+    count            BIGINT NOT NULL,
+    sum              DOUBLE PRECISION NOT NULL,
+    min              DOUBLE PRECISION NOT NULL,
+    max              DOUBLE PRECISION NOT NULL,
+    last_ts          TIMESTAMPTZ NOT NULL,
+    last_value       DOUBLE PRECISION NOT NULL,
+    llm_successes    BIGINT NOT NULL,
+    llm_failures     BIGINT NOT NULL,
+    input_tokens     BIGINT NOT NULL,
+    output_tokens    BIGINT NOT NULL,
+    cost_nanos       BIGINT NOT NULL,
+    latency_ms_sum   BIGINT NOT NULL,
+    PRIMARY KEY (organization_id, user_id, day, model, provider)
+);
+-- The latest value of a day: its latest cell's, ties to the larger value (as Aggregate::merge).
+INSERT INTO llm_daily
+SELECT organization_id, user_id, day, model, provider, sum(count), sum(sum), min(min), max(max), max(last_ts), max(latest),
+    sum(llm_successes), sum(llm_failures), sum(input_tokens), sum(output_tokens), sum(cost_nanos), sum(latency_ms_sum)
+FROM (
+    SELECT h.*, first_value(last_value) OVER (
+        PARTITION BY organization_id, user_id, day, model, provider ORDER BY last_ts DESC, last_value DESC) AS latest
+    FROM (SELECT *, date_trunc('day', hour, 'UTC') AS day FROM usage_hourly WHERE usage_type = 'llm_request') h
+) d
+GROUP BY organization_id, user_id, day, model, provider;

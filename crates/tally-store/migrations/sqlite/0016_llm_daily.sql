@@ -1,0 +1,33 @@
+-- A user's LLM requests per UTC day, model and provider, so that summaries and breakdowns over
+-- long ranges read one row per day and model instead of one per hour. Derived from the per-user
+-- hourly cells here, kept by ingestion from now on.
+CREATE TABLE llm_daily (
+    organization_id  TEXT NOT NULL,
+    user_id          TEXT NOT NULL,
+    day              INTEGER NOT NULL,
+    model            TEXT NOT NULL,
+    provider         TEXT NOT NULL,
+    count            INTEGER NOT NULL,
+    sum              REAL NOT NULL,
+    min              REAL NOT NULL,
+    max              REAL NOT NULL,
+    last_ts          INTEGER NOT NULL,
+    last_value       REAL NOT NULL,
+    llm_successes    INTEGER NOT NULL,
+    llm_failures     INTEGER NOT NULL,
+    input_tokens     INTEGER NOT NULL,
+    output_tokens    INTEGER NOT NULL,
+    cost_nanos       INTEGER NOT NULL,
+    latency_ms_sum   INTEGER NOT NULL,
+    PRIMARY KEY (organization_id, user_id, day, model, provider)
+) WITHOUT ROWID;
+-- The latest value of a day: its latest cell's, ties to the larger value (as Aggregate::merge).
+INSERT INTO llm_daily
+SELECT organization_id, user_id, day, model, provider, sum(count), sum(sum), min(min), max(max), max(last_ts), max(latest),
+    sum(llm_successes), sum(llm_failures), sum(input_tokens), sum(output_tokens), sum(cost_nanos), sum(latency_ms_sum)
+FROM (
+    SELECT h.*, first_value(last_value) OVER (
+        PARTITION BY organization_id, user_id, day, model, provider ORDER BY last_ts DESC, last_value DESC) AS latest
+    FROM (SELECT *, hour - hour % 86400000000 AS day FROM usage_hourly WHERE usage_type = 'llm_request') h
+) d
+GROUP BY organization_id, user_id, day, model, provider;
