@@ -3,7 +3,7 @@
 //! events through this same code, so live and rebuilt figures cannot drift apart.
 
 use crate::event::{LLM_USAGE_TYPE, LlmStatus, UsageEvent};
-use crate::llm::latency::DayLatencies;
+use crate::llm::latency::{DayLatencies, LatencyHistogram};
 use crate::time::{date_start, day_start, hour_start, month_start};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -166,7 +166,7 @@ pub struct UserMonthKey<'a> {
 }
 
 /// A user's LLM requests of one UTC day with one model and provider, so that summaries over long
-/// ranges read a row per day and model instead of one per hour.
+/// ranges read a row per day and model instead of one per hour (or per request, for latencies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LlmDayKey<'a> {
     pub organization_id: &'a str,
@@ -176,12 +176,12 @@ pub struct LlmDayKey<'a> {
     pub provider: &'a str,
 }
 
-/// A user's LLM latencies of one UTC day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserDayKey<'a> {
-    pub organization_id: &'a str,
-    pub user_id: &'a str,
-    pub day: Timestamp,
+/// A user's LLM requests of a day, model and provider: their figures, and the histogram of the
+/// latencies of those that reported one (its sum is the aggregate's `latency_ms_sum`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmDay {
+    pub aggregate: Aggregate,
+    pub latencies: LatencyHistogram,
 }
 
 /// An organization's LLM latencies of one UTC day.
@@ -226,9 +226,8 @@ pub struct Rollup<'a> {
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
     pub org_latest: Map<OrgMonthTypeKey<'a>, OrgLatest>,
-    pub llm_days: Map<LlmDayKey<'a>, Aggregate>,
-    /// LLM requests per day with the histogram of their latencies, per user and per organization.
-    pub latency_days: Map<UserDayKey<'a>, DayLatencies>,
+    pub llm_days: Map<LlmDayKey<'a>, LlmDay>,
+    /// An organization's LLM requests per day with the histogram of their latencies.
     pub org_latency_days: Map<OrgDayKey<'a>, DayLatencies>,
     /// LLM requests without a cost (none given, none priced), for the list of models to price.
     pub unpriced: Map<UnpricedKey<'a>, Unpriced>,
@@ -292,8 +291,14 @@ impl<'a> Rollup<'a> {
         add(&mut self.user_totals, UserTypeKey { organization_id, user_id, usage_type }, &agg);
         if usage_type == LLM_USAGE_TYPE {
             let (day, latency) = (day_start(e.timestamp), e.llm.as_ref().and_then(|l| l.latency_ms));
-            add(&mut self.llm_days, LlmDayKey { organization_id, user_id, day, model, provider }, &agg);
-            self.latency_days.entry(UserDayKey { organization_id, user_id, day }).or_default().record(latency);
+            let llm_day = self
+                .llm_days
+                .entry(LlmDayKey { organization_id, user_id, day, model, provider })
+                .and_modify(|d| d.aggregate.merge(&agg))
+                .or_insert_with(|| LlmDay { aggregate: agg, latencies: LatencyHistogram::default() });
+            if let Some(ms) = latency {
+                llm_day.latencies.record(ms);
+            }
             self.org_latency_days.entry(OrgDayKey { organization_id, day }).or_default().record(latency);
             if e.llm.as_ref().and_then(|l| l.cost).is_none() {
                 let seen = Unpriced { requests: 1, last_seen: e.timestamp };
@@ -400,10 +405,11 @@ mod tests {
         assert_eq!((total.input_tokens, total.output_tokens, total.cost_nanos, total.latency_ms_sum), (11, 3, 750_000_000, 140));
         assert!(r.hourly.keys().all(|k| k.model == "m" && k.provider == "p"));
         // Two UTC days, one latency each, for the user and for the organization.
-        assert_eq!((r.latency_days.len(), r.org_latency_days.len(), r.llm_days.len()), (2, 2, 2));
+        assert_eq!((r.llm_days.len(), r.org_latency_days.len()), (2, 2));
         let total: i64 = r.org_latency_days.values().map(|d| d.histogram.sum_ms).sum();
         assert_eq!(total, 140);
-        assert!(r.latency_days.values().all(|d| d.requests == 1));
+        assert!(r.llm_days.values().all(|d| d.aggregate.count == 1 && d.latencies.count() == 1));
+        assert_eq!(r.llm_days.values().map(|d| d.latencies.sum_ms).sum::<i64>(), 140);
         assert!(r.unpriced.is_empty(), "both carry a cost");
         let unpriced = [
             ev("3", "2025-02-01T00:30:00Z", "u", "llm_request", 1.0, r#","model":"m""#),

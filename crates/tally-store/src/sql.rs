@@ -75,14 +75,13 @@ pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "
 pub const LLM_DAY_KEYS: [&str; 5] = ["organization_id", "user_id", "day", "model", "provider"];
 
 /// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
-pub const AGGREGATE_TABLES: [&str; 10] = [
+pub const AGGREGATE_TABLES: [&str; 9] = [
     "usage_hourly",
     "usage_hourly_org",
     "usage_monthly_org",
     "usage_monthly_org_latest",
     "user_usage",
     "user_usage_monthly",
-    "llm_latency_daily",
     "llm_latency_daily_org",
     "llm_unpriced",
     "llm_daily",
@@ -106,32 +105,46 @@ pub fn org_latest_merge(dialect: Dialect) -> String {
     )
 }
 
-/// Upserts of a day's latency histogram, per user and per organization (placeholders numbered
-/// from 1 in key order, then requests, latency sum and buckets): counts and sums add, bucket
-/// objects merge key by key (`tally_merge_buckets`, a Rust function on SQLite, SQL on
-/// PostgreSQL). On PostgreSQL the rows come from `unnest` of arrays.
-pub fn latency_upsert(dialect: Dialect, per_user: bool) -> String {
-    let (table, keys, types) = if per_user {
-        ("llm_latency_daily", "organization_id, user_id, day", ["text", "text", "timestamptz"].as_slice())
-    } else {
-        ("llm_latency_daily_org", "organization_id, day", ["text", "timestamptz"].as_slice())
-    };
-    let n = types.len();
+/// The upsert of an organization's day of latencies (placeholders numbered from 1: organization,
+/// day, requests, latency sum, buckets): counts and sums add, bucket objects merge key by key
+/// (`tally_merge_buckets`, a Rust function on SQLite, SQL on PostgreSQL). On PostgreSQL the rows
+/// come from `unnest` of arrays.
+pub fn org_latency_upsert(dialect: Dialect) -> String {
     let rows = match dialect {
-        Dialect::Sqlite => format!("VALUES ({})", (1..=n + 3).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
+        Dialect::Sqlite => "VALUES (?1, ?2, ?3, ?4, ?5)",
         Dialect::Postgres => {
-            let arrays: Vec<String> =
-                types.iter().chain(["int8", "int8"].iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
-            let names: Vec<String> = (1..=n + 3).map(|i| format!("c{i}")).collect();
-            let mut selected = names[..n + 2].to_vec();
-            selected.push(format!("c{}::jsonb", n + 3));
-            format!("SELECT {} FROM unnest({}, ${}::text[]) AS x({})", selected.join(", "), arrays.join(", "), n + 3, names.join(", "))
+            "SELECT o, d, r, s, b::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[]) AS x(o, d, r, s, b)"
+        }
+    };
+    "INSERT INTO llm_latency_daily_org (organization_id, day, requests, latency_ms_sum, buckets) {rows} \
+     ON CONFLICT (organization_id, day) DO UPDATE SET requests = llm_latency_daily_org.requests + excluded.requests, \
+     latency_ms_sum = llm_latency_daily_org.latency_ms_sum + excluded.latency_ms_sum, \
+     buckets = tally_merge_buckets(llm_latency_daily_org.buckets, excluded.buckets)"
+        .replace("{rows}", rows)
+}
+
+/// The upsert of a user's day of LLM requests per model and provider: the key columns, the
+/// aggregate columns, then the latency buckets (placeholders in that order; on PostgreSQL
+/// arrays of `key_types`, the aggregate types and text for the buckets). The aggregate merges
+/// as every roll-up cell does, the buckets as [`org_latency_upsert`]'s.
+pub fn llm_day_upsert(dialect: Dialect, agg_types: &[&str]) -> String {
+    let columns: Vec<&str> = LLM_DAY_KEYS.iter().chain(AGG_COLUMNS.iter()).copied().chain(["buckets"]).collect();
+    let n = columns.len();
+    let rows = match dialect {
+        Dialect::Sqlite => format!("VALUES ({})", (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")),
+        Dialect::Postgres => {
+            let types = ["text", "text", "timestamptz", "text", "text"].iter().chain(agg_types).chain(&["text"]);
+            let arrays: Vec<String> = types.enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
+            let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+            let mut selected = names[..n - 1].to_vec();
+            selected.push(format!("c{n}::jsonb"));
+            format!("SELECT {} FROM unnest({}) AS x({})", selected.join(", "), arrays.join(", "), names.join(", "))
         }
     };
     format!(
-        "INSERT INTO {table} ({keys}, requests, latency_ms_sum, buckets) {rows} ON CONFLICT ({keys}) DO UPDATE SET \
-         requests = {table}.requests + excluded.requests, latency_ms_sum = {table}.latency_ms_sum + excluded.latency_ms_sum, \
-         buckets = tally_merge_buckets({table}.buckets, excluded.buckets)"
+        "INSERT INTO llm_daily ({}) {rows} {}, buckets = tally_merge_buckets(llm_daily.buckets, excluded.buckets)",
+        columns.join(", "),
+        merge_clause(dialect, "llm_daily", &LLM_DAY_KEYS)
     )
 }
 
@@ -154,9 +167,9 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_hourly_org), \
     (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_hourly_org), \
-    (SELECT CAST(count(*) AS BIGINT) FROM llm_latency_daily), \
-    (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_latency_daily), \
-    (SELECT CAST(coalesce(sum(latency_ms_sum), 0) AS BIGINT) FROM llm_latency_daily), \
+    (SELECT CAST(count(*) AS BIGINT) FROM llm_daily), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM llm_daily), \
+    (SELECT CAST(coalesce(sum(latency_ms_sum), 0) AS BIGINT) FROM llm_daily), \
     (SELECT CAST(count(*) AS BIGINT) FROM llm_latency_daily_org), \
     (SELECT CAST(coalesce(sum(requests), 0) AS BIGINT) FROM llm_latency_daily_org), \
     (SELECT CAST(coalesce(sum(latency_ms_sum), 0) AS BIGINT) FROM llm_latency_daily_org), \
@@ -166,8 +179,6 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org), \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org), \
     (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_monthly_org), \
-    (SELECT CAST(count(*) AS BIGINT) FROM llm_daily), \
-    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM llm_daily), \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM llm_daily), \
     (SELECT CAST(coalesce(sum(input_tokens + output_tokens), 0) AS BIGINT) FROM llm_daily), \
     (SELECT CAST(count(*) AS BIGINT) FROM usage_monthly_org_latest), \
@@ -420,17 +431,18 @@ pub fn llm_latency_days_query(dialect: Dialect, per_user: bool) -> String {
         Dialect::Sqlite => format!("?{n}"),
         Dialect::Postgres => format!("${n}"),
     };
-    let (table, user, first) = if per_user {
-        ("llm_latency_daily", format!(" AND user_id = {}", mark(2)), 3)
+    // A user's days are kept per model and provider (several rows a day), an organization's whole.
+    let (table, requests, user, first) = if per_user {
+        ("llm_daily", "count", format!(" AND user_id = {}", mark(2)), 3)
     } else {
-        ("llm_latency_daily_org", String::new(), 2)
+        ("llm_latency_daily_org", "requests", String::new(), 2)
     };
     let buckets = match dialect {
         Dialect::Sqlite => "buckets",
         Dialect::Postgres => "buckets::text",
     };
     format!(
-        "SELECT day, requests, latency_ms_sum, {buckets} FROM {table} WHERE organization_id = {}{user} AND day >= {} AND day < {}",
+        "SELECT day, {requests}, latency_ms_sum, {buckets} FROM {table} WHERE organization_id = {}{user} AND day >= {} AND day < {}",
         mark(1),
         mark(first),
         mark(first + 1)

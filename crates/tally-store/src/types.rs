@@ -92,6 +92,7 @@ pub struct AggregatesFingerprint {
     pub org_hourly_sum: f64,
     pub org_hourly_cost_nanos: i64,
     pub org_latest_values_sum: f64,
+    /// The users' daily LLM cells (`llm_daily`, per model and provider) and their latencies.
     pub latency_day_rows: i64,
     pub latency_day_requests: i64,
     pub latency_day_sum_ms: i64,
@@ -104,8 +105,6 @@ pub struct AggregatesFingerprint {
     pub org_monthly_count: i64,
     pub org_monthly_sum: f64,
     pub org_monthly_latest_values_sum: f64,
-    pub llm_day_rows: i64,
-    pub llm_day_requests: i64,
     pub llm_day_cost_nanos: i64,
     pub llm_day_tokens: i64,
     pub org_latest_rows: i64,

@@ -122,7 +122,7 @@ fn storage_events() -> Vec<tally_domain::UsageEvent> {
         .collect()
 }
 
-/// Ingests LLM requests and gauges, forgets what a release before migrations 13 to 15 would not
+/// Ingests LLM requests and gauges, forgets what a release before migrations 12 to 17 would not
 /// have, reopens, and expects the backfills to equal what ingestion wrote.
 async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     let store = tally_store::open(url).await.unwrap();
@@ -133,6 +133,9 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     let org = OrganizationId::parse("acme").unwrap();
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
     let live_days = store.llm_latency_days(&org, None, from, to).await.unwrap();
+    let u0 = tally_domain::UserId::parse("u0").unwrap();
+    let live_user_days = store.llm_latency_days(&org, Some(&u0), from, to).await.unwrap();
+    assert!(live_user_days.histogram.count() > 0);
     let mut live_cells = store.llm_day_cells(&org, None, from, to).await.unwrap();
     assert!(!live_cells.is_empty());
     assert_eq!((live.latency_day_requests, live.unpriced_requests, live.org_monthly_count), (60, 60, 63));
@@ -147,6 +150,7 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     let store = tally_store::open(url).await.unwrap();
     assert_eq!(store.aggregates_fingerprint().await.unwrap(), live);
     assert_eq!(store.llm_latency_days(&org, None, from, to).await.unwrap(), live_days);
+    assert_eq!(store.llm_latency_days(&org, Some(&u0), from, to).await.unwrap(), live_user_days);
     let mut cells = store.llm_day_cells(&org, None, from, to).await.unwrap();
     let key = |c: &tally_domain::series::Cell| (c.user_id.clone(), c.at, c.model.clone(), c.provider.clone());
     cells.sort_by_key(key);
@@ -154,9 +158,11 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     assert_eq!(cells, live_cells);
 }
 
-const FORGET_DERIVED: &str = "DELETE FROM llm_latency_daily; DELETE FROM llm_latency_daily_org; DROP TABLE llm_unpriced; \
-     DROP TABLE usage_monthly_org; DROP TABLE llm_daily; DROP TABLE usage_monthly_org_latest; \
-     ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; DELETE FROM schema_migrations WHERE version IN (13, 14, 15, 16, 17);";
+const FORGET_DERIVED: &str = "DROP TABLE llm_latency_daily_org; DROP TABLE llm_unpriced; DROP TABLE usage_monthly_org; \
+     DROP TABLE llm_daily; DROP TABLE usage_monthly_org_latest; ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; \
+     DELETE FROM schema_migrations WHERE version BETWEEN 12 AND 17;";
+/// PostgreSQL's migration 12 also created the histogram functions.
+const FORGET_FUNCTIONS: &str = "DROP FUNCTION tally_merge_buckets(JSONB, JSONB); DROP FUNCTION tally_latency_bucket(BIGINT);";
 
 #[tokio::test]
 async fn sqlite_derived_roll_ups_are_backfilled() {
@@ -178,7 +184,7 @@ async fn postgres_derived_roll_ups_are_backfilled() {
     backfill_equals_ingestion(&url, async || {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        client.batch_execute(FORGET_DERIVED).await.unwrap();
+        client.batch_execute(&format!("{FORGET_DERIVED} {FORGET_FUNCTIONS}")).await.unwrap();
     })
     .await;
 }

@@ -7,7 +7,7 @@
 use crate::event::MAX_FUTURE;
 use crate::time::{SECONDS_PER_DAY, day_start};
 use jiff::{SignedDuration, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How far a percentile read from a histogram may lie from the true one, relatively.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
@@ -92,14 +92,21 @@ impl LatencyHistogram {
     /// Rebuilds a histogram from stored buckets (JSON as [`Self::buckets_json`] writes it) and the
     /// sum of its latencies.
     pub fn from_stored(buckets_json: &str, sum_ms: i64) -> Result<LatencyHistogram, String> {
-        let raw: BTreeMap<String, i64> =
-            serde_json::from_str(buckets_json).map_err(|e| format!("latency histogram {buckets_json:?}: {e}"))?;
-        let mut buckets = BTreeMap::new();
+        let mut histogram = LatencyHistogram::default();
+        histogram.merge_stored(buckets_json, sum_ms)?;
+        Ok(histogram)
+    }
+
+    /// Adds stored buckets and their latency sum to this histogram, reading the keys in place
+    /// (a summary merges hundreds of stored days).
+    pub fn merge_stored(&mut self, buckets_json: &str, sum_ms: i64) -> Result<(), String> {
+        let raw: HashMap<&str, i64> = serde_json::from_str(buckets_json).map_err(|e| format!("latency histogram {buckets_json:?}: {e}"))?;
         for (key, n) in raw {
             let bucket: i32 = key.parse().map_err(|_| format!("latency histogram bucket {key:?} is not an integer"))?;
-            *buckets.entry(bucket).or_default() += n;
+            *self.buckets.entry(bucket).or_default() += n;
         }
-        Ok(LatencyHistogram { buckets, sum_ms })
+        self.sum_ms += sum_ms;
+        Ok(())
     }
 }
 

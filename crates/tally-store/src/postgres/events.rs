@@ -11,7 +11,6 @@ use jiff::civil::Date;
 use std::collections::{BTreeMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
-use tally_domain::llm::latency::{DayLatencies, LatencyHistogram};
 use tally_domain::rollup::{Aggregate, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
@@ -273,26 +272,21 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
 
     // The LLM tables: a statement only when the batch has rows for them (a round trip each).
     if !rollup.llm_days.is_empty() {
-        let days = sorted(&rollup.llm_days);
+        let days = sorted_refs(&rollup.llm_days);
         let (org, user, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.user_id), column(&days, |k| k.day));
         let (model, provider) = (column(&days, |k| k.model), column(&days, |k| k.provider));
-        let aggs = AggArrays::of(days.iter().map(|(_, a)| a));
+        let aggs = AggArrays::of(days.iter().map(|(_, d)| &d.aggregate));
+        let buckets: Vec<String> = days.iter().map(|(_, d)| d.latencies.buckets_json()).collect();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &day, &model, &provider];
         params.extend(aggs.params());
-        let sql = upsert_sql("llm_daily", &sql::LLM_DAY_KEYS, &["text", "text", "timestamptz", "text", "text"]);
-        tx.execute(&sql, &params).await.map_err(map_err)?;
-    }
-    if !rollup.latency_days.is_empty() {
-        let days = sorted_refs(&rollup.latency_days);
-        let (org, user, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.user_id), column(&days, |k| k.day));
-        let (requests, sums, buckets) = histogram_columns(&days);
-        let sql = sql::latency_upsert(Dialect::Postgres, true);
-        tx.execute(&sql, &[&org, &user, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
+        params.push(&buckets);
+        tx.execute(&sql::llm_day_upsert(Dialect::Postgres, &AGG_TYPES), &params).await.map_err(map_err)?;
         let days = sorted_refs(&rollup.org_latency_days);
         let (org, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.day));
-        let (requests, sums, buckets) = histogram_columns(&days);
-        let sql = sql::latency_upsert(Dialect::Postgres, false);
-        tx.execute(&sql, &[&org, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
+        let requests: Vec<i64> = days.iter().map(|(_, d)| d.requests).collect();
+        let sums: Vec<i64> = days.iter().map(|(_, d)| d.histogram.sum_ms).collect();
+        let buckets: Vec<String> = days.iter().map(|(_, d)| d.histogram.buckets_json()).collect();
+        tx.execute(&sql::org_latency_upsert(Dialect::Postgres), &[&org, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
     }
     if !rollup.unpriced.is_empty() {
         let unpriced = sorted(&rollup.unpriced);
@@ -302,13 +296,6 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
         tx.execute(&sql::unpriced_upsert(Dialect::Postgres), &[&org, &model, &requests, &seen]).await.map_err(map_err)?;
     }
     Ok(())
-}
-
-/// The requests, latency sums and bucket objects of sorted day rows, as array parameters.
-fn histogram_columns<K>(rows: &[(K, &DayLatencies)]) -> (Vec<i64>, Vec<i64>, Vec<String>) {
-    let requests = rows.iter().map(|(_, d)| d.requests).collect();
-    let sums = rows.iter().map(|(_, d)| d.histogram.sum_ms).collect();
-    (requests, sums, rows.iter().map(|(_, d)| d.histogram.buckets_json()).collect())
 }
 
 pub(super) async fn totals(conn: &Client, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>> {
@@ -520,13 +507,11 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_monthly_count: r.get(26),
         org_monthly_sum: r.get(27),
         org_monthly_latest_values_sum: r.get(28),
-        llm_day_rows: r.get(29),
-        llm_day_requests: r.get(30),
-        llm_day_cost_nanos: r.get(31),
-        llm_day_tokens: r.get(32),
-        org_latest_rows: r.get(33),
-        org_latest_count: r.get(34),
-        org_latest_sum: r.get(35),
+        llm_day_cost_nanos: r.get(29),
+        llm_day_tokens: r.get(30),
+        org_latest_rows: r.get(31),
+        org_latest_count: r.get(32),
+        org_latest_sum: r.get(33),
     })
 }
 
@@ -600,8 +585,7 @@ pub(super) async fn llm_latency_days(
     let rows = conn.query(&sql, &llm_range_params(&org.as_str(), &user.map(UserId::as_str), &from, &to)).await.map_err(map_err)?;
     let mut days = LatencyDays::default();
     for r in &rows {
-        let stored = LatencyHistogram::from_stored(r.get(3), r.get(2)).map_err(StoreError::corrupt)?;
-        days.histogram.merge(&stored);
+        days.histogram.merge_stored(r.get(3), r.get(2)).map_err(StoreError::corrupt)?;
         let day: Timestamp = r.get(0);
         days.first_day = Some(days.first_day.map_or(day, |d| d.min(day)));
     }

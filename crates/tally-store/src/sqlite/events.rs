@@ -13,7 +13,6 @@ use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
-use tally_domain::llm::latency::LatencyHistogram;
 use tally_domain::rollup::{Aggregate, OrgMonthTypeKey, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::time::date_start;
@@ -160,16 +159,13 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
             .execute(params![k.organization_id, micros(k.month), k.usage_type, l.count, micros(l.last_ts), l.latest_sum])
             .map_err(map_err)?;
     }
-    let mut llm_days = tx.prepare_cached(&upsert_sql("llm_daily", &sql::LLM_DAY_KEYS)).map_err(map_err)?;
-    for (k, a) in sorted(&rollup.llm_days) {
-        upsert(&mut llm_days, &[&k.organization_id, &k.user_id, &micros(k.day), &k.model, &k.provider], &a)?;
+    let mut llm_days = tx.prepare_cached(&sql::llm_day_upsert(Dialect::Sqlite, &[])).map_err(map_err)?;
+    for (k, d) in sorted_refs(&rollup.llm_days) {
+        bind(&mut llm_days, &[&k.organization_id, &k.user_id, &micros(k.day), &k.model, &k.provider], &d.aggregate)?;
+        llm_days.raw_bind_parameter(sql::LLM_DAY_KEYS.len() + sql::AGG_COLUMNS.len() + 1, d.latencies.buckets_json()).map_err(map_err)?;
+        llm_days.raw_execute().map_err(map_err)?;
     }
-    let mut latency = tx.prepare_cached(&sql::latency_upsert(Dialect::Sqlite, true)).map_err(map_err)?;
-    for (k, d) in sorted_refs(&rollup.latency_days) {
-        let h = &d.histogram;
-        latency.execute(params![k.organization_id, k.user_id, micros(k.day), d.requests, h.sum_ms, h.buckets_json()]).map_err(map_err)?;
-    }
-    let mut org_latency = tx.prepare_cached(&sql::latency_upsert(Dialect::Sqlite, false)).map_err(map_err)?;
+    let mut org_latency = tx.prepare_cached(&sql::org_latency_upsert(Dialect::Sqlite)).map_err(map_err)?;
     for (k, d) in sorted_refs(&rollup.org_latency_days) {
         let h = &d.histogram;
         org_latency.execute(params![k.organization_id, micros(k.day), d.requests, h.sum_ms, h.buckets_json()]).map_err(map_err)?;
@@ -429,13 +425,11 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_monthly_count: r.get(26)?,
             org_monthly_sum: r.get(27)?,
             org_monthly_latest_values_sum: r.get(28)?,
-            llm_day_rows: r.get(29)?,
-            llm_day_requests: r.get(30)?,
-            llm_day_cost_nanos: r.get(31)?,
-            llm_day_tokens: r.get(32)?,
-            org_latest_rows: r.get(33)?,
-            org_latest_count: r.get(34)?,
-            org_latest_sum: r.get(35)?,
+            llm_day_cost_nanos: r.get(29)?,
+            llm_day_tokens: r.get(30)?,
+            org_latest_rows: r.get(31)?,
+            org_latest_count: r.get(32)?,
+            org_latest_sum: r.get(33)?,
         })
     })
     .map_err(map_err)
@@ -504,9 +498,8 @@ pub(super) fn llm_latency_days(conn: &Connection, org: &str, user: Option<&str>,
     let mut days = LatencyDays::default();
     while let Some(r) = rows.next().map_err(map_err)? {
         let day = timestamp(r.get(0).map_err(map_err)?)?;
-        let buckets: String = r.get(3).map_err(map_err)?;
-        let stored = LatencyHistogram::from_stored(&buckets, r.get(2).map_err(map_err)?).map_err(StoreError::corrupt)?;
-        days.histogram.merge(&stored);
+        let buckets = r.get_ref(3).map_err(map_err)?.as_str().map_err(|e| StoreError::corrupt(format!("latency buckets: {e}")))?;
+        days.histogram.merge_stored(buckets, r.get(2).map_err(map_err)?).map_err(StoreError::corrupt)?;
         days.first_day = Some(days.first_day.map_or(day, |d| d.min(day)));
     }
     Ok(days)
