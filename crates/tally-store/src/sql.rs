@@ -241,17 +241,40 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (S
 }
 
 /// Organization-wide monthly cells of a usage filter (which names no user) with `month` in
-/// `[from, to)`: the time bounds are the first two parameters.
-pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
+/// `[from, to)`: the time bounds are the first two parameters. Without `split`, the cells are
+/// summed over team, model and provider (left empty) into one per organization, month and type,
+/// for queries that neither break down nor filter by them (the latest value is then the largest,
+/// meaningless for gauges, which read the organizations' sums of latest values instead).
+pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, split: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
         Dialect::Sqlite => ("?1", "?2"),
         Dialect::Postgres => ("$1", "$2"),
     };
-    let sql = format!(
-        "SELECT month, organization_id, '', usage_type, team_id, model, provider, {CELL_COLUMNS} FROM usage_monthly_org \
-         WHERE month >= {p1} AND month < {p2}{conditions}"
-    );
+    let sql = if split {
+        format!(
+            "SELECT month, organization_id, '', usage_type, team_id, model, provider, {CELL_COLUMNS} FROM usage_monthly_org \
+             WHERE month >= {p1} AND month < {p2}{conditions}"
+        )
+    } else {
+        // PostgreSQL's sum of BIGINT is NUMERIC: back to BIGINT for the cell reader.
+        let int = |column: &str| match dialect {
+            Dialect::Sqlite => format!("sum({column})"),
+            Dialect::Postgres => format!("sum({column})::int8"),
+        };
+        format!(
+            "SELECT month, organization_id, '', usage_type, '', '', '', {}, sum(sum), min(min), max(max), max(last_ts), max(last_value), \
+             {}, {}, {}, {}, {}, {} FROM usage_monthly_org WHERE month >= {p1} AND month < {p2}{conditions} \
+             GROUP BY organization_id, month, usage_type",
+            int("count"),
+            int("llm_successes"),
+            int("llm_failures"),
+            int("input_tokens"),
+            int("output_tokens"),
+            int("cost_nanos"),
+            int("latency_ms_sum"),
+        )
+    };
     (sql, values)
 }
 

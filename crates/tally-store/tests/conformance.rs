@@ -333,7 +333,7 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let all = UsageFilter::default();
-    let cells = store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z")).await.unwrap();
+    let cells = store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), true).await.unwrap();
     let mut got: Vec<(String, Timestamp, i64, f64)> =
         cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.sum)).collect();
     got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -346,8 +346,21 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         ]
     );
     let acme = UsageFilter { organization_id: Some(org("acme")), ..UsageFilter::default() };
-    let february = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z")).await.unwrap();
+    let february = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), true).await.unwrap();
     assert_eq!((february.len(), february[0].aggregate.last_value, february[0].user_id.as_str()), (1, 5.0, ""));
+    // Unsplit: one cell per organization, month and type, summed over teams.
+    let teamed = |id: &str, team: &str, qty: f64| {
+        event(&format!(
+            r#"{{"id":"{id}","timestamp":"2025-02-10T00:00:00Z","organization_id":"acme","user_id":"ann","team_id":"{team}","type":"api_call","quantity":{qty}}}"#
+        ))
+    };
+    store.record_events(vec![teamed("t1", "red", 10.0), teamed("t2", "blue", 20.0)]).await.unwrap();
+    let split = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), true).await.unwrap();
+    assert_eq!(split.len(), 3, "no team, red, blue");
+    let whole = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), false).await.unwrap();
+    let got: Vec<(&str, i64, f64, f64, &str)> =
+        whole.iter().map(|c| (c.usage_type.as_str(), c.aggregate.count, c.aggregate.sum, c.aggregate.max, c.team_id.as_str())).collect();
+    assert_eq!(got, [("api_call", 3, 35.0, 20.0, "")]);
 }
 
 fn gauge(id: &str, org: &str, user: &str, at: &str, bytes: f64) -> UsageEvent {

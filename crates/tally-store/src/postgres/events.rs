@@ -405,8 +405,8 @@ pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, 
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
 }
 
-pub(super) async fn month_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-    month_cells_of(conn, sql::month_cells_query(Dialect::Postgres, filter), from, to).await
+pub(super) async fn month_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
+    month_cells_of(conn, sql::month_cells_query(Dialect::Postgres, filter, split), from, to).await
 }
 
 pub(super) async fn month_latest_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
@@ -584,11 +584,8 @@ pub(super) async fn llm_latency_days(
     let sql = sql::llm_latency_days_query(Dialect::Postgres, user.is_some());
     let rows = conn.query(&sql, &llm_range_params(&org.as_str(), &user.map(UserId::as_str), &from, &to)).await.map_err(map_err)?;
     let mut days = LatencyDays::default();
-    for r in &rows {
-        days.histogram.merge_stored(r.get(3), r.get(2)).map_err(StoreError::corrupt)?;
-        let day: Timestamp = r.get(0);
-        days.first_day = Some(days.first_day.map_or(day, |d| d.min(day)));
-    }
+    days.histogram.merge_all_stored(rows.iter().map(|r| (r.get::<_, &str>(3), r.get::<_, i64>(2)))).map_err(StoreError::corrupt)?;
+    days.first_day = rows.iter().map(|r| r.get::<_, Timestamp>(0)).min();
     Ok(days)
 }
 

@@ -258,8 +258,8 @@ impl Store for PostgresStore {
         events::cells(&**self.conn().await?, filter, from, to, per_user).await
     }
 
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-        events::month_cells(&**self.conn().await?, filter, from, to).await
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
+        events::month_cells(&**self.conn().await?, filter, from, to, split).await
     }
 
     async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {

@@ -300,8 +300,8 @@ fn cell_row(r: &rusqlite::Row<'_>) -> Result<Cell> {
     })
 }
 
-pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter), from, to, cell_row)
+pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
+    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, split), from, to, cell_row)
 }
 
 pub(super) fn month_latest_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
@@ -496,12 +496,13 @@ pub(super) fn llm_latency_days(conn: &Connection, org: &str, user: Option<&str>,
     let bounds = [micros(from), micros(to)];
     let mut rows = stmt.query(llm_range_params(&org, &user, &bounds).as_slice()).map_err(map_err)?;
     let mut days = LatencyDays::default();
+    let mut stored: Vec<(String, i64)> = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
         let day = timestamp(r.get(0).map_err(map_err)?)?;
-        let buckets = r.get_ref(3).map_err(map_err)?.as_str().map_err(|e| StoreError::corrupt(format!("latency buckets: {e}")))?;
-        days.histogram.merge_stored(buckets, r.get(2).map_err(map_err)?).map_err(StoreError::corrupt)?;
+        stored.push((r.get(3).map_err(map_err)?, r.get(2).map_err(map_err)?));
         days.first_day = Some(days.first_day.map_or(day, |d| d.min(day)));
     }
+    days.histogram.merge_all_stored(stored.iter().map(|(b, s)| (b.as_str(), *s))).map_err(StoreError::corrupt)?;
     Ok(days)
 }
 

@@ -359,9 +359,9 @@ impl Store for SqliteStore {
         self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
     }
 
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::month_cells(c, &filter, from, to)).await
+        self.read(move |c| events::month_cells(c, &filter, from, to, split)).await
     }
 
     async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {

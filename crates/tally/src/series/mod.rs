@@ -45,6 +45,7 @@ async fn cells(
     read: Read,
     to_present: bool,
     grain: Grain,
+    split: bool,
 ) -> Result<Vec<Cell>, StoreError> {
     let plan = if to_present { grid.plan_to_present() } else { grid.plan() };
     let per_user = read != Read::Organizations;
@@ -61,7 +62,7 @@ async fn cells(
     if let Some((from, to)) = months {
         cells.extend(match read {
             Read::LatestSums => store.usage_month_latest_cells(filter, from, to).await?,
-            _ => store.usage_month_cells(filter, from, to).await?,
+            _ => store.usage_month_cells(filter, from, to, split).await?,
         });
     }
     for (from, to) in plan.raw {
@@ -210,7 +211,7 @@ async fn query_cells(
     // The asked range, not a previous period's, may end at the present.
     let to_present = q.to_present && grid.end == q.grid.end;
     if q.breakdowns.iter().any(|d| d.needs_users()) || q.filter.user_id.is_some() {
-        return cells(store, &q.filter, grid, Read::Users, to_present, grain).await;
+        return cells(store, &q.filter, grid, Read::Users, to_present, grain, true).await;
     }
     let asked: Vec<UsageTypeKey> = if q.filter.usage_types.is_empty() {
         let mut all: Vec<UsageTypeKey> = aggregation.keys().filter_map(|k| UsageTypeKey::parse(*k).ok()).collect();
@@ -219,7 +220,10 @@ async fn query_cells(
     } else {
         q.filter.usage_types.clone()
     };
-    // Latest values sum per organization only where the query splits them no finer.
+    // Whether the cells must keep their team, model and provider (monthly cells are otherwise
+    // summed over them in the store); latest values sum per organization only where the query
+    // splits them no finer.
+    let split = q.breakdowns.iter().any(|d| matches!(d, Dimension::Team | Dimension::Model | Dimension::Provider));
     let summable = q.filter.team_id.is_none() && q.breakdowns.iter().all(|d| matches!(d, Dimension::Type | Dimension::Organization));
     let read_of = |t: &UsageTypeKey| match aggregation.get(t.as_str()) {
         Some(Aggregation::Latest) if summable => Read::LatestSums,
@@ -234,7 +238,7 @@ async fn query_cells(
         }
         // Every type is known here, so naming them all reads the same rows as naming none.
         let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
-        out.extend(cells(store, &filter, grid, read, to_present, grain).await?);
+        out.extend(cells(store, &filter, grid, read, to_present, grain, split).await?);
     }
     Ok(out)
 }
