@@ -130,19 +130,19 @@ pub struct OrgMonthTypeKey<'a> {
     pub usage_type: &'a str,
 }
 
-/// What an organization's users add up to in a month when each counts with its latest value
-/// (how gauges such as storage in use combine across users): the events, the latest time, and
-/// the sum of every user's latest value of the month. A batch's change to that sum depends on
-/// the values it replaces, which only the store knows: the roll-up leaves `latest_sum` at zero
-/// and the store adds each user's change (see [`OrgLatest::replace`]).
+/// An organization's usage of a type in a UTC month: its events' aggregate (so that series that
+/// split by nothing finer read one row per organization, month and type), and the sum of every
+/// user's latest value of the month (how gauges such as storage in use add up across users). A
+/// batch's change to that sum depends on the values it replaces, which only the store knows: the
+/// roll-up leaves `latest_sum` at zero and the store adds each user's change (see
+/// [`OrgTypeMonth::replace`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OrgLatest {
-    pub count: i64,
-    pub last_ts: Timestamp,
+pub struct OrgTypeMonth {
+    pub aggregate: Aggregate,
     pub latest_sum: f64,
 }
 
-impl OrgLatest {
+impl OrgTypeMonth {
     /// A user's latest value of the month went from `before` (0 for a user new to the month) to
     /// `after`.
     pub fn replace(&mut self, before: f64, after: f64) {
@@ -225,7 +225,7 @@ pub struct Rollup<'a> {
     pub org_monthly: Map<OrgMonthKey<'a>, Aggregate>,
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
-    pub org_latest: Map<OrgMonthTypeKey<'a>, OrgLatest>,
+    pub org_type_months: Map<OrgMonthTypeKey<'a>, OrgTypeMonth>,
     pub llm_days: Map<LlmDayKey<'a>, LlmDay>,
     /// An organization's LLM requests per day with the histogram of their latencies.
     pub org_latency_days: Map<OrgDayKey<'a>, DayLatencies>,
@@ -284,10 +284,10 @@ impl<'a> Rollup<'a> {
         let month_at = date_start(month);
         add(&mut self.org_monthly, OrgMonthKey { organization_id, month: month_at, usage_type, team_id, model, provider }, &agg);
         add(&mut self.user_months, UserMonthKey { organization_id, user_id, usage_type, month }, &agg);
-        self.org_latest
+        self.org_type_months
             .entry(OrgMonthTypeKey { organization_id, month: month_at, usage_type })
-            .and_modify(|l| (l.count, l.last_ts) = (l.count + 1, l.last_ts.max(e.timestamp)))
-            .or_insert(OrgLatest { count: 1, last_ts: e.timestamp, latest_sum: 0.0 });
+            .and_modify(|m| m.aggregate.merge(&agg))
+            .or_insert(OrgTypeMonth { aggregate: agg, latest_sum: 0.0 });
         add(&mut self.user_totals, UserTypeKey { organization_id, user_id, usage_type }, &agg);
         if usage_type == LLM_USAGE_TYPE {
             let (day, latency) = (day_start(e.timestamp), e.llm.as_ref().and_then(|l| l.latency_ms));
@@ -367,15 +367,16 @@ mod tests {
             ev("3", "2025-02-01T00:00:00Z", "u", "storage_bytes", 50.0, ""),
         ];
         let r = Rollup::of(&events);
-        let january = r.org_latest
+        let january = r.org_type_months
             [&OrgMonthTypeKey { organization_id: "o", month: "2025-01-01T00:00:00Z".parse().unwrap(), usage_type: "storage_bytes" }];
-        assert_eq!((january.count, january.last_ts.to_string().as_str(), january.latest_sum), (2, "2025-01-06T10:00:00Z", 0.0));
+        let a = january.aggregate;
+        assert_eq!((a.count, a.sum, a.last_ts.to_string().as_str(), january.latest_sum), (2, 400.0, "2025-01-06T10:00:00Z", 0.0));
         let mut sum = january;
         sum.replace(0.0, 100.0); // u new to January
         sum.replace(0.0, 300.0); // v new to January
         sum.replace(100.0, 40.0); // u's later report
         assert_eq!(sum.latest_sum, 340.0);
-        assert_eq!(r.org_latest.len(), 2);
+        assert_eq!(r.org_type_months.len(), 2);
     }
 
     #[test]

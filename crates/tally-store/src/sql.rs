@@ -79,7 +79,7 @@ pub const AGGREGATE_TABLES: [&str; 9] = [
     "usage_hourly",
     "usage_hourly_org",
     "usage_monthly_org",
-    "usage_monthly_org_latest",
+    "usage_monthly_org_type",
     "user_usage",
     "user_usage_monthly",
     "llm_latency_daily_org",
@@ -89,19 +89,20 @@ pub const AGGREGATE_TABLES: [&str; 9] = [
 
 /// Appended to the merge of a user's monthly cell: the row remembers the latest value the update
 /// replaces (the right-hand side reads the row before the update, under its lock), and returns
-/// the new latest value with it, so the organization's sum of latest values moves by the change.
+/// the new latest value with it, so the organization's sum of latest values moves by the change
+/// (columns 3 and 4 of the returned row).
 pub const USER_MONTH_RETURNING: &str =
     ", replaced_value = user_usage_monthly.last_value RETURNING organization_id, usage_type, month, last_value, replaced_value";
 
-/// The upsert of organizations' monthly sums of latest values: counts and sums add, the latest
-/// time is the larger (placeholders: organization, month, usage type, count, last time, change).
-pub fn org_latest_merge(dialect: Dialect) -> String {
+/// Key columns of the organizations' monthly figures per usage type (`usage_monthly_org_type`).
+pub const ORG_TYPE_MONTH_KEYS: [&str; 3] = ["organization_id", "month", "usage_type"];
+
+/// The merge of an organization's monthly figures of a type: the aggregate as every cell's, and
+/// the sum of latest values moved by the batch's change (the last column, `latest_sum`).
+pub fn org_type_month_merge(dialect: Dialect) -> String {
     format!(
-        "ON CONFLICT (organization_id, month, usage_type) DO UPDATE SET \
-         count = usage_monthly_org_latest.count + excluded.count, \
-         last_ts = {}(usage_monthly_org_latest.last_ts, excluded.last_ts), \
-         latest_sum = usage_monthly_org_latest.latest_sum + excluded.latest_sum",
-        dialect.greatest()
+        "{}, latest_sum = usage_monthly_org_type.latest_sum + excluded.latest_sum",
+        merge_clause(dialect, "usage_monthly_org_type", &ORG_TYPE_MONTH_KEYS)
     )
 }
 
@@ -181,9 +182,11 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_monthly_org), \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM llm_daily), \
     (SELECT CAST(coalesce(sum(input_tokens + output_tokens), 0) AS BIGINT) FROM llm_daily), \
-    (SELECT CAST(count(*) AS BIGINT) FROM usage_monthly_org_latest), \
-    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org_latest), \
-    (SELECT CAST(coalesce(sum(latest_sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org_latest)";
+    (SELECT CAST(count(*) AS BIGINT) FROM usage_monthly_org_type), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org_type), \
+    (SELECT CAST(coalesce(sum(latest_sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org_type), \
+    (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org_type), \
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_monthly_org_type)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";
@@ -241,10 +244,9 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (S
 }
 
 /// Organization-wide monthly cells of a usage filter (which names no user) with `month` in
-/// `[from, to)`: the time bounds are the first two parameters. Without `split`, the cells are
-/// summed over team, model and provider (left empty) into one per organization, month and type,
-/// for queries that neither break down nor filter by them (the latest value is then the largest,
-/// meaningless for gauges, which read the organizations' sums of latest values instead).
+/// `[from, to)`: the time bounds are the first two parameters. With `split`, one per
+/// organization, month, type, team, model and provider; without, one per organization, month and
+/// type (team, model and provider empty), for queries that neither break down nor filter by them.
 pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, split: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
@@ -257,39 +259,27 @@ pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, split: bool) ->
              WHERE month >= {p1} AND month < {p2}{conditions}"
         )
     } else {
-        // PostgreSQL's sum of BIGINT is NUMERIC: back to BIGINT for the cell reader.
-        let int = |column: &str| match dialect {
-            Dialect::Sqlite => format!("sum({column})"),
-            Dialect::Postgres => format!("sum({column})::int8"),
-        };
         format!(
-            "SELECT month, organization_id, '', usage_type, '', '', '', {}, sum(sum), min(min), max(max), max(last_ts), max(last_value), \
-             {}, {}, {}, {}, {}, {} FROM usage_monthly_org WHERE month >= {p1} AND month < {p2}{conditions} \
-             GROUP BY organization_id, month, usage_type",
-            int("count"),
-            int("llm_successes"),
-            int("llm_failures"),
-            int("input_tokens"),
-            int("output_tokens"),
-            int("cost_nanos"),
-            int("latency_ms_sum"),
+            "SELECT month, organization_id, '', usage_type, '', '', '', {CELL_COLUMNS} FROM usage_monthly_org_type \
+             WHERE month >= {p1} AND month < {p2}{conditions}"
         )
     };
     (sql, values)
 }
 
-/// Organizations' monthly sums of their users' latest values, as cells whose count, last time and
-/// latest value (the sum) are set, for a usage filter that names no user or team, with `month`
-/// in `[from, to)`: the time bounds are the first two parameters.
+/// Organizations' monthly sums of their users' latest values, as cells whose latest value is that
+/// sum, for a usage filter that names no user or team, with `month` in `[from, to)`: the time
+/// bounds are the first two parameters.
 pub fn month_latest_cells_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
-    let (p1, p2, zero) = match dialect {
-        Dialect::Sqlite => ("?1", "?2", "0"),
-        Dialect::Postgres => ("$1", "$2", "0::int8"),
+    let (p1, p2) = match dialect {
+        Dialect::Sqlite => ("?1", "?2"),
+        Dialect::Postgres => ("$1", "$2"),
     };
+    let columns = CELL_COLUMNS.replace("last_value", "latest_sum");
     let sql = format!(
-        "SELECT month, organization_id, '', usage_type, '', '', '', count, latest_sum, latest_sum, latest_sum, last_ts, latest_sum, \
-         {zero}, {zero}, {zero}, {zero}, {zero}, {zero} FROM usage_monthly_org_latest WHERE month >= {p1} AND month < {p2}{conditions}"
+        "SELECT month, organization_id, '', usage_type, '', '', '', {columns} FROM usage_monthly_org_type \
+         WHERE month >= {p1} AND month < {p2}{conditions}"
     );
     (sql, values)
 }

@@ -107,9 +107,11 @@ pub struct AggregatesFingerprint {
     pub org_monthly_latest_values_sum: f64,
     pub llm_day_cost_nanos: i64,
     pub llm_day_tokens: i64,
-    pub org_latest_rows: i64,
-    pub org_latest_count: i64,
-    pub org_latest_sum: f64,
+    pub org_type_month_rows: i64,
+    pub org_type_month_count: i64,
+    pub org_type_month_latest_sum: f64,
+    pub org_type_month_sum: f64,
+    pub org_type_month_cost_nanos: i64,
 }
 
 /// Which usage a series query reads. Absent fields do not filter.

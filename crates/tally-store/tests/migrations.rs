@@ -144,7 +144,8 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     assert_eq!(live.org_monthly_latest_values_sum, 5.0 + 700.0 + 900.0);
     // Users' latest values summed per organization and month: January's gauges 500 and 700,
     // February's 900, and every user's latest request (quantity 1) in January.
-    assert_eq!(live.org_latest_sum, 500.0 + 700.0 + 900.0 + 2.0);
+    assert_eq!(live.org_type_month_latest_sum, 500.0 + 700.0 + 900.0 + 2.0);
+    assert_eq!((live.org_type_month_count, live.org_type_month_sum), (63, 60.0 + 500.0 + 700.0 + 900.0));
     drop(store);
     forget().await;
     let store = tally_store::open(url).await.unwrap();
@@ -159,7 +160,7 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
 }
 
 const FORGET_DERIVED: &str = "DROP TABLE llm_latency_daily_org; DROP TABLE llm_unpriced; DROP TABLE usage_monthly_org; \
-     DROP TABLE llm_daily; DROP TABLE usage_monthly_org_latest; ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; \
+     DROP TABLE llm_daily; DROP TABLE usage_monthly_org_type; ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; \
      DELETE FROM schema_migrations WHERE version BETWEEN 12 AND 17;";
 /// PostgreSQL's migration 12 also created the histogram functions.
 const FORGET_FUNCTIONS: &str = "DROP FUNCTION tally_merge_buckets(JSONB, JSONB); DROP FUNCTION tally_latency_bucket(BIGINT);";

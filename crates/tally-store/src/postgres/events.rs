@@ -248,25 +248,34 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let aggs = AggArrays::of(months.iter().map(|(_, a)| a));
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty, &month];
     params.extend(aggs.params());
-    // The organizations' sums of latest values move by what each user's monthly upsert returns
-    // (new and replaced value), in the same statement; rows are locked in key order.
-    let latest = sorted(&rollup.org_latest);
-    let (l_org, l_month, l_type) =
-        (column(&latest, |k| k.organization_id), column(&latest, |k| k.month), column(&latest, |k| k.usage_type));
-    let l_count: Vec<i64> = latest.iter().map(|(_, l)| l.count).collect();
-    let l_last: Vec<Timestamp> = latest.iter().map(|(_, l)| l.last_ts).collect();
-    params.extend([&l_org as &(dyn ToSql + Sync), &l_month, &l_type, &l_count, &l_last]);
+    // The organizations' monthly figures per type, whose sums of latest values move by what each
+    // user's monthly upsert returns (new and replaced value), in the same statement; rows are
+    // locked in key order.
+    let org_months = sorted(&rollup.org_type_months);
+    let (o_org, o_month, o_type) =
+        (column(&org_months, |k| k.organization_id), column(&org_months, |k| k.month), column(&org_months, |k| k.usage_type));
+    let o_aggs = AggArrays::of(org_months.iter().map(|(_, m)| &m.aggregate));
+    params.extend([&o_org as &(dyn ToSql + Sync), &o_month, &o_type]);
+    params.extend(o_aggs.params());
+    let first = 4 + sql::AGG_COLUMNS.len() + 1;
+    let arrays: Vec<String> =
+        ["text", "timestamptz", "text"].iter().chain(AGG_TYPES.iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", first + i)).collect();
+    let names: Vec<String> = sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).map(|c| format!("x.{c}")).collect();
     let sql = format!(
         "WITH changed AS ({}{}), \
          changes AS (SELECT organization_id, usage_type, month, sum(last_value - replaced_value) AS change FROM changed GROUP BY 1, 2, 3) \
-         INSERT INTO usage_monthly_org_latest (organization_id, month, usage_type, count, last_ts, latest_sum) \
-         SELECT x.o, x.m, x.t, x.c, x.l, coalesce(c.change, 0) \
-         FROM unnest($17::text[], $18::timestamptz[], $19::text[], $20::int8[], $21::timestamptz[]) AS x(o, m, t, c, l) \
-         LEFT JOIN changes c ON c.organization_id = x.o AND c.usage_type = x.t AND c.month = (x.m AT TIME ZONE 'UTC')::date \
-         ORDER BY x.o, x.m, x.t {}",
+         INSERT INTO usage_monthly_org_type ({}, latest_sum) \
+         SELECT {}, coalesce(c.change, 0) FROM unnest({}) AS x({}) \
+         LEFT JOIN changes c ON c.organization_id = x.organization_id AND c.usage_type = x.usage_type \
+         AND c.month = (x.month AT TIME ZONE 'UTC')::date \
+         ORDER BY x.organization_id, x.month, x.usage_type {}",
         upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]),
         sql::USER_MONTH_RETURNING,
-        sql::org_latest_merge(Dialect::Postgres)
+        sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect::<Vec<_>>().join(", "),
+        names.join(", "),
+        arrays.join(", "),
+        sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect::<Vec<_>>().join(", "),
+        sql::org_type_month_merge(Dialect::Postgres)
     );
     tx.execute(&sql, &params).await.map_err(map_err)?;
 
@@ -509,9 +518,11 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_monthly_latest_values_sum: r.get(28),
         llm_day_cost_nanos: r.get(29),
         llm_day_tokens: r.get(30),
-        org_latest_rows: r.get(31),
-        org_latest_count: r.get(32),
-        org_latest_sum: r.get(33),
+        org_type_month_rows: r.get(31),
+        org_type_month_count: r.get(32),
+        org_type_month_latest_sum: r.get(33),
+        org_type_month_sum: r.get(34),
+        org_type_month_cost_nanos: r.get(35),
     })
 }
 

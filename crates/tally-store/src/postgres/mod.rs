@@ -50,7 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/postgres/0014_llm_unpriced.sql")),
     (15, include_str!("../../migrations/postgres/0015_monthly_org.sql")),
     (16, include_str!("../../migrations/postgres/0016_llm_daily.sql")),
-    (17, include_str!("../../migrations/postgres/0017_monthly_org_latest.sql")),
+    (17, include_str!("../../migrations/postgres/0017_monthly_org_type.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;

@@ -138,26 +138,29 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     }
     let month_sql = format!("{}{}", upsert_sql("user_usage_monthly", &sql::MONTH_KEYS), sql::USER_MONTH_RETURNING);
     let mut months = tx.prepare_cached(&month_sql).map_err(map_err)?;
-    let mut latest = rollup.org_latest.clone();
+    let mut org_months = rollup.org_type_months.clone();
     for (k, a) in sorted(&rollup.user_months) {
         bind(&mut months, &[&k.organization_id, &k.user_id, &k.usage_type, &k.month.to_string()], &a)?;
         let mut returned = months.raw_query();
         let row = returned.next().map_err(map_err)?.ok_or_else(|| StoreError::corrupt("the monthly upsert returned no row"))?;
         let (after, before): (f64, f64) = (row.get(3).map_err(map_err)?, row.get(4).map_err(map_err)?);
         let key = OrgMonthTypeKey { organization_id: k.organization_id, month: date_start(k.month), usage_type: k.usage_type };
-        let sum = latest.get_mut(&key).ok_or_else(|| StoreError::corrupt("a monthly cell without its organization's"))?;
-        sum.replace(before, after);
+        let month = org_months.get_mut(&key).ok_or_else(|| StoreError::corrupt("a user's monthly cell without its organization's"))?;
+        month.replace(before, after);
     }
-    let latest_sql = format!(
-        "INSERT INTO usage_monthly_org_latest (organization_id, month, usage_type, count, last_ts, latest_sum) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
-        sql::org_latest_merge(Dialect::Sqlite)
+    let columns: Vec<&str> = sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).copied().chain(["latest_sum"]).collect();
+    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let org_month_sql = format!(
+        "INSERT INTO usage_monthly_org_type ({}) VALUES ({}) {}",
+        columns.join(", "),
+        marks.join(", "),
+        sql::org_type_month_merge(Dialect::Sqlite)
     );
-    let mut org_latest = tx.prepare_cached(&latest_sql).map_err(map_err)?;
-    for (k, l) in sorted(&latest) {
-        org_latest
-            .execute(params![k.organization_id, micros(k.month), k.usage_type, l.count, micros(l.last_ts), l.latest_sum])
-            .map_err(map_err)?;
+    let mut org_month = tx.prepare_cached(&org_month_sql).map_err(map_err)?;
+    for (k, m) in sorted(&org_months) {
+        bind(&mut org_month, &[&k.organization_id, &micros(k.month), &k.usage_type], &m.aggregate)?;
+        org_month.raw_bind_parameter(columns.len(), m.latest_sum).map_err(map_err)?;
+        org_month.raw_execute().map_err(map_err)?;
     }
     let mut llm_days = tx.prepare_cached(&sql::llm_day_upsert(Dialect::Sqlite, &[])).map_err(map_err)?;
     for (k, d) in sorted_refs(&rollup.llm_days) {
@@ -427,9 +430,11 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_monthly_latest_values_sum: r.get(28)?,
             llm_day_cost_nanos: r.get(29)?,
             llm_day_tokens: r.get(30)?,
-            org_latest_rows: r.get(31)?,
-            org_latest_count: r.get(32)?,
-            org_latest_sum: r.get(33)?,
+            org_type_month_rows: r.get(31)?,
+            org_type_month_count: r.get(32)?,
+            org_type_month_latest_sum: r.get(33)?,
+            org_type_month_sum: r.get(34)?,
+            org_type_month_cost_nanos: r.get(35)?,
         })
     })
     .map_err(map_err)

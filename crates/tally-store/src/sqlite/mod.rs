@@ -32,7 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/sqlite/0014_llm_unpriced.sql")),
     (15, include_str!("../../migrations/sqlite/0015_monthly_org.sql")),
     (16, include_str!("../../migrations/sqlite/0016_llm_daily.sql")),
-    (17, include_str!("../../migrations/sqlite/0017_monthly_org_latest.sql")),
+    (17, include_str!("../../migrations/sqlite/0017_monthly_org_type.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
