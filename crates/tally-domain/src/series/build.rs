@@ -169,17 +169,18 @@ pub fn build(
             acc.sum += agg.sum;
             acc.count += agg.count;
             acc.max = Some(acc.max.map_or(agg.max, |m| m.max(agg.max)));
-            let who = (cell.organization_id.clone(), cell.user_id.clone());
+            // Only these two look at who the cell is of (cloning it for every cell is not free).
+            let who = || (cell.organization_id.clone(), cell.user_id.clone());
             match s.aggregation {
                 Aggregation::Latest => {
-                    let slot = acc.latest.entry(who).or_insert((agg.last_ts, agg.last_value));
+                    let slot = acc.latest.entry(who()).or_insert((agg.last_ts, agg.last_value));
                     if (agg.last_ts, agg.last_value) > *slot {
                         *slot = (agg.last_ts, agg.last_value);
                     }
                 }
                 Aggregation::UniqueCount => {
-                    acc.users.insert(who.clone());
-                    s.users.insert(who);
+                    acc.users.insert(who());
+                    s.users.insert(who());
                 }
                 _ => {}
             }
