@@ -7,7 +7,7 @@ use crate::rollup::Aggregate;
 use crate::usage_type::Aggregation;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// One aggregate cell as the store returns it: an hour (or one raw event, at its own time) and
 /// its dimensions. `user_id` is empty when the cells were read without the user dimension.
@@ -152,13 +152,13 @@ pub fn build(
     limit: Option<usize>,
 ) -> Vec<Series> {
     let n = grid.starts.len();
-    let mut series: BTreeMap<Vec<String>, Building> = BTreeMap::new();
+    // Keyed by borrowed breakdown values (no string copies per cell); the order is set below.
+    let mut series: HashMap<Vec<&str>, Building> = HashMap::new();
     for cell in cells {
         let Some(bucket) = grid.bucket(cell.at) else { continue };
         let parts = if breakdowns.contains(&Dimension::Status) { status_parts(cell) } else { vec![("", cell.aggregate)] };
         for (status, agg) in parts {
-            let key: Vec<String> =
-                breakdowns.iter().map(|d| if *d == Dimension::Status { status.to_owned() } else { d.value(cell).to_owned() }).collect();
+            let key: Vec<&str> = breakdowns.iter().map(|d| if *d == Dimension::Status { status } else { d.value(cell) }).collect();
             let s = series.entry(key).or_insert_with(|| Building {
                 usage_type: cell.usage_type.clone(),
                 aggregation: aggregation_of(&cell.usage_type),
@@ -188,7 +188,8 @@ pub fn build(
     }
     let mut out: Vec<Series> = series
         .into_iter()
-        .map(|(breakdown_value, b)| {
+        .map(|(key, b)| {
+            let breakdown_value: Vec<String> = key.into_iter().map(str::to_owned).collect();
             let data: Vec<f64> = b.buckets.iter().map(|acc| figure(b.aggregation, acc)).collect();
             let count = match b.aggregation {
                 Aggregation::Sum | Aggregation::Count => data.iter().sum(),
