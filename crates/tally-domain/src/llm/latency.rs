@@ -1,6 +1,6 @@
-//! Latency histograms: LLM request latencies kept per user and day (and per organization and
-//! day) as counts in log-spaced buckets, so that a summary's percentiles read a few rows instead
-//! of every request. The buckets follow DDSketch: every value in a bucket lies within
+//! Latency histograms: LLM request latencies kept per user, day, model and provider (and per
+//! organization and day) as counts in log-spaced buckets, so that a summary's percentiles read a
+//! few rows instead of every request. The buckets follow DDSketch: every value in a bucket lies within
 //! [`RELATIVE_ACCURACY`] of the bucket's representative value, and histograms merge by adding
 //! counts, in any order, with the same result.
 
