@@ -111,16 +111,9 @@ pub trait Store: Send + Sync + 'static {
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
 
     /// Organization-wide cells of whole UTC months with `month` in `[from, to)` (both month
-    /// starts), one per organization, month, usage type, team, model and provider; without
-    /// `split`, one per organization, month and usage type (summed over the rest, for queries that
-    /// do not look at them). The table has no user column: a filter naming a user is a caller's
-    /// bug and fails.
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>>;
-
-    /// Each organization's sum of its users' latest values per whole UTC month with `month` in
-    /// `[from, to)` and usage type, as cells with a count, last time and latest value (the sum),
-    /// for a filter that names no user or team.
-    async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>>;
+    /// starts), as finely as `cells` asks. The tables have no user column: a filter naming a user
+    /// is a caller's bug and fails.
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>>;
 
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).

@@ -243,43 +243,24 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (S
     (sql, values)
 }
 
-/// Organization-wide monthly cells of a usage filter (which names no user) with `month` in
-/// `[from, to)`: the time bounds are the first two parameters. With `split`, one per
-/// organization, month, type, team, model and provider; without, one per organization, month and
-/// type (team, model and provider empty), for queries that neither break down nor filter by them.
-pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, split: bool) -> (String, Vec<String>) {
+/// Organization-wide monthly cells of a usage filter (which names no user; for `PerType` and
+/// `LatestSums` no team either) with `month` in `[from, to)`: the time bounds are the first two
+/// parameters.
+pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, cells: crate::MonthCells) -> (String, Vec<String>) {
+    use crate::MonthCells;
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
         Dialect::Sqlite => ("?1", "?2"),
         Dialect::Postgres => ("$1", "$2"),
     };
-    let sql = if split {
-        format!(
-            "SELECT month, organization_id, '', usage_type, team_id, model, provider, {CELL_COLUMNS} FROM usage_monthly_org \
-             WHERE month >= {p1} AND month < {p2}{conditions}"
-        )
-    } else {
-        format!(
-            "SELECT month, organization_id, '', usage_type, '', '', '', {CELL_COLUMNS} FROM usage_monthly_org_type \
-             WHERE month >= {p1} AND month < {p2}{conditions}"
-        )
+    let (table, dimensions, latest) = match cells {
+        MonthCells::Split => ("usage_monthly_org", "team_id, model, provider", "last_value"),
+        MonthCells::PerType => ("usage_monthly_org_type", "'', '', ''", "last_value"),
+        MonthCells::LatestSums => ("usage_monthly_org_type", "'', '', ''", "latest_sum"),
     };
-    (sql, values)
-}
-
-/// Organizations' monthly sums of their users' latest values, as cells whose latest value is that
-/// sum, for a usage filter that names no user or team, with `month` in `[from, to)`: the time
-/// bounds are the first two parameters.
-pub fn month_latest_cells_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<String>) {
-    let (conditions, values) = usage_conditions(dialect, filter, 3);
-    let (p1, p2) = match dialect {
-        Dialect::Sqlite => ("?1", "?2"),
-        Dialect::Postgres => ("$1", "$2"),
-    };
-    let columns = CELL_COLUMNS.replace("last_value", "latest_sum");
     let sql = format!(
-        "SELECT month, organization_id, '', usage_type, '', '', '', {columns} FROM usage_monthly_org_type \
-         WHERE month >= {p1} AND month < {p2}{conditions}"
+        "SELECT month, organization_id, '', usage_type, {dimensions}, count, sum, min, max, last_ts, {latest}, llm_successes, \
+         llm_failures, input_tokens, output_tokens, cost_nanos, latency_ms_sum FROM {table} WHERE month >= {p1} AND month < {p2}{conditions}"
     );
     (sql, values)
 }
@@ -424,58 +405,38 @@ pub fn llm_latencies_query(dialect: Dialect, per_user: bool) -> String {
 /// `SELECT {columns}` of the LLM requests of an organization or user in a range (the
 /// parameters of [`llm_latencies_query`]).
 fn llm_requests_in_range(dialect: Dialect, per_user: bool, columns: &str) -> String {
+    format!("SELECT {columns} FROM events WHERE usage_type = 'llm_request' AND {}", llm_range(dialect, per_user, "ts"))
+}
+
+/// The conditions of every LLM range query: the organization (first parameter), the user when
+/// one is named (second), and `time_column` in `[from, to)` (the last two).
+fn llm_range(dialect: Dialect, per_user: bool, time_column: &str) -> String {
     let mark = |n: usize| match dialect {
         Dialect::Sqlite => format!("?{n}"),
         Dialect::Postgres => format!("${n}"),
     };
     let (user, first) = if per_user { (format!(" AND user_id = {}", mark(2)), 3) } else { (String::new(), 2) };
-    format!(
-        "SELECT {columns} FROM events WHERE organization_id = {}{user} AND usage_type = 'llm_request' AND ts >= {} AND ts < {}",
-        mark(1),
-        mark(first),
-        mark(first + 1)
-    )
+    format!("organization_id = {}{user} AND {time_column} >= {} AND {time_column} < {}", mark(1), mark(first), mark(first + 1))
 }
 
 /// The stored latency histograms of a user's (parameters: organization, user, from, to) or an
 /// organization's (organization, from, to) days in a range.
 pub fn llm_latency_days_query(dialect: Dialect, per_user: bool) -> String {
-    let mark = |n: usize| match dialect {
-        Dialect::Sqlite => format!("?{n}"),
-        Dialect::Postgres => format!("${n}"),
-    };
     // A user's days are kept per model and provider (several rows a day), an organization's whole.
-    let (table, requests, user, first) = if per_user {
-        ("llm_daily", "count", format!(" AND user_id = {}", mark(2)), 3)
-    } else {
-        ("llm_latency_daily_org", "requests", String::new(), 2)
-    };
+    let (table, requests) = if per_user { ("llm_daily", "count") } else { ("llm_latency_daily_org", "requests") };
     let buckets = match dialect {
         Dialect::Sqlite => "buckets",
         Dialect::Postgres => "buckets::text",
     };
-    format!(
-        "SELECT day, {requests}, latency_ms_sum, {buckets} FROM {table} WHERE organization_id = {}{user} AND day >= {} AND day < {}",
-        mark(1),
-        mark(first),
-        mark(first + 1)
-    )
+    format!("SELECT day, {requests}, latency_ms_sum, {buckets} FROM {table} WHERE {}", llm_range(dialect, per_user, "day"))
 }
 
 /// A user's (parameters: organization, user, from, to) or an organization's users' (organization,
 /// from, to) daily LLM cells with `day` in a range, as cells of `llm_request`.
 pub fn llm_day_cells_query(dialect: Dialect, per_user: bool) -> String {
-    let mark = |n: usize| match dialect {
-        Dialect::Sqlite => format!("?{n}"),
-        Dialect::Postgres => format!("${n}"),
-    };
-    let (user, first) = if per_user { (format!(" AND user_id = {}", mark(2)), 3) } else { (String::new(), 2) };
     format!(
-        "SELECT day, organization_id, user_id, 'llm_request', '', model, provider, {CELL_COLUMNS} FROM llm_daily \
-         WHERE organization_id = {}{user} AND day >= {} AND day < {}",
-        mark(1),
-        mark(first),
-        mark(first + 1)
+        "SELECT day, organization_id, user_id, 'llm_request', '', model, provider, {CELL_COLUMNS} FROM llm_daily WHERE {}",
+        llm_range(dialect, per_user, "day")
     )
 }
 

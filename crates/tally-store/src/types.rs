@@ -114,6 +114,17 @@ pub struct AggregatesFingerprint {
     pub org_type_month_cost_nanos: i64,
 }
 
+/// Which organization-wide monthly cells a series reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonthCells {
+    /// One per organization, month, type, team, model and provider.
+    Split,
+    /// One per organization, month and type (team, model and provider empty).
+    PerType,
+    /// As `PerType`, with the latest value the sum of every user's latest value of the month.
+    LatestSums,
+}
+
 /// Which usage a series query reads. Absent fields do not filter.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UsageFilter {

@@ -10,7 +10,7 @@ use tally_domain::meter::{Meter, MeterCreate};
 use tally_domain::seats::audit::{AuditEvent, AuditEventType};
 use tally_domain::seats::ledger::LedgerEntry;
 use tally_domain::{OrganizationId, RawEvent, Role, Scope, TeamId, UsageEvent, UserId};
-use tally_store::{ApiKey, Page, Store, StoreError, Subject, TimeRange, UsageFilter, Write};
+use tally_store::{ApiKey, MonthCells, Page, Store, StoreError, Subject, TimeRange, UsageFilter, Write};
 
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -333,7 +333,7 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let all = UsageFilter::default();
-    let cells = store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), true).await.unwrap();
+    let cells = store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split).await.unwrap();
     let mut got: Vec<(String, Timestamp, i64, f64)> =
         cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.sum)).collect();
     got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -346,7 +346,7 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         ]
     );
     let acme = UsageFilter { organization_id: Some(org("acme")), ..UsageFilter::default() };
-    let february = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), true).await.unwrap();
+    let february = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split).await.unwrap();
     assert_eq!((february.len(), february[0].aggregate.last_value, february[0].user_id.as_str()), (1, 5.0, ""));
     // Unsplit: one cell per organization, month and type, summed over teams.
     let teamed = |id: &str, team: &str, qty: f64| {
@@ -355,9 +355,9 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         ))
     };
     store.record_events(vec![teamed("t1", "red", 10.0), teamed("t2", "blue", 20.0)]).await.unwrap();
-    let split = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), true).await.unwrap();
+    let split = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split).await.unwrap();
     assert_eq!(split.len(), 3, "no team, red, blue");
-    let whole = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), false).await.unwrap();
+    let whole = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::PerType).await.unwrap();
     let got: Vec<(&str, i64, f64, f64, &str)> =
         whole.iter().map(|c| (c.usage_type.as_str(), c.aggregate.count, c.aggregate.sum, c.aggregate.max, c.team_id.as_str())).collect();
     assert_eq!(got, [("api_call", 3, 35.0, 20.0, "")]);
@@ -372,7 +372,8 @@ fn gauge(id: &str, org: &str, user: &str, at: &str, bytes: f64) -> UsageEvent {
 async fn monthly_latest_sums_move_by_each_users_change(store: Arc<dyn Store>) {
     let january = ts("2025-01-01T00:00:00Z");
     let sums = async || {
-        let cells = store.usage_month_latest_cells(&UsageFilter::default(), january, ts("2025-03-01T00:00:00Z")).await.unwrap();
+        let cells =
+            store.usage_month_cells(&UsageFilter::default(), january, ts("2025-03-01T00:00:00Z"), MonthCells::LatestSums).await.unwrap();
         let mut got: Vec<(String, Timestamp, i64, f64)> =
             cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.last_value)).collect();
         got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -422,8 +423,10 @@ async fn monthly_latest_sums_move_by_each_users_change(store: Arc<dyn Store>) {
     for task in racing {
         task.await.unwrap();
     }
-    let march =
-        store.usage_month_latest_cells(&UsageFilter::default(), ts("2025-03-01T00:00:00Z"), ts("2025-04-01T00:00:00Z")).await.unwrap();
+    let march = store
+        .usage_month_cells(&UsageFilter::default(), ts("2025-03-01T00:00:00Z"), ts("2025-04-01T00:00:00Z"), MonthCells::LatestSums)
+        .await
+        .unwrap();
     assert_eq!(march.iter().map(|c| (c.aggregate.count, c.aggregate.last_value)).collect::<Vec<_>>(), [(80, 20.0 * 40.0)]);
     let live = store.aggregates_fingerprint().await.unwrap();
     store.rebuild_aggregates().await.unwrap();

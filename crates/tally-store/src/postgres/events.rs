@@ -4,7 +4,8 @@ use super::map_err;
 use crate::range::split;
 use crate::sql::{self, Dialect};
 use crate::{
-    AggregatesFingerprint, LatencyDays, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of,
+    AggregatesFingerprint, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences,
+    rollup_of,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -260,7 +261,8 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let first = 4 + sql::AGG_COLUMNS.len() + 1;
     let arrays: Vec<String> =
         ["text", "timestamptz", "text"].iter().chain(AGG_TYPES.iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", first + i)).collect();
-    let names: Vec<String> = sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).map(|c| format!("x.{c}")).collect();
+    let columns: Vec<&str> = sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect();
+    let names: Vec<String> = columns.iter().map(|c| format!("x.{c}")).collect();
     let sql = format!(
         "WITH changed AS ({}{}), \
          changes AS (SELECT organization_id, usage_type, month, sum(last_value - replaced_value) AS change FROM changed GROUP BY 1, 2, 3) \
@@ -271,10 +273,10 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
          ORDER BY x.organization_id, x.month, x.usage_type {}",
         upsert_sql("user_usage_monthly", &sql::MONTH_KEYS, &["text", "text", "text", "date"]),
         sql::USER_MONTH_RETURNING,
-        sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect::<Vec<_>>().join(", "),
+        columns.join(", "),
         names.join(", "),
         arrays.join(", "),
-        sql::ORG_TYPE_MONTH_KEYS.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect::<Vec<_>>().join(", "),
+        columns.join(", "),
         sql::org_type_month_merge(Dialect::Postgres)
     );
     tx.execute(&sql, &params).await.map_err(map_err)?;
@@ -414,15 +416,14 @@ pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, 
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
 }
 
-pub(super) async fn month_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
-    month_cells_of(conn, sql::month_cells_query(Dialect::Postgres, filter, split), from, to).await
-}
-
-pub(super) async fn month_latest_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-    month_cells_of(conn, sql::month_latest_cells_query(Dialect::Postgres, filter), from, to).await
-}
-
-async fn month_cells_of(conn: &Client, (sql, values): (String, Vec<String>), from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
+pub(super) async fn month_cells(
+    conn: &Client,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    cells: MonthCells,
+) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter, cells);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())

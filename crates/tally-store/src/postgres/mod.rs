@@ -12,8 +12,8 @@ mod seats;
 
 use crate::{
     AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
-    LatencyDays, Listed, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange, UsageFilter,
-    UsageTotal, UserActivity, WindowQuery, Write,
+    LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange,
+    UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -258,12 +258,8 @@ impl Store for PostgresStore {
         events::cells(&**self.conn().await?, filter, from, to, per_user).await
     }
 
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
-        events::month_cells(&**self.conn().await?, filter, from, to, split).await
-    }
-
-    async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-        events::month_latest_cells(&**self.conn().await?, filter, from, to).await
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>> {
+        events::month_cells(&**self.conn().await?, filter, from, to, cells).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

@@ -4,7 +4,8 @@ use super::{map_err, micros, timestamp};
 use crate::range::split;
 use crate::sql::{self, Dialect};
 use crate::{
-    AggregatesFingerprint, LatencyDays, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences, rollup_of,
+    AggregatesFingerprint, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences,
+    rollup_of,
 };
 use jiff::Timestamp;
 use rusqlite::ToSql;
@@ -303,12 +304,8 @@ fn cell_row(r: &rusqlite::Row<'_>) -> Result<Cell> {
     })
 }
 
-pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
-    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, split), from, to, cell_row)
-}
-
-pub(super) fn month_latest_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-    filtered(conn, sql::month_latest_cells_query(Dialect::Sqlite, filter), from, to, cell_row)
+pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>> {
+    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, cells), from, to, cell_row)
 }
 
 pub(super) fn events_between(

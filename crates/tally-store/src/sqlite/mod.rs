@@ -202,8 +202,8 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 
 use crate::{
     AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
-    LatencyDays, Listed, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter, UsageTotal,
-    UserActivity, WindowQuery, Write,
+    LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter,
+    UsageTotal, UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -359,14 +359,9 @@ impl Store for SqliteStore {
         self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
     }
 
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, split: bool) -> Result<Vec<Cell>> {
+    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::month_cells(c, &filter, from, to, split)).await
-    }
-
-    async fn usage_month_latest_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<Vec<Cell>> {
-        let filter = filter.clone();
-        self.read(move |c| events::month_latest_cells(c, &filter, from, to)).await
+        self.read(move |c| events::month_cells(c, &filter, from, to, cells)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

@@ -8,17 +8,15 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Path, Query};
 use super::usage::{RangeQuery, range};
 use crate::app::AppState;
-use crate::series::{latencies_between, llm_cells_between};
+use crate::series::{llm_cells_and_latencies, llm_cells_between};
 use axum::Json;
 use axum::extract::State;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tally_domain::event::all_time;
-use tally_domain::llm::latency::LatencyStats;
 use tally_domain::llm::prices::ModelPrice;
 use tally_domain::llm::{self, By, TopBy};
-use tally_domain::series::Cell;
 use tally_domain::{OrganizationId, UserId};
 
 /// `from`/`to` as given, all time when absent.
@@ -39,18 +37,6 @@ async fn readable_user(app: &AppState, caller: &Caller, id: &str) -> ApiResult<(
     Ok((user.organization_id, user.id))
 }
 
-async fn cells_and_latencies(
-    app: &AppState,
-    org: &OrganizationId,
-    user: Option<&UserId>,
-    from: Timestamp,
-    to: Timestamp,
-) -> ApiResult<(Vec<Cell>, LatencyStats)> {
-    let cells = llm_cells_between(app.store.as_ref(), org, user, from, to).await?;
-    let latencies = latencies_between(app.store.as_ref(), org, user, from, to).await?;
-    Ok((cells, latencies))
-}
-
 /// `GET /v1/users/{id}/llm/summary?from=&to=`.
 #[utoipa::path(
     get,
@@ -68,7 +54,7 @@ pub async fn user_summary(
 ) -> ApiResult<Json<Value>> {
     let (from, to) = bounds(&q)?;
     let (org, user) = readable_user(&app, &caller, &id).await?;
-    let (cells, latencies) = cells_and_latencies(&app, &org, Some(&user), from, to).await?;
+    let (cells, latencies) = llm_cells_and_latencies(app.store.as_ref(), &org, Some(&user), from, to).await?;
     Ok(Json(json!({ "user_id": user, "organization_id": org, "from": q.from, "to": q.to, "summary": llm::summary(&cells, &latencies) })))
 }
 
@@ -153,7 +139,7 @@ pub async fn organization_summary(
         .ok_or_else(|| ApiError::bad_parameter("top_by", format!("{top_by_text:?} is not one of cost, tokens, requests")))?;
     let (from, to) = bounds(&q.range)?;
     let org = caller.readable_organization(&app, &id).await?;
-    let (cells, latencies) = cells_and_latencies(&app, &org, None, from, to).await?;
+    let (cells, latencies) = llm_cells_and_latencies(app.store.as_ref(), &org, None, from, to).await?;
     Ok(Json(json!({
         "organization_id": org,
         "from": q.range.from,

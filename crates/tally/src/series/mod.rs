@@ -8,11 +8,11 @@ pub use params::{Measure, ParamError, SeriesParams, SeriesQuery};
 use serde::Serialize;
 use std::collections::HashMap;
 use tally_domain::entities::{Plan, Subscription};
-use tally_domain::llm::latency::{LatencyStats, day_plan};
+use tally_domain::llm::latency::{DayPlan, LatencyStats, day_plan};
 use tally_domain::series::spend::{self, PlanTimeline};
 use tally_domain::series::{Cell, Dimension, Grid, Series, build};
 use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
-use tally_store::{Listed, Page, Store, StoreError, UsageFilter};
+use tally_store::{Listed, MonthCells, Page, Store, StoreError, UsageFilter};
 
 /// How finely a query may read a grid's whole periods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +60,12 @@ async fn cells(
     }
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
     if let Some((from, to)) = months {
-        cells.extend(match read {
-            Read::LatestSums => store.usage_month_latest_cells(filter, from, to).await?,
-            _ => store.usage_month_cells(filter, from, to, split).await?,
-        });
+        let grain = match read {
+            Read::LatestSums => MonthCells::LatestSums,
+            _ if split => MonthCells::Split,
+            _ => MonthCells::PerType,
+        };
+        cells.extend(store.usage_month_cells(filter, from, to, grain).await?);
     }
     for (from, to) in plan.raw {
         cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
@@ -71,17 +73,64 @@ async fn cells(
     Ok(cells)
 }
 
-/// The latency figures of a user's (or an organization's) LLM requests in `[from, to)`: whole
-/// UTC days from the stored histograms, the cut days at either end from raw requests, and the
-/// first request's time from one index probe.
-pub async fn latencies_between(
+/// The LLM cells and latency figures of a user (or of an organization) in `[from, to)`, for its
+/// summary: both read whole UTC days from what is kept per day and the cut days at either end
+/// from hourly cells and raw requests, by one plan.
+pub async fn llm_cells_and_latencies(
     store: &dyn Store,
     org: &tally_domain::OrganizationId,
     user: Option<&tally_domain::UserId>,
     from: jiff::Timestamp,
     to: jiff::Timestamp,
-) -> Result<LatencyStats, StoreError> {
+) -> Result<(Vec<Cell>, LatencyStats), StoreError> {
     let plan = day_plan(from, to, jiff::Timestamp::now());
+    Ok((llm_cells(store, org, user, &plan).await?, latencies(store, org, user, &plan, from, to).await?))
+}
+
+/// The LLM cells of a user (or of every user of an organization) in `[from, to)`: whole UTC
+/// days from the daily LLM cells, the cut days at either end as [`cells_between`] reads them.
+pub async fn llm_cells_between(
+    store: &dyn Store,
+    org: &tally_domain::OrganizationId,
+    user: Option<&tally_domain::UserId>,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+) -> Result<Vec<Cell>, StoreError> {
+    llm_cells(store, org, user, &day_plan(from, to, jiff::Timestamp::now())).await
+}
+
+async fn llm_cells(
+    store: &dyn Store,
+    org: &tally_domain::OrganizationId,
+    user: Option<&tally_domain::UserId>,
+    plan: &DayPlan,
+) -> Result<Vec<Cell>, StoreError> {
+    let filter = UsageFilter {
+        organization_id: Some(org.clone()),
+        user_id: user.cloned(),
+        usage_types: vec![UsageTypeKey::llm_request()],
+        ..UsageFilter::default()
+    };
+    let mut cells = match plan.days {
+        Some((days_from, days_to)) => store.llm_day_cells(org, user, days_from, days_to).await?,
+        None => Vec::new(),
+    };
+    for (edge_from, edge_to) in &plan.edges {
+        cells.extend(cells_between(store, &filter, *edge_from, *edge_to, true).await?);
+    }
+    Ok(cells)
+}
+
+/// Latency figures by a day plan of `[from, to)`: whole days from the stored histograms, cut
+/// days from raw requests, and the first request's time from one index probe.
+async fn latencies(
+    store: &dyn Store,
+    org: &tally_domain::OrganizationId,
+    user: Option<&tally_domain::UserId>,
+    plan: &DayPlan,
+    from: jiff::Timestamp,
+    to: jiff::Timestamp,
+) -> Result<LatencyStats, StoreError> {
     let mut stats = LatencyStats::default();
     let mut firsts = Vec::new();
     for (edge_from, edge_to) in &plan.edges {
@@ -99,32 +148,6 @@ pub async fn latencies_between(
     }
     stats.first_request = firsts.into_iter().min();
     Ok(stats)
-}
-
-/// The LLM cells of a user (or of every user of an organization) in `[from, to)`: whole UTC
-/// days from the daily LLM cells, the cut days at either end as [`cells_between`] reads them.
-pub async fn llm_cells_between(
-    store: &dyn Store,
-    org: &tally_domain::OrganizationId,
-    user: Option<&tally_domain::UserId>,
-    from: jiff::Timestamp,
-    to: jiff::Timestamp,
-) -> Result<Vec<Cell>, StoreError> {
-    let filter = UsageFilter {
-        organization_id: Some(org.clone()),
-        user_id: user.cloned(),
-        usage_types: vec![UsageTypeKey::llm_request()],
-        ..UsageFilter::default()
-    };
-    let plan = day_plan(from, to, jiff::Timestamp::now());
-    let mut cells = match plan.days {
-        Some((days_from, days_to)) => store.llm_day_cells(org, user, days_from, days_to).await?,
-        None => Vec::new(),
-    };
-    for (edge_from, edge_to) in plan.edges {
-        cells.extend(cells_between(store, &filter, edge_from, edge_to, true).await?);
-    }
-    Ok(cells)
 }
 
 /// Every cell of `[from, to)`: whole UTC hours from the aggregates, the cut hours at either end
