@@ -314,6 +314,29 @@ impl<'a> Rollup<'a> {
         }
         latest(&mut self.organizations, organization_id, e.timestamp);
     }
+
+    /// The batch's figures per user and usage type inside each organization's billing period:
+    /// its hourly cells whose hour falls in `[start, end)` of `period(organization)` (`None`: no
+    /// period on record, nothing to add). This is the rule by which a period's figures are
+    /// refilled from stored hourly cells too ([`period_totals`]), so both always agree.
+    pub fn period_totals(&self, period: impl Fn(&str) -> Option<(Timestamp, Timestamp)>) -> Map<UserTypeKey<'a>, Aggregate> {
+        period_totals(self.hourly.iter().map(|(k, a)| (k.organization_id, k.user_id, k.usage_type, k.hour, a)), period)
+    }
+}
+
+/// Hourly cells (organization, user, usage type, hour, aggregate) folded per user and usage type,
+/// keeping only those whose hour falls in their organization's billing period.
+pub fn period_totals<'k, 'c>(
+    cells: impl IntoIterator<Item = (&'k str, &'k str, &'k str, Timestamp, &'c Aggregate)>,
+    period: impl Fn(&str) -> Option<(Timestamp, Timestamp)>,
+) -> Map<UserTypeKey<'k>, Aggregate> {
+    let mut totals = Map::default();
+    for (organization_id, user_id, usage_type, hour, a) in cells {
+        if period(organization_id).is_some_and(|(start, end)| hour >= start && hour < end) {
+            add(&mut totals, UserTypeKey { organization_id, user_id, usage_type }, a);
+        }
+    }
+    totals
 }
 
 #[cfg(test)]
@@ -345,6 +368,24 @@ mod tests {
         let total = &r.user_totals[&UserTypeKey { organization_id: "o", user_id: "u", usage_type: "api_call" }];
         assert_eq!((total.count, total.sum), (3, 8.0));
         assert_eq!(r.users[&UserRef { organization_id: "o", user_id: "u" }].to_string(), "2025-01-01T11:00:00Z");
+    }
+
+    #[test]
+    fn period_totals_keep_the_hours_inside_each_organizations_period() {
+        let events = [
+            ev("1", "2025-01-14T23:59:00Z", "u", "api_call", 1.0, ""),
+            ev("2", "2025-01-15T00:00:00Z", "u", "api_call", 2.0, ""),
+            ev("3", "2025-02-14T23:00:00Z", "u", "api_call", 4.0, ""),
+            ev("4", "2025-02-15T00:00:00Z", "u", "api_call", 8.0, ""),
+            ev("5", "2025-01-20T00:00:00Z", "v", "storage_bytes", 5.0, ""),
+        ];
+        let r = Rollup::of(&events);
+        let period = ("2025-01-15T00:00:00Z".parse().unwrap(), "2025-02-15T00:00:00Z".parse().unwrap());
+        let totals = r.period_totals(|org| (org == "o").then_some(period));
+        let api = totals[&UserTypeKey { organization_id: "o", user_id: "u", usage_type: "api_call" }];
+        assert_eq!((api.count, api.sum, api.min, api.max), (2, 6.0, 2.0, 4.0), "start inclusive, end exclusive");
+        assert_eq!(totals.len(), 2);
+        assert!(r.period_totals(|_| None).is_empty(), "no period on record: nothing to add");
     }
 
     #[test]

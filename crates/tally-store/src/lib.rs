@@ -5,6 +5,7 @@
 mod alerting;
 mod error;
 pub mod group_commit;
+mod periods;
 pub mod postgres;
 mod range;
 pub mod report;
@@ -127,6 +128,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the report shows of these users, in the same order (users that vanished are skipped).
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<ReportRow>>;
+
+    /// Refills the current-period figures kept per user for the organizations whose billing
+    /// period changed (a subscription saved, a calendar month begun) or was never recorded;
+    /// `org` limits it to that one. Returns how many organizations were refilled. Saving a
+    /// subscription refreshes its organization; `tally serve` refreshes all every minute.
+    async fn refresh_billing_periods(&self, org: Option<&OrganizationId>, now: Timestamp) -> Result<u64>;
+
+    /// Refreshes the query planner's statistics (after a bulk load, and hourly while serving):
+    /// SQLite keeps none unless asked, PostgreSQL's autovacuum may lag a large load.
+    async fn refresh_statistics(&self) -> Result<()>;
 
     /// Starts a run of a resumable job, or takes over the one in progress whose holder stopped
     /// renewing its lease; `Conflict` while another holder's lease runs.

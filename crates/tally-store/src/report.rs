@@ -5,7 +5,7 @@
 //!
 //! Each user's billing period is the current period of the organization's latest live
 //! subscription (trialing, active or payment issue), else the calendar month in UTC; the period's
-//! usage is read from the hourly aggregates of the hours it covers.
+//! usage is read from the figures kept for it (see `crate::periods`).
 
 use crate::sql::Dialect;
 use jiff::Timestamp;
@@ -71,7 +71,7 @@ impl Builder {
         match source {
             Source::User(column) => format!("u.{column}"),
             Source::FullName => "(u.first_name || ' ' || u.last_name)".to_owned(),
-            Source::Organization(column) => format!("o.{column}"),
+            Source::Organization(column) => format!("p.organization_{column}"),
             Source::Metadata(key) => match self.dialect {
                 Dialect::Sqlite => {
                     let path = self.bind(Param::Text(format!("$.\"{key}\"")));
@@ -114,7 +114,7 @@ impl Builder {
                 let t = self.bind(Param::Text(usage_type.clone()));
                 // As `Balance::used`: a gauge counts its latest value, a `max` type its peak.
                 let sum = self.usage("sum", &t, Period::Current);
-                let peak = self.usage("max", &t, Period::Current).replace("sum(h.max)", "max(h.max)");
+                let peak = self.usage("max", &t, Period::Current);
                 let latest = self.usage("last_value", &t, Period::AllTime);
                 let used = format!(
                     "(CASE (SELECT ut.aggregation FROM usage_types ut WHERE ut.key = {t}) WHEN 'latest' THEN {latest} \
@@ -134,18 +134,25 @@ impl Builder {
         }
     }
 
-    /// A user's figure of `usage_type` (already bound as `t`): all time from `user_usage`, the
-    /// current period from the hourly aggregates of the period's hours.
+    /// A user's figure of `usage_type` (already bound as `t`): all time from `user_usage`; the
+    /// current period from `user_usage_period` where it covers the expected period (`p.fresh`),
+    /// else from the hourly cells of the period's hours.
     fn usage(&mut self, column: &str, t: &str, period: Period) -> String {
         match period {
             Period::AllTime => format!(
                 "COALESCE((SELECT uu.{column} FROM user_usage uu WHERE uu.organization_id = u.organization_id \
                  AND uu.user_id = u.user_id AND uu.usage_type = {t}), 0)"
             ),
-            Period::Current => format!(
-                "COALESCE((SELECT sum(h.{column}) FROM usage_hourly h WHERE h.organization_id = u.organization_id \
-                 AND h.user_id = u.user_id AND h.hour >= p.period_start AND h.hour < p.period_end AND h.usage_type = {t}), 0)"
-            ),
+            Period::Current => {
+                // A period's peak is its largest hourly peak; every other figure adds up.
+                let combine = if column == "max" { "max" } else { "sum" };
+                format!(
+                    "COALESCE(CASE WHEN p.fresh = 1 THEN (SELECT pu.{column} FROM user_usage_period pu \
+                     WHERE pu.organization_id = u.organization_id AND pu.user_id = u.user_id AND pu.usage_type = {t}) \
+                     ELSE (SELECT {combine}(h.{column}) FROM usage_hourly h WHERE h.organization_id = u.organization_id \
+                     AND h.user_id = u.user_id AND h.hour >= p.period_start AND h.hour < p.period_end AND h.usage_type = {t}) END, 0)"
+                )
+            }
         }
     }
 
@@ -269,22 +276,19 @@ impl Builder {
     }
 }
 
-/// `FROM …` shared by the page and the count: each user, their organization (`o`) and its
-/// billing period and plan (`p`).
-fn from_clause(b: &mut Builder, now: Timestamp) -> String {
-    let month_start = b.bind(Param::Time(tally_domain::time::date_start(tally_domain::time::month_start(now))));
-    let month_end = b.bind(Param::Time(tally_domain::time::next_month_start(now)));
-    format!(
-        "FROM users u JOIN organizations o ON o.organization_id = u.organization_id \
-         JOIN (SELECT o2.organization_id, COALESCE(sub.current_period_start, {month_start}) AS period_start, \
-                      COALESCE(sub.current_period_end, {month_end}) AS period_end, sub.plan_id, sub.add_ons \
-               FROM organizations o2 LEFT JOIN \
-                 (SELECT organization_id, current_period_start, current_period_end, plan_id, add_ons, \
-                         row_number() OVER (PARTITION BY organization_id ORDER BY current_period_start DESC, subscription_id) AS n \
-                  FROM subscriptions WHERE status IN ('trialing', 'active', 'payment_issue')) sub \
-                 ON sub.organization_id = o2.organization_id AND sub.n = 1) p \
-           ON p.organization_id = u.organization_id"
-    )
+/// `WITH …` and `FROM …` shared by the page and the count: each organization's name, billing
+/// period and plan (`p`, computed once per query, not once per user), with whether
+/// `user_usage_period` covers that period (`p.fresh`); then its users (`u`), read in key order.
+fn from_clause(b: &mut Builder, now: Timestamp) -> (String, String) {
+    let (start, end) = crate::periods::calendar_month(now);
+    let (month_start, month_end) = (b.bind(Param::Time(start)), b.bind(Param::Time(end)));
+    let with = format!(
+        "WITH p AS MATERIALIZED (SELECT e.*, \
+           CASE WHEN bp.period_start = e.period_start AND bp.period_end = e.period_end THEN 1 ELSE 0 END AS fresh \
+           FROM ({}) e LEFT JOIN billing_periods bp ON bp.organization_id = e.organization_id)",
+        crate::periods::expected(&month_start, &month_end)
+    );
+    (with, "FROM p JOIN users u ON u.organization_id = p.organization_id".to_owned())
 }
 
 /// SQL text and the values its placeholders bind, in order.
@@ -294,11 +298,12 @@ pub type Compiled = (String, Vec<Param>);
 pub fn compile(dialect: Dialect, q: &ReportQuery) -> (Compiled, Option<Compiled>) {
     let build = |with_order: bool| {
         let mut b = Builder { dialect, params: Vec::new() };
-        let from = from_clause(&mut b, q.now);
+        let (with, from) = from_clause(&mut b, q.now);
         let mut conditions: Vec<String> = q.filter.iter().map(|f| b.filter(f)).collect();
         if let Some((org, user)) = &q.after {
             let (o, u) = (b.bind(Param::Text(org.as_str().to_owned())), b.bind(Param::Text(user.as_str().to_owned())));
-            conditions.push(format!("(u.organization_id > {o} OR (u.organization_id = {o} AND u.user_id > {u}))"));
+            // A row value, so that both backends seek the key index rather than scan.
+            conditions.push(format!("(u.organization_id, u.user_id) > ({o}, {u})"));
         }
         let where_clause = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let mut order = String::new();
@@ -312,13 +317,13 @@ pub fn compile(dialect: Dialect, q: &ReportQuery) -> (Compiled, Option<Compiled>
             items.extend(["u.organization_id ASC".to_owned(), "u.user_id ASC".to_owned()]);
             order = format!(" ORDER BY {}", items.join(", "));
         }
-        (format!("{from}{where_clause}{order}"), b.params)
+        (with, format!("{from}{where_clause}{order}"), b.params)
     };
-    let (body, params) = build(true);
-    let page = (format!("SELECT u.organization_id, u.user_id {body} LIMIT {} OFFSET {}", q.limit, q.offset), params);
+    let (with, body, params) = build(true);
+    let page = (format!("{with} SELECT u.organization_id, u.user_id {body} LIMIT {} OFFSET {}", q.limit, q.offset), params);
     let count = q.count.then(|| {
-        let (body, params) = build(false);
-        (format!("SELECT count(*) {body}"), params)
+        let (with, body, params) = build(false);
+        (format!("{with} SELECT count(*) {body}"), params)
     });
     (page, count)
 }
@@ -330,7 +335,12 @@ pub(crate) struct RowQueries {
     pub users: String,
     pub organizations: String,
     pub subscriptions: String,
+    /// The periods the organizations' `user_usage_period` rows cover.
+    pub recorded: String,
     pub all_time: String,
+    /// The users' figures of their organization's recorded period.
+    pub kept: String,
+    /// The users' figures of a period from the hourly cells (where none are kept for it).
     pub current: String,
 }
 
@@ -357,8 +367,15 @@ pub(crate) fn row_queries(dialect: Dialect) -> RowQueries {
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE organization_id IN (SELECT o FROM {keys} k) \
              ORDER BY organization_id, current_period_start DESC, subscription_id"
         ),
+        recorded: format!(
+            "SELECT organization_id, period_start, period_end FROM billing_periods WHERE organization_id IN (SELECT o FROM {keys} k)"
+        ),
         all_time: format!(
             "SELECT organization_id, user_id, usage_type, {CELL_COLUMNS} FROM user_usage \
+             WHERE (organization_id, user_id) IN (SELECT o, u FROM {keys} k)"
+        ),
+        kept: format!(
+            "SELECT organization_id, user_id, usage_type, {CELL_COLUMNS} FROM user_usage_period \
              WHERE (organization_id, user_id) IN (SELECT o, u FROM {keys} k)"
         ),
         current: format!(
@@ -385,6 +402,8 @@ pub(crate) struct Loaded {
     pub users: Vec<tally_domain::entities::User>,
     pub organizations: std::collections::HashMap<String, String>,
     pub subscriptions: Vec<tally_domain::entities::Subscription>,
+    /// The period each organization's kept figures cover (`RowQueries::recorded`).
+    pub recorded: std::collections::HashMap<String, (Timestamp, Timestamp)>,
 }
 
 /// One user of a page and the billing period its `current` figures cover.
@@ -406,6 +425,14 @@ impl Loaded {
                 (o.clone(), u.clone(), start, end)
             })
             .collect()
+    }
+
+    /// The users whose period figures are kept for the period they need (read them with
+    /// `RowQueries::kept`), and the others with their period (read with `RowQueries::current`).
+    pub fn split_kept(&self, periods: &[UserPeriod]) -> (Vec<(OrganizationId, UserId)>, Vec<UserPeriod>) {
+        let (kept, summed): (Vec<&UserPeriod>, Vec<&UserPeriod>) =
+            periods.iter().partition(|(o, _, start, end)| self.recorded.get(o.as_str()) == Some(&(*start, *end)));
+        (kept.into_iter().map(|(o, u, _, _)| (o.clone(), u.clone())).collect(), summed.into_iter().cloned().collect())
     }
 
     /// The rows, in the order of `periods` (users that vanished meanwhile are skipped).

@@ -75,12 +75,13 @@ pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "
 pub const LLM_DAY_KEYS: [&str; 5] = ["organization_id", "user_id", "day", "model", "provider"];
 
 /// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
-pub const AGGREGATE_TABLES: [&str; 9] = [
+pub const AGGREGATE_TABLES: [&str; 10] = [
     "usage_hourly",
     "usage_hourly_org",
     "usage_monthly_org",
     "usage_monthly_org_type",
     "user_usage",
+    "user_usage_period",
     "user_usage_monthly",
     "llm_latency_daily_org",
     "llm_unpriced",
@@ -186,7 +187,11 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_monthly_org_type), \
     (SELECT CAST(coalesce(sum(latest_sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org_type), \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_monthly_org_type), \
-    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_monthly_org_type)";
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_monthly_org_type), \
+    (SELECT CAST(count(*) AS BIGINT) FROM user_usage_period), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM user_usage_period), \
+    (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM user_usage_period), \
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM user_usage_period)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";

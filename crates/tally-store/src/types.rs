@@ -112,6 +112,11 @@ pub struct AggregatesFingerprint {
     pub org_type_month_latest_sum: f64,
     pub org_type_month_sum: f64,
     pub org_type_month_cost_nanos: i64,
+    /// The users' figures of their organization's recorded billing period.
+    pub period_rows: i64,
+    pub period_count: i64,
+    pub period_sum: f64,
+    pub period_cost_nanos: i64,
 }
 
 /// Which organization-wide monthly cells a series reads.

@@ -57,6 +57,8 @@ store_tests!(
     window_totals_and_daily_llm_cells_come_from_the_aggregates,
     racing_evaluations_open_one_alert_and_queue_one_delivery,
     a_claimed_delivery_is_nobody_elses_until_its_lease_ends,
+    current_period_figures_follow_the_billing_period,
+    period_figures_stay_exact_while_periods_change_under_ingestion,
 );
 
 fn ts(s: &str) -> Timestamp {
@@ -731,4 +733,114 @@ async fn a_claimed_delivery_is_nobody_elses_until_its_lease_ends(store: Arc<dyn 
     assert_eq!((log.status.as_str(), log.attempts, log.attempt_log.len()), ("delivered", 1, 1));
     let due = store.claim_deliveries(ts("2026-01-02T00:00:06Z"), ts("2026-01-02T00:03:00Z"), 10).await.unwrap();
     assert_eq!((due.len(), due[0].channel_id.as_str(), due[0].attempts), (1, "hook", 1));
+}
+
+/// A report page of the users whose api_call use in the current period is `at_least`, as of
+/// `now`, with their current figures.
+async fn current_api_calls(store: &Arc<dyn Store>, at_least: f64, now: Timestamp) -> Vec<(String, f64)> {
+    use tally_domain::report::{Catalog, filter};
+    let catalog = Catalog::new(vec!["api_call".into()]);
+    let q = format!("service_usage__api_call__current_period__gte:{at_least}");
+    let query = tally_store::report::ReportQuery {
+        filter: filter(&q, &catalog).unwrap(),
+        ordering: catalog.ordering("username").unwrap(),
+        limit: 100,
+        offset: 0,
+        count: true,
+        after: None,
+        now,
+    };
+    let keys = store.report_users(&query).await.unwrap();
+    assert_eq!(keys.count, Some(keys.users.len() as u64));
+    let rows = store.report_rows(&keys.users, now).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            let current = r.current.iter().find(|(t, _)| t == "api_call").map_or(0.0, |(_, a)| a.sum);
+            (r.user.id.as_str().to_owned(), current)
+        })
+        .collect()
+}
+
+fn subscription(org: &str, status: &str, start: Timestamp, end: Timestamp) -> Subscription {
+    serde_json::from_value(serde_json::json!({
+        "id": format!("sub-{org}"), "organization_id": org, "plan_id": "pro", "status": status,
+        "current_period_start": start, "current_period_end": end,
+        "trial_end": null, "add_ons": {}, "created_at": start
+    }))
+    .unwrap()
+}
+
+async fn current_period_figures_follow_the_billing_period(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let (month, next_month) = tally_domain::report::balance::billing_period(None, now);
+    let at = |base: Timestamp, hours: i64| base + jiff::SignedDuration::from_hours(hours);
+    store
+        .record_events(vec![
+            api_call("a1", "acme", "ann", &at(month, -24).to_string(), 10.0),
+            api_call("a2", "acme", "ann", &at(month, 1).to_string(), 1.0),
+            api_call("a3", "acme", "ann", &at(month, 48).to_string(), 100.0),
+        ])
+        .await
+        .unwrap();
+    // Registered by ingestion: its period (the calendar month) is recorded from the start.
+    assert_eq!(store.refresh_billing_periods(None, now).await.unwrap(), 0);
+    assert_eq!(current_api_calls(&store, 101.0, now).await, [("ann".to_owned(), 101.0)]);
+    assert!(current_api_calls(&store, 101.5, now).await.is_empty());
+
+    // A subscription moves the period (and its figures) at once.
+    store.save_subscription(&subscription("acme", "active", at(month, -48), at(month, 24)), Write::Create).await.unwrap();
+    assert_eq!(current_api_calls(&store, 0.0, now).await, [("ann".to_owned(), 11.0)]);
+    store.record_events(vec![api_call("a4", "acme", "ann", &at(month, 3).to_string(), 1000.0)]).await.unwrap();
+    assert_eq!(current_api_calls(&store, 1011.0, now).await, [("ann".to_owned(), 1011.0)]);
+    store.save_subscription(&subscription("acme", "canceled", at(month, -48), at(month, 24)), Write::Replace).await.unwrap();
+    assert_eq!(current_api_calls(&store, 0.0, now).await, [("ann".to_owned(), 1101.0)]);
+
+    // A month later nothing was refreshed yet: the figures are summed from the hours instead,
+    // and an event of the new month counts at once.
+    let later = at(next_month, 24);
+    store.record_events(vec![api_call("a5", "acme", "ann", &at(next_month, 1).to_string(), 5.0)]).await.unwrap();
+    assert_eq!(current_api_calls(&store, 5.0, later).await, [("ann".to_owned(), 5.0)]);
+    assert_eq!(store.refresh_billing_periods(None, later).await.unwrap(), 1);
+    assert_eq!(store.refresh_billing_periods(None, later).await.unwrap(), 0);
+    assert_eq!(current_api_calls(&store, 5.0, later).await, [("ann".to_owned(), 5.0)]);
+    assert!(current_api_calls(&store, 5.5, later).await.is_empty());
+    assert_eq!(current_api_calls(&store, 0.0, now).await, [("ann".to_owned(), 1101.0)], "the month before, from the hours");
+
+    let live = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!((live.period_rows, live.period_count, live.period_sum), (1, 1, 5.0));
+    store.rebuild_aggregates().await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), live);
+}
+
+async fn period_figures_stay_exact_while_periods_change_under_ingestion(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let (month, _) = tally_domain::report::balance::billing_period(None, now);
+    let hour = move |h: i64| month + jiff::SignedDuration::from_hours(h);
+    // Four writers send an event per user and hour while the subscription's period flips
+    // between two that overlap, so every batch races a refill under PostgreSQL.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for b in 0..10 {
+                    let batch = (0..5)
+                        .map(|u| api_call(&format!("w{w}-{b}-{u}"), "initech", &format!("u{u}"), &hour(w * 10 + b).to_string(), 1.0))
+                        .collect();
+                    store.record_events(batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for flip in 0..10 {
+        let (start, end) = if flip % 2 == 0 { (hour(5), hour(25)) } else { (hour(15), hour(35)) };
+        store.save_subscription(&subscription("initech", "active", start, end), Write::Replace).await.unwrap();
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    // The last period is hours 15 to 35: 20 events per user, one per hour.
+    let expected: Vec<(String, f64)> = (0..5).map(|u| (format!("u{u}"), 20.0)).collect();
+    assert_eq!(current_api_calls(&store, 0.0, now).await, expected);
+    let live = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!((live.period_rows, live.period_sum), (5, 100.0));
 }

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod reports;
 pub mod seats;
 pub mod series;
+pub mod upkeep;

@@ -9,7 +9,7 @@ use crate::{
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
 use tally_domain::rollup::{Aggregate, Rollup, sorted, sorted_refs};
@@ -86,7 +86,7 @@ pub(super) async fn record(conn: &mut Client, events: &[UsageEvent]) -> Result<V
 }
 
 /// The twelve aggregate columns as arrays, in [`sql::AGG_COLUMNS`] order.
-struct AggArrays {
+pub(super) struct AggArrays {
     count: Vec<i64>,
     sum: Vec<f64>,
     min: Vec<f64>,
@@ -102,7 +102,7 @@ struct AggArrays {
 }
 
 impl AggArrays {
-    fn of<'a>(aggs: impl Iterator<Item = &'a Aggregate>) -> Self {
+    pub(super) fn of<'a>(aggs: impl Iterator<Item = &'a Aggregate>) -> Self {
         let mut a = AggArrays {
             count: vec![],
             sum: vec![],
@@ -134,7 +134,7 @@ impl AggArrays {
         a
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         [
             &self.count,
             &self.sum,
@@ -155,7 +155,7 @@ impl AggArrays {
 const AGG_TYPES: [&str; 12] =
     ["int8", "float8", "float8", "float8", "timestamptz", "float8", "int8", "int8", "int8", "int8", "int8", "int8"];
 
-fn upsert_sql(table: &str, keys: &[&str], key_types: &[&str]) -> String {
+pub(super) fn upsert_sql(table: &str, keys: &[&str], key_types: &[&str]) -> String {
     let columns: Vec<&str> = keys.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect();
     let arrays: Vec<String> = key_types.iter().chain(AGG_TYPES.iter()).enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
     format!(
@@ -175,13 +175,25 @@ fn column<K, V, T>(rows: &[(K, V)], f: impl Fn(&K) -> T) -> Vec<T> {
 pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let orgs = sorted(&rollup.organizations);
     let (ids, at): (Vec<&str>, Vec<Timestamp>) = orgs.into_iter().unzip();
-    tx.execute(
-        "INSERT INTO organizations (organization_id, name, created_at) SELECT o, o, t FROM unnest($1::text[], $2::timestamptz[]) AS x(o, t) \
-         ON CONFLICT DO NOTHING",
-        &[&ids, &at],
-    )
-    .await
-    .map_err(map_err)?;
+    let (month_start, month_end) = crate::periods::calendar_month(Timestamp::now());
+    // An organization registered here has no subscription and no earlier cells yet: its period
+    // figures start as this batch's, for the calendar month. Every organization of the batch
+    // then says which period its figures cover.
+    let periods: HashMap<String, (Timestamp, Timestamp)> = tx
+        .query(
+            "WITH registered AS (INSERT INTO organizations (organization_id, name, created_at) \
+               SELECT o, o, t FROM unnest($1::text[], $2::timestamptz[]) AS x(o, t) ON CONFLICT DO NOTHING RETURNING organization_id), \
+             recorded AS (INSERT INTO billing_periods (organization_id, period_start, period_end) \
+               SELECT organization_id, $3, $4 FROM registered ON CONFLICT DO NOTHING RETURNING organization_id, period_start, period_end) \
+             SELECT organization_id, period_start, period_end FROM recorded \
+             UNION ALL SELECT organization_id, period_start, period_end FROM billing_periods WHERE organization_id = ANY($1)",
+            &[&ids, &at, &month_start, &month_end],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
 
     let teams = sorted(&rollup.teams);
     let (orgs, ids) = (column(&teams, |t| t.organization_id), column(&teams, |t| t.team_id));
@@ -242,6 +254,15 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty];
     params.extend(aggs.params());
     tx.execute(&upsert_sql("user_usage", &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
+
+    let kept = sorted(&rollup.period_totals(|org| periods.get(org).copied()));
+    if !kept.is_empty() {
+        let (org, user, ty) = (column(&kept, |k| k.organization_id), column(&kept, |k| k.user_id), column(&kept, |k| k.usage_type));
+        let aggs = AggArrays::of(kept.iter().map(|(_, a)| a));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &ty];
+        params.extend(aggs.params());
+        tx.execute(&upsert_sql("user_usage_period", &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
+    }
 
     let months = sorted(&rollup.user_months);
     let (org, user, ty) = (column(&months, |k| k.organization_id), column(&months, |k| k.user_id), column(&months, |k| k.usage_type));
@@ -439,20 +460,25 @@ fn cell_row(r: &tokio_postgres::Row) -> Cell {
         team_id: r.get(4),
         model: r.get(5),
         provider: r.get(6),
-        aggregate: Aggregate {
-            count: r.get(7),
-            sum: r.get(8),
-            min: r.get(9),
-            max: r.get(10),
-            last_ts: r.get(11),
-            last_value: r.get(12),
-            llm_successes: r.get(13),
-            llm_failures: r.get(14),
-            input_tokens: r.get(15),
-            output_tokens: r.get(16),
-            cost_nanos: r.get(17),
-            latency_ms_sum: r.get(18),
-        },
+        aggregate: aggregate_row(r, 7),
+    }
+}
+
+/// Reads the twelve aggregate columns starting at `first`.
+pub(super) fn aggregate_row(r: &tokio_postgres::Row, first: usize) -> Aggregate {
+    Aggregate {
+        count: r.get(first),
+        sum: r.get(first + 1),
+        min: r.get(first + 2),
+        max: r.get(first + 3),
+        last_ts: r.get(first + 4),
+        last_value: r.get(first + 5),
+        llm_successes: r.get(first + 6),
+        llm_failures: r.get(first + 7),
+        input_tokens: r.get(first + 8),
+        output_tokens: r.get(first + 9),
+        cost_nanos: r.get(first + 10),
+        latency_ms_sum: r.get(first + 11),
     }
 }
 
@@ -524,6 +550,10 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_type_month_latest_sum: r.get(33),
         org_type_month_sum: r.get(34),
         org_type_month_cost_nanos: r.get(35),
+        period_rows: r.get(36),
+        period_count: r.get(37),
+        period_sum: r.get(38),
+        period_cost_nanos: r.get(39),
     })
 }
 

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../../migrations/postgres/0015_monthly_org.sql")),
     (16, include_str!("../../migrations/postgres/0016_llm_daily.sql")),
     (17, include_str!("../../migrations/postgres/0017_monthly_org_type.sql")),
+    (18, include_str!("../../migrations/postgres/0018_billing_periods.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -223,7 +224,9 @@ impl Store for PostgresStore {
     }
 
     async fn save_subscription(&self, s: &Subscription, write: Write) -> Result<()> {
-        entities::save_subscription(&**self.conn().await?, s, write).await
+        let mut conn = self.conn().await?;
+        entities::save_subscription(&conn, s, write).await?;
+        report::refresh_periods(&mut conn, Some(s.organization_id.as_str()), Timestamp::now()).await.map(drop)
     }
 
     async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
@@ -275,11 +278,29 @@ impl Store for PostgresStore {
     }
 
     async fn report_users(&self, query: &crate::report::ReportQuery) -> Result<crate::report::ReportKeys> {
-        report::users(&**self.conn().await?, query).await
+        // The count runs beside the page, on a second connection.
+        let (page, count) = crate::report::compile(crate::sql::Dialect::Postgres, query);
+        let page = async { report::page(&**self.conn().await?, page).await };
+        match count {
+            None => Ok(crate::report::ReportKeys { count: None, users: page.await? }),
+            Some(count) => {
+                let count = async { report::count(&**self.conn().await?, count).await };
+                let (users, count) = tokio::try_join!(page, count)?;
+                Ok(crate::report::ReportKeys { count: Some(count), users })
+            }
+        }
     }
 
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {
         report::rows(&**self.conn().await?, users, now).await
+    }
+
+    async fn refresh_statistics(&self) -> Result<()> {
+        self.conn().await?.batch_execute("ANALYZE").await.map_err(map_err)
+    }
+
+    async fn refresh_billing_periods(&self, org: Option<&OrganizationId>, now: Timestamp) -> Result<u64> {
+        report::refresh_periods(&mut **self.conn().await?, org.map(OrganizationId::as_str), now).await
     }
 
     async fn claim_job(&self, job: &str, owner: &str, lease_until: Timestamp, now: Timestamp) -> Result<crate::JobRun> {

@@ -1,15 +1,17 @@
 //! User reports on PostgreSQL: the compiled page and count queries, and the row loaders.
 
 use super::entities::{subscription_row, user_row};
+use super::events::{AggArrays, aggregate_row, upsert_sql};
 use super::map_err;
-use crate::report::{self, Figures, Loaded, Param, ReportKeys, ReportQuery};
-use crate::sql::Dialect;
+use crate::periods;
+use crate::report::{self, Compiled, Figures, Loaded, Param};
+use crate::sql::{self, Dialect};
 use crate::{ReportRow, Result, StoreError};
 use jiff::Timestamp;
-use tally_domain::rollup::Aggregate;
+use tally_domain::rollup::{Aggregate, period_totals, sorted};
 use tally_domain::{OrganizationId, UserId};
-use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Transaction};
 
 fn boxed(params: Vec<Param>) -> Vec<Box<dyn ToSql + Sync + Send>> {
     params
@@ -30,49 +32,70 @@ fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
-pub(super) async fn users(conn: &Client, q: &ReportQuery) -> Result<ReportKeys> {
-    let ((page_sql, page_params), count) = report::compile(Dialect::Postgres, q);
-    let params = boxed(page_params);
-    let rows = conn.query(&page_sql, &refs(&params)).await.map_err(map_err)?;
-    let users = rows
-        .iter()
+/// The users of a compiled page query, in order.
+pub(super) async fn page(conn: &Client, (sql, params): Compiled) -> Result<Vec<(OrganizationId, UserId)>> {
+    let params = boxed(params);
+    let rows = conn.query(&sql, &refs(&params)).await.map_err(map_err)?;
+    rows.iter()
         .map(|r| {
             Ok((
                 OrganizationId::parse(r.get::<_, String>(0)).map_err(StoreError::corrupt)?,
                 UserId::parse(r.get::<_, String>(1)).map_err(StoreError::corrupt)?,
             ))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let count = match count {
-        Some((sql, params)) => {
-            let params = boxed(params);
-            Some(conn.query_one(&sql, &refs(&params)).await.map_err(map_err)?.get::<_, i64>(0) as u64)
-        }
-        None => None,
-    };
-    Ok(ReportKeys { count, users })
+        .collect()
+}
+
+/// What a compiled count query counts.
+pub(super) async fn count(conn: &Client, (sql, params): Compiled) -> Result<u64> {
+    let params = boxed(params);
+    Ok(conn.query_one(&sql, &refs(&params)).await.map_err(map_err)?.get::<_, i64>(0) as u64)
 }
 
 fn figures(rows: &[tokio_postgres::Row]) -> Figures {
-    rows.iter()
-        .map(|r| {
-            let aggregate = Aggregate {
-                count: r.get(3),
-                sum: r.get(4),
-                min: r.get(5),
-                max: r.get(6),
-                last_ts: r.get(7),
-                last_value: r.get(8),
-                llm_successes: r.get(9),
-                llm_failures: r.get(10),
-                input_tokens: r.get(11),
-                output_tokens: r.get(12),
-                cost_nanos: r.get(13),
-                latency_ms_sum: r.get(14),
-            };
-            (r.get(0), r.get(1), r.get(2), aggregate)
-        })
-        .collect()
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), aggregate_row(r, 3))).collect()
+}
+
+/// Refills the kept period figures of the organizations whose billing period changed or was
+/// never recorded (`org`: only that one), one transaction each; returns how many.
+pub(super) async fn refresh_periods(conn: &mut Client, org: Option<&str>, now: Timestamp) -> Result<u64> {
+    let (month_start, month_end) = periods::calendar_month(now);
+    let stale = periods::stale(Dialect::Postgres);
+    let candidates: Vec<String> =
+        conn.query(&stale, &[&month_start, &month_end, &org]).await.map_err(map_err)?.iter().map(|r| r.get(0)).collect();
+    let mut refilled = 0;
+    for candidate in candidates {
+        let tx = conn.transaction().await.map_err(map_err)?;
+        // Ingestion waits meanwhile (SHARE conflicts with its inserts into events, taken before it
+        // reads the recorded period), so no batch lands between reading the hourly cells and
+        // recording the period they were summed for.
+        tx.batch_execute("LOCK TABLE events IN SHARE MODE").await.map_err(map_err)?;
+        // Checked again under the lock: another refresh may have done it meanwhile.
+        let rows = tx.query(&stale, &[&month_start, &month_end, &Some(candidate.as_str())]).await.map_err(map_err)?;
+        if let Some(r) = rows.first() {
+            refill(&tx, &candidate, r.get(1), r.get(2)).await?;
+            refilled += 1;
+        }
+        tx.commit().await.map_err(map_err)?;
+    }
+    Ok(refilled)
+}
+
+async fn refill(tx: &Transaction<'_>, org: &str, start: Timestamp, end: Timestamp) -> Result<()> {
+    let cells = tx.query(&periods::hourly_cells(Dialect::Postgres), &[&org, &start, &end]).await.map_err(map_err)?;
+    let cells: Vec<(&str, &str, Timestamp, Aggregate)> =
+        cells.iter().map(|r| (r.get(0), r.get(1), r.get(2), aggregate_row(r, 3))).collect();
+    let totals = period_totals(cells.iter().map(|(u, t, hour, a)| (org, *u, *t, *hour, a)), |_| Some((start, end)));
+    let kept = sorted(&totals);
+    tx.execute("DELETE FROM user_usage_period WHERE organization_id = $1", &[&org]).await.map_err(map_err)?;
+    let (orgs, users): (Vec<&str>, Vec<&str>) = kept.iter().map(|(k, _)| (k.organization_id, k.user_id)).unzip();
+    let types: Vec<&str> = kept.iter().map(|(k, _)| k.usage_type).collect();
+    let aggs = AggArrays::of(kept.iter().map(|(_, a)| a));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&orgs, &users, &types];
+    params.extend(aggs.params());
+    tx.execute(&upsert_sql("user_usage_period", &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
+    tx.execute(periods::record(Dialect::Postgres), &[&org, &start, &end]).await.map_err(map_err)?;
+    Ok(())
 }
 
 pub(super) async fn rows(conn: &Client, keys: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<ReportRow>> {
@@ -84,12 +107,22 @@ pub(super) async fn rows(conn: &Client, keys: &[(OrganizationId, UserId)], now: 
         users: conn.query(&q.users, &by_key).await.map_err(map_err)?.iter().map(user_row).collect::<Result<_>>()?,
         organizations: conn.query(&q.organizations, &by_key).await.map_err(map_err)?.iter().map(|r| (r.get(0), r.get(1))).collect(),
         subscriptions: conn.query(&q.subscriptions, &by_key).await.map_err(map_err)?.iter().map(subscription_row).collect::<Result<_>>()?,
+        recorded: conn.query(&q.recorded, &by_key).await.map_err(map_err)?.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect(),
     };
     let all_time = figures(&conn.query(&q.all_time, &by_key).await.map_err(map_err)?);
     let periods = loaded.periods(keys, now);
-    let (starts, ends): (Vec<Timestamp>, Vec<Timestamp>) = periods.iter().map(|(_, _, s, e)| (*s, *e)).unzip();
-    let p_orgs: Vec<&str> = periods.iter().map(|(o, _, _, _)| o.as_str()).collect();
-    let p_users: Vec<&str> = periods.iter().map(|(_, u, _, _)| u.as_str()).collect();
-    let current = figures(&conn.query(&q.current, &[&p_orgs, &p_users, &starts, &ends]).await.map_err(map_err)?);
+    let (kept, summed) = loaded.split_kept(&periods);
+    let mut current = Vec::new();
+    if !kept.is_empty() {
+        let orgs: Vec<&str> = kept.iter().map(|(o, _)| o.as_str()).collect();
+        let users: Vec<&str> = kept.iter().map(|(_, u)| u.as_str()).collect();
+        current = figures(&conn.query(&q.kept, &[&orgs, &users]).await.map_err(map_err)?);
+    }
+    if !summed.is_empty() {
+        let (starts, ends): (Vec<Timestamp>, Vec<Timestamp>) = summed.iter().map(|(_, _, s, e)| (*s, *e)).unzip();
+        let orgs: Vec<&str> = summed.iter().map(|(o, _, _, _)| o.as_str()).collect();
+        let users: Vec<&str> = summed.iter().map(|(_, u, _, _)| u.as_str()).collect();
+        current.extend(figures(&conn.query(&q.current, &[&orgs, &users, &starts, &ends]).await.map_err(map_err)?));
+    }
     Ok(loaded.assemble(&periods, all_time, current))
 }

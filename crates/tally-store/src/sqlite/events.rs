@@ -83,7 +83,7 @@ fn bind_aggregate(stmt: &mut Statement<'_>, first: usize, a: &Aggregate) -> Resu
     Ok(())
 }
 
-fn upsert_sql(table: &str, keys: &[&str]) -> String {
+pub(super) fn upsert_sql(table: &str, keys: &[&str]) -> String {
     let columns: Vec<&str> = keys.iter().chain(sql::AGG_COLUMNS.iter()).copied().collect();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
     format!(
@@ -99,8 +99,14 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut org = tx
         .prepare_cached("INSERT INTO organizations (organization_id, name, created_at) VALUES (?1, ?1, ?2) ON CONFLICT DO NOTHING")
         .map_err(map_err)?;
+    let mut record_period = tx.prepare_cached(crate::periods::record(Dialect::Sqlite)).map_err(map_err)?;
+    let (month_start, month_end) = crate::periods::calendar_month(Timestamp::now());
     for (id, at) in sorted(&rollup.organizations) {
-        org.execute(params![id, micros(at)]).map_err(map_err)?;
+        // An organization registered here has no subscription and no earlier cells yet: its
+        // period figures start as this batch's, for the calendar month.
+        if org.execute(params![id, micros(at)]).map_err(map_err)? == 1 {
+            record_period.execute(params![id, micros(month_start), micros(month_end)]).map_err(map_err)?;
+        }
     }
     let mut team = tx
         .prepare_cached("INSERT INTO teams (organization_id, team_id, name, created_at) VALUES (?1, ?2, ?2, ?3) ON CONFLICT DO NOTHING")
@@ -136,6 +142,19 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut totals = tx.prepare_cached(&upsert_sql("user_usage", &sql::USER_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.user_totals) {
         upsert(&mut totals, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
+    }
+    let mut recorded =
+        tx.prepare_cached("SELECT period_start, period_end FROM billing_periods WHERE organization_id = ?1").map_err(map_err)?;
+    let mut periods = std::collections::HashMap::new();
+    for org in rollup.organizations.keys() {
+        let mut rows = recorded.query([org]).map_err(map_err)?;
+        if let Some(r) = rows.next().map_err(map_err)? {
+            periods.insert(*org, (timestamp(r.get(0).map_err(map_err)?)?, timestamp(r.get(1).map_err(map_err)?)?));
+        }
+    }
+    let mut period = tx.prepare_cached(&upsert_sql("user_usage_period", &sql::USER_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&rollup.period_totals(|org| periods.get(org).copied())) {
+        upsert(&mut period, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
     }
     let month_sql = format!("{}{}", upsert_sql("user_usage_monthly", &sql::MONTH_KEYS), sql::USER_MONTH_RETURNING);
     let mut months = tx.prepare_cached(&month_sql).map_err(map_err)?;
@@ -190,7 +209,7 @@ fn bind(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<
 }
 
 /// Binds a cell's key values, then its aggregate, and runs the upsert.
-fn upsert(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<()> {
+pub(super) fn upsert(stmt: &mut Statement<'_>, keys: &[&dyn ToSql], a: &Aggregate) -> Result<()> {
     bind(stmt, keys, a)?;
     stmt.raw_execute().map_err(map_err)?;
     Ok(())
@@ -432,6 +451,10 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_type_month_latest_sum: r.get(33)?,
             org_type_month_sum: r.get(34)?,
             org_type_month_cost_nanos: r.get(35)?,
+            period_rows: r.get(36)?,
+            period_count: r.get(37)?,
+            period_sum: r.get(38)?,
+            period_cost_nanos: r.get(39)?,
         })
     })
     .map_err(map_err)

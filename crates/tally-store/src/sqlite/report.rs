@@ -1,14 +1,16 @@
 //! User reports on SQLite: the compiled page and count queries, and the row loaders.
 
 use super::entities::{subscription_row, user_row};
-use super::events::aggregate_row;
-use super::{map_err, micros};
-use crate::report::{self, Figures, Loaded, Param, ReportKeys, ReportQuery};
+use super::events::{aggregate_row, upsert, upsert_sql};
+use super::{map_err, micros, timestamp};
+use crate::periods;
+use crate::report::{self, Compiled, Figures, Loaded, Param};
 use crate::sql::Dialect;
 use crate::{ReportRow, Result, StoreError};
 use jiff::Timestamp;
-use rusqlite::Connection;
 use rusqlite::types::Value;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tally_domain::rollup::{period_totals, sorted};
 use tally_domain::{OrganizationId, UserId};
 
 fn bound(params: Vec<Param>) -> Vec<Value> {
@@ -24,25 +26,24 @@ fn bound(params: Vec<Param>) -> Vec<Value> {
         .collect()
 }
 
-pub(super) fn users(conn: &Connection, q: &ReportQuery) -> Result<ReportKeys> {
-    let ((page_sql, page_params), count) = report::compile(Dialect::Sqlite, q);
-    let mut stmt = conn.prepare(&page_sql).map_err(map_err)?;
+/// The users of a compiled page query, in order.
+pub(super) fn page(conn: &Connection, (sql, params): Compiled) -> Result<Vec<(OrganizationId, UserId)>> {
+    let mut stmt = conn.prepare(&sql).map_err(map_err)?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(bound(page_params)), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map(rusqlite::params_from_iter(bound(params)), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .map_err(map_err)?;
     let mut users = Vec::new();
     for row in rows {
         let (o, u) = row.map_err(map_err)?;
         users.push((OrganizationId::parse(o).map_err(StoreError::corrupt)?, UserId::parse(u).map_err(StoreError::corrupt)?));
     }
-    let count = match count {
-        Some((sql, params)) => {
-            let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(bound(params)), |r| r.get(0)).map_err(map_err)?;
-            Some(n as u64)
-        }
-        None => None,
-    };
-    Ok(ReportKeys { count, users })
+    Ok(users)
+}
+
+/// What a compiled count query counts.
+pub(super) fn count(conn: &Connection, (sql, params): Compiled) -> Result<u64> {
+    let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(bound(params)), |r| r.get(0)).map_err(map_err)?;
+    Ok(n as u64)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String> {
@@ -73,10 +74,70 @@ pub(super) fn rows(conn: &Connection, keys: &[(OrganizationId, UserId)], now: Ti
             .into_iter()
             .collect(),
         subscriptions: all(conn, &q.subscriptions, &keys_json, subscription_row)?,
+        recorded: all(conn, &q.recorded, &keys_json, |r| {
+            Ok((r.get(0).map_err(map_err)?, (timestamp(r.get(1).map_err(map_err)?)?, timestamp(r.get(2).map_err(map_err)?)?)))
+        })?
+        .into_iter()
+        .collect(),
     };
     let all_time: Figures = all(conn, &q.all_time, &keys_json, figure)?;
     let periods = loaded.periods(keys, now);
-    let bounds: Vec<(&str, &str, i64, i64)> = periods.iter().map(|(o, u, s, e)| (o.as_str(), u.as_str(), micros(*s), micros(*e))).collect();
-    let current: Figures = all(conn, &q.current, &to_json(&bounds)?, figure)?;
+    let (kept, summed) = loaded.split_kept(&periods);
+    let mut current: Figures = Vec::new();
+    if !kept.is_empty() {
+        let kept_json = to_json(&kept.iter().map(|(o, u)| [o.as_str(), u.as_str()]).collect::<Vec<_>>())?;
+        current = all(conn, &q.kept, &kept_json, figure)?;
+    }
+    if !summed.is_empty() {
+        let bounds: Vec<(&str, &str, i64, i64)> =
+            summed.iter().map(|(o, u, s, e)| (o.as_str(), u.as_str(), micros(*s), micros(*e))).collect();
+        current.extend(all(conn, &q.current, &to_json(&bounds)?, figure)?);
+    }
     Ok(loaded.assemble(&periods, all_time, current))
+}
+
+/// Refills the kept period figures of the organizations whose billing period changed or was
+/// never recorded (`org`: only that one), one transaction each (so ingestion is not held up for
+/// long); returns how many.
+pub(super) fn refresh_periods(conn: &mut Connection, org: Option<&str>, now: Timestamp) -> Result<u64> {
+    let (month_start, month_end) = periods::calendar_month(now);
+    let stale = periods::stale(Dialect::Sqlite);
+    let find = |c: &Connection, org: Option<&str>| -> Result<Vec<(String, i64, i64)>> {
+        let mut stmt = c.prepare_cached(&stale).map_err(map_err)?;
+        let rows = stmt
+            .query_map(rusqlite::params![micros(month_start), micros(month_end), org], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(map_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map_err)
+    };
+    let mut refilled = 0;
+    for (candidate, _, _) in find(conn, org)? {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+        // Checked again under the write lock: another refresh may have done it meanwhile.
+        if let Some((_, start, end)) = find(&tx, Some(&candidate))?.pop() {
+            refill(&tx, &candidate, timestamp(start)?, timestamp(end)?)?;
+            refilled += 1;
+        }
+        tx.commit().map_err(map_err)?;
+    }
+    Ok(refilled)
+}
+
+fn refill(tx: &Transaction<'_>, org: &str, start: Timestamp, end: Timestamp) -> Result<()> {
+    let mut cells = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(&periods::hourly_cells(Dialect::Sqlite)).map_err(map_err)?;
+        let mut rows = stmt.query(rusqlite::params![org, micros(start), micros(end)]).map_err(map_err)?;
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let (user, usage_type): (String, String) = (r.get(0).map_err(map_err)?, r.get(1).map_err(map_err)?);
+            cells.push((user, usage_type, timestamp(r.get(2).map_err(map_err)?)?, aggregate_row(r, 3)?));
+        }
+    }
+    let totals = period_totals(cells.iter().map(|(u, t, hour, a)| (org, u.as_str(), t.as_str(), *hour, a)), |_| Some((start, end)));
+    tx.execute("DELETE FROM user_usage_period WHERE organization_id = ?1", [org]).map_err(map_err)?;
+    let mut insert = tx.prepare_cached(&upsert_sql("user_usage_period", &crate::sql::USER_KEYS)).map_err(map_err)?;
+    for (k, a) in sorted(&totals) {
+        upsert(&mut insert, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
+    }
+    tx.execute(periods::record(Dialect::Sqlite), rusqlite::params![org, micros(start), micros(end)]).map_err(map_err)?;
+    Ok(())
 }

@@ -178,10 +178,8 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
         let store = tally_store::open(&url).await?;
         let secs = load(store.as_ref(), &args).await?;
         eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
-        if pg.is_some() {
-            let client = pg_client(&url).await?;
-            client.batch_execute("ANALYZE").await?;
-        }
+        // As `tally serve` does after start and every hour.
+        store.refresh_statistics().await?;
         let mut without = Vec::new();
         let mut with = Vec::new();
         let mut shown = (0, None);

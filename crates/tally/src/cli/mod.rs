@@ -293,6 +293,7 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     let ledger = tokio::spawn(crate::seats::hourly_ledger(store.clone()));
     let churn = tokio::spawn(crate::daily::schedule(store.clone(), crate::daily::churn::ChurnReport { settings: config.churn.clone() }));
     let alerting = crate::alerts::spawn(app.alerting.clone());
+    let upkeep = tokio::spawn(crate::upkeep::run(store.clone()));
     let limiter_upkeep = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -308,6 +309,7 @@ async fn serve(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     crate::http::serve(listener, app, shutdown_signal()).await?;
     ledger.abort();
     churn.abort();
+    upkeep.abort();
     limiter_upkeep.abort();
     alerting.iter().for_each(JoinHandle::abort);
     // Every request is answered; let the writer finish its last batch.
