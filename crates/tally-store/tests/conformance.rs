@@ -778,33 +778,41 @@ async fn current_period_figures_follow_the_billing_period(store: Arc<dyn Store>)
         .record_events(vec![
             api_call("a1", "acme", "ann", &at(month, -24).to_string(), 10.0),
             api_call("a2", "acme", "ann", &at(month, 1).to_string(), 1.0),
-            api_call("a3", "acme", "ann", &at(month, 48).to_string(), 100.0),
         ])
         .await
         .unwrap();
-    // Registered by ingestion: its period (the calendar month) is recorded from the start.
+    // A batch that registers one organization and adds to another.
+    store
+        .record_events(vec![
+            api_call("a3", "acme", "ann", &at(month, 48).to_string(), 100.0),
+            api_call("g1", "globex", "gus", &at(month, 2).to_string(), 7.0),
+        ])
+        .await
+        .unwrap();
+    // Registered by ingestion: their periods (the calendar month) are recorded from the start.
     assert_eq!(store.refresh_billing_periods(None, now).await.unwrap(), 0);
     assert_eq!(current_api_calls(&store, 101.0, now).await, [("ann".to_owned(), 101.0)]);
+    assert_eq!(current_api_calls(&store, 7.0, now).await, [("ann".to_owned(), 101.0), ("gus".to_owned(), 7.0)]);
     assert!(current_api_calls(&store, 101.5, now).await.is_empty());
 
     // A subscription moves the period (and its figures) at once.
     store.save_subscription(&subscription("acme", "active", at(month, -48), at(month, 24)), Write::Create).await.unwrap();
-    assert_eq!(current_api_calls(&store, 0.0, now).await, [("ann".to_owned(), 11.0)]);
+    assert_eq!(current_api_calls(&store, 8.0, now).await, [("ann".to_owned(), 11.0)]);
     store.record_events(vec![api_call("a4", "acme", "ann", &at(month, 3).to_string(), 1000.0)]).await.unwrap();
     assert_eq!(current_api_calls(&store, 1011.0, now).await, [("ann".to_owned(), 1011.0)]);
     store.save_subscription(&subscription("acme", "canceled", at(month, -48), at(month, 24)), Write::Replace).await.unwrap();
-    assert_eq!(current_api_calls(&store, 0.0, now).await, [("ann".to_owned(), 1101.0)]);
+    assert_eq!(current_api_calls(&store, 8.0, now).await, [("ann".to_owned(), 1101.0)]);
 
     // A month later nothing was refreshed yet: the figures are summed from the hours instead,
     // and an event of the new month counts at once.
     let later = at(next_month, 24);
     store.record_events(vec![api_call("a5", "acme", "ann", &at(next_month, 1).to_string(), 5.0)]).await.unwrap();
     assert_eq!(current_api_calls(&store, 5.0, later).await, [("ann".to_owned(), 5.0)]);
-    assert_eq!(store.refresh_billing_periods(None, later).await.unwrap(), 1);
+    assert_eq!(store.refresh_billing_periods(None, later).await.unwrap(), 2, "both organizations move to the new month");
     assert_eq!(store.refresh_billing_periods(None, later).await.unwrap(), 0);
     assert_eq!(current_api_calls(&store, 5.0, later).await, [("ann".to_owned(), 5.0)]);
     assert!(current_api_calls(&store, 5.5, later).await.is_empty());
-    assert_eq!(current_api_calls(&store, 0.0, now).await, [("ann".to_owned(), 1101.0)], "the month before, from the hours");
+    assert_eq!(current_api_calls(&store, 8.0, now).await, [("ann".to_owned(), 1101.0)], "the month before, from the hours");
 
     let live = store.aggregates_fingerprint().await.unwrap();
     assert_eq!((live.period_rows, live.period_count, live.period_sum), (1, 1, 5.0));

@@ -175,25 +175,37 @@ fn column<K, V, T>(rows: &[(K, V)], f: impl Fn(&K) -> T) -> Vec<T> {
 pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let orgs = sorted(&rollup.organizations);
     let (ids, at): (Vec<&str>, Vec<Timestamp>) = orgs.into_iter().unzip();
-    let (month_start, month_end) = crate::periods::calendar_month(Timestamp::now());
-    // An organization registered here has no subscription and no earlier cells yet: its period
-    // figures start as this batch's, for the calendar month. Every organization of the batch
-    // then says which period its figures cover.
-    let periods: HashMap<String, (Timestamp, Timestamp)> = tx
+    let registered: Vec<String> = tx
         .query(
-            "WITH registered AS (INSERT INTO organizations (organization_id, name, created_at) \
-               SELECT o, o, t FROM unnest($1::text[], $2::timestamptz[]) AS x(o, t) ON CONFLICT DO NOTHING RETURNING organization_id), \
-             recorded AS (INSERT INTO billing_periods (organization_id, period_start, period_end) \
-               SELECT organization_id, $3, $4 FROM registered ON CONFLICT DO NOTHING RETURNING organization_id, period_start, period_end) \
-             SELECT organization_id, period_start, period_end FROM recorded \
-             UNION ALL SELECT organization_id, period_start, period_end FROM billing_periods WHERE organization_id = ANY($1)",
-            &[&ids, &at, &month_start, &month_end],
+            "INSERT INTO organizations (organization_id, name, created_at) SELECT o, o, t FROM unnest($1::text[], $2::timestamptz[]) AS x(o, t) \
+             ON CONFLICT DO NOTHING RETURNING organization_id",
+            &[&ids, &at],
         )
         .await
         .map_err(map_err)?
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .map(|r| r.get(0))
         .collect();
+    // Which period each organization's kept figures cover, read by a statement of its own so
+    // that it sees what a concurrent batch that registered one of them recorded (ours waited for
+    // it to commit). One registered here has no cells yet: its period (a subscription saved ahead
+    // of its first event may set it) is recorded empty, and this batch adds to it.
+    const RECORDED: &str = "SELECT organization_id, period_start, period_end FROM billing_periods WHERE organization_id = ANY($1)";
+    let rows = if registered.is_empty() {
+        tx.query(RECORDED, &[&ids]).await
+    } else {
+        let (month_start, month_end) = crate::periods::calendar_month(Timestamp::now());
+        let sql = format!(
+            "WITH recorded AS (INSERT INTO billing_periods (organization_id, period_start, period_end) \
+               SELECT organization_id, period_start, period_end FROM ({}) e WHERE organization_id = ANY($4) \
+               ON CONFLICT DO NOTHING RETURNING organization_id, period_start, period_end) \
+             SELECT organization_id, period_start, period_end FROM recorded UNION ALL {RECORDED}",
+            crate::periods::expected("$2::timestamptz", "$3::timestamptz"),
+        );
+        tx.query(&sql, &[&ids, &month_start, &month_end, &registered]).await
+    };
+    let periods: HashMap<String, (Timestamp, Timestamp)> =
+        rows.map_err(map_err)?.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
 
     let teams = sorted(&rollup.teams);
     let (orgs, ids) = (column(&teams, |t| t.organization_id), column(&teams, |t| t.team_id));

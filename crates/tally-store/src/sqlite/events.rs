@@ -99,13 +99,12 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut org = tx
         .prepare_cached("INSERT INTO organizations (organization_id, name, created_at) VALUES (?1, ?1, ?2) ON CONFLICT DO NOTHING")
         .map_err(map_err)?;
-    let mut record_period = tx.prepare_cached(crate::periods::record(Dialect::Sqlite)).map_err(map_err)?;
-    let (month_start, month_end) = crate::periods::calendar_month(Timestamp::now());
+    let now = Timestamp::now();
     for (id, at) in sorted(&rollup.organizations) {
-        // An organization registered here has no subscription and no earlier cells yet: its
-        // period figures start as this batch's, for the calendar month.
+        // An organization registered here has no cells yet: its period (a subscription saved
+        // ahead of its first event may set it) is recorded empty, and this batch adds to it.
         if org.execute(params![id, micros(at)]).map_err(map_err)? == 1 {
-            record_period.execute(params![id, micros(month_start), micros(month_end)]).map_err(map_err)?;
+            super::report::refresh_period(tx, id, now)?;
         }
     }
     let mut team = tx

@@ -100,26 +100,36 @@ pub(super) fn rows(conn: &Connection, keys: &[(OrganizationId, UserId)], now: Ti
 /// never recorded (`org`: only that one), one transaction each (so ingestion is not held up for
 /// long); returns how many.
 pub(super) fn refresh_periods(conn: &mut Connection, org: Option<&str>, now: Timestamp) -> Result<u64> {
-    let (month_start, month_end) = periods::calendar_month(now);
-    let stale = periods::stale(Dialect::Sqlite);
-    let find = |c: &Connection, org: Option<&str>| -> Result<Vec<(String, i64, i64)>> {
-        let mut stmt = c.prepare_cached(&stale).map_err(map_err)?;
-        let rows = stmt
-            .query_map(rusqlite::params![micros(month_start), micros(month_end), org], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(map_err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(map_err)
-    };
     let mut refilled = 0;
-    for (candidate, _, _) in find(conn, org)? {
+    for (candidate, _, _) in stale_periods(conn, org, now)? {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
         // Checked again under the write lock: another refresh may have done it meanwhile.
-        if let Some((_, start, end)) = find(&tx, Some(&candidate))?.pop() {
-            refill(&tx, &candidate, timestamp(start)?, timestamp(end)?)?;
+        if refresh_period(&tx, &candidate, now)? {
             refilled += 1;
         }
         tx.commit().map_err(map_err)?;
     }
     Ok(refilled)
+}
+
+/// Refills one organization's period figures inside the caller's transaction if its recorded
+/// period is missing or not the expected one; whether it did.
+pub(super) fn refresh_period(tx: &Transaction<'_>, org: &str, now: Timestamp) -> Result<bool> {
+    match stale_periods(tx, Some(org), now)?.pop() {
+        Some((_, start, end)) => refill(tx, org, timestamp(start)?, timestamp(end)?).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// `periods::stale`: the organizations whose recorded period is missing or outdated, with the
+/// expected one (microseconds).
+fn stale_periods(conn: &Connection, org: Option<&str>, now: Timestamp) -> Result<Vec<(String, i64, i64)>> {
+    let (month_start, month_end) = periods::calendar_month(now);
+    let mut stmt = conn.prepare_cached(&periods::stale(Dialect::Sqlite)).map_err(map_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params![micros(month_start), micros(month_end), org], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(map_err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(map_err)
 }
 
 fn refill(tx: &Transaction<'_>, org: &str, start: Timestamp, end: Timestamp) -> Result<()> {
