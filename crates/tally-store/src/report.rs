@@ -45,6 +45,21 @@ pub struct ReportKeys {
     pub users: Vec<(OrganizationId, UserId)>,
 }
 
+impl ReportKeys {
+    /// Adds one row of a compiled page query: with a count, `n` and ids that are empty when the
+    /// page is; without, the ids.
+    pub(crate) fn push(&mut self, n: Option<i64>, organization: Option<String>, user: Option<String>) -> crate::Result<()> {
+        if let Some(n) = n {
+            self.count = Some(n as u64);
+        }
+        if let (Some(o), Some(u)) = (organization, user) {
+            let corrupt = crate::StoreError::corrupt;
+            self.users.push((OrganizationId::parse(o).map_err(corrupt)?, UserId::parse(u).map_err(corrupt)?));
+        }
+        Ok(())
+    }
+}
+
 struct Builder {
     dialect: Dialect,
     params: Vec<Param>,
@@ -276,7 +291,7 @@ impl Builder {
     }
 }
 
-/// `WITH …` and `FROM …` shared by the page and the count: each organization's name, billing
+/// `WITH …` and `FROM …` of a page: each organization's name, billing
 /// period and plan (`p`, computed once per query, not once per user), with whether
 /// `user_usage_period` covers that period (`p.fresh`); then its users (`u`), read in key order.
 fn from_clause(b: &mut Builder, now: Timestamp) -> (String, String) {
@@ -294,38 +309,45 @@ fn from_clause(b: &mut Builder, now: Timestamp) -> (String, String) {
 /// SQL text and the values its placeholders bind, in order.
 pub type Compiled = (String, Vec<Param>);
 
-/// The page query and, if asked, the count query.
-pub fn compile(dialect: Dialect, q: &ReportQuery) -> (Compiled, Option<Compiled>) {
-    let build = |with_order: bool| {
-        let mut b = Builder { dialect, params: Vec::new() };
-        let (with, from) = from_clause(&mut b, q.now);
-        let mut conditions: Vec<String> = q.filter.iter().map(|f| b.filter(f)).collect();
-        if let Some((org, user)) = &q.after {
-            let (o, u) = (b.bind(Param::Text(org.as_str().to_owned())), b.bind(Param::Text(user.as_str().to_owned())));
-            // A row value, so that both backends seek the key index rather than scan.
-            conditions.push(format!("(u.organization_id, u.user_id) > ({o}, {u})"));
-        }
-        let where_clause = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
-        let mut order = String::new();
-        if with_order {
-            let mut items: Vec<String> = Vec::new();
-            for o in &q.ordering {
-                let e = b.expr(&o.field.source);
-                items.push(format!("{e} {}", if o.descending { "DESC" } else { "ASC" }));
-            }
-            // A stable tie-break, so pages never overlap or skip.
-            items.extend(["u.organization_id ASC".to_owned(), "u.user_id ASC".to_owned()]);
-            order = format!(" ORDER BY {}", items.join(", "));
-        }
-        (with, format!("{from}{where_clause}{order}"), b.params)
+/// The page query. Without a count it selects `organization_id, user_id` in order. With one,
+/// the matching users and their ordering keys are collected once (`m`), and each row is
+/// `n, organization_id, user_id`: `n` their number, then the page in order, or a single row with
+/// empty ids when the page is empty, so the count costs no second pass over the filter.
+pub fn compile(dialect: Dialect, q: &ReportQuery) -> Compiled {
+    let mut b = Builder { dialect, params: Vec::new() };
+    let (with, from) = from_clause(&mut b, q.now);
+    let mut conditions: Vec<String> = q.filter.iter().map(|f| b.filter(f)).collect();
+    if let Some((org, user)) = &q.after {
+        let (o, u) = (b.bind(Param::Text(org.as_str().to_owned())), b.bind(Param::Text(user.as_str().to_owned())));
+        // A row value, so that both backends seek the key index rather than scan.
+        conditions.push(format!("(u.organization_id, u.user_id) > ({o}, {u})"));
+    }
+    let where_clause = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+    let keys: Vec<(String, &str)> =
+        q.ordering.iter().map(|o| (b.expr(&o.field.source), if o.descending { "DESC" } else { "ASC" })).collect();
+    // Each ordering key (`names`: the expressions, or the columns holding them) in its direction,
+    // then a stable tie-break so that pages never overlap or skip (`tie`: whose key columns).
+    let order_by = |names: Vec<String>, tie: &str| {
+        let mut items: Vec<String> = names.into_iter().zip(&keys).map(|(name, (_, direction))| format!("{name} {direction}")).collect();
+        items.extend([format!("{tie}organization_id ASC"), format!("{tie}user_id ASC")]);
+        items.join(", ")
     };
-    let (with, body, params) = build(true);
-    let page = (format!("{with} SELECT u.organization_id, u.user_id {body} LIMIT {} OFFSET {}", q.limit, q.offset), params);
-    let count = q.count.then(|| {
-        let (with, body, params) = build(false);
-        (format!("{with} SELECT count(*) {body}"), params)
-    });
-    (page, count)
+    let window = format!("LIMIT {} OFFSET {}", q.limit, q.offset);
+    let sql = if q.count {
+        let names = |prefix: &str| (1..=keys.len()).map(|i| format!("{prefix}k{i}")).collect::<Vec<_>>();
+        let selected: String = keys.iter().zip(names("")).map(|((e, _), name)| format!(", {e} AS {name}")).collect();
+        format!(
+            "{with}, m AS MATERIALIZED (SELECT u.organization_id, u.user_id{selected} {from}{where_clause}) \
+             SELECT c.n, pg.organization_id, pg.user_id FROM (SELECT count(*) AS n FROM m) c \
+             LEFT JOIN (SELECT * FROM m ORDER BY {} {window}) pg ON 1 = 1 ORDER BY {}",
+            order_by(names(""), ""),
+            order_by(names("pg."), "pg.")
+        )
+    } else {
+        let order = order_by(keys.iter().map(|(e, _)| e.clone()).collect(), "u.");
+        format!("{with} SELECT u.organization_id, u.user_id {from}{where_clause} ORDER BY {order} {window}")
+    };
+    (sql, b.params)
 }
 
 /// The queries that load what a report shows of a page of users. The users are passed as one

@@ -169,6 +169,9 @@ async fn reports_filter_order_page_and_export(app: support::TestApp) {
     let (_, second) = app.get(&next).await;
     assert_eq!(ids(&second), ["ann"]);
     assert!(second["previous"].as_str().unwrap().contains("offset=0"));
+    // Past the last match the page is empty and still counts the matches.
+    let (_, beyond) = app.get(&format!("{path}&offset=5")).await;
+    assert_eq!((ids(&beyond).len(), beyond["count"].as_u64()), (0, Some(3)));
     let (_, by_usage) = app.get("/v1/user-reports?ordering=-service_usage__submission__all_time").await;
     assert_eq!(ids(&by_usage), ["bob", "ann", "cid"]);
 

@@ -284,17 +284,7 @@ impl Store for PostgresStore {
     }
 
     async fn report_users(&self, query: &crate::report::ReportQuery) -> Result<crate::report::ReportKeys> {
-        // The count runs beside the page, on a second connection.
-        let (page, count) = crate::report::compile(crate::sql::Dialect::Postgres, query);
-        let page = async { report::page(&**self.conn().await?, page).await };
-        match count {
-            None => Ok(crate::report::ReportKeys { count: None, users: page.await? }),
-            Some(count) => {
-                let count = async { report::count(&**self.conn().await?, count).await };
-                let (users, count) = tokio::try_join!(page, count)?;
-                Ok(crate::report::ReportKeys { count: Some(count), users })
-            }
-        }
+        report::users(&**self.conn().await?, query).await
     }
 
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {

@@ -4,9 +4,9 @@ use super::entities::{subscription_row, user_row};
 use super::events::{AggArrays, aggregate_row, upsert_sql};
 use super::map_err;
 use crate::periods;
-use crate::report::{self, Compiled, Figures, Loaded, Param};
+use crate::report::{self, Figures, Loaded, Param, ReportKeys, ReportQuery};
 use crate::sql::{self, Dialect};
-use crate::{ReportRow, Result, StoreError};
+use crate::{ReportRow, Result};
 use jiff::Timestamp;
 use tally_domain::rollup::{Aggregate, period_totals, sorted};
 use tally_domain::{OrganizationId, UserId};
@@ -32,24 +32,16 @@ fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
-/// The users of a compiled page query, in order.
-pub(super) async fn page(conn: &Client, (sql, params): Compiled) -> Result<Vec<(OrganizationId, UserId)>> {
+pub(super) async fn users(conn: &Client, q: &ReportQuery) -> Result<ReportKeys> {
+    let (sql, params) = report::compile(Dialect::Postgres, q);
     let params = boxed(params);
-    let rows = conn.query(&sql, &refs(&params)).await.map_err(map_err)?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                OrganizationId::parse(r.get::<_, String>(0)).map_err(StoreError::corrupt)?,
-                UserId::parse(r.get::<_, String>(1)).map_err(StoreError::corrupt)?,
-            ))
-        })
-        .collect()
-}
-
-/// What a compiled count query counts.
-pub(super) async fn count(conn: &Client, (sql, params): Compiled) -> Result<u64> {
-    let params = boxed(params);
-    Ok(conn.query_one(&sql, &refs(&params)).await.map_err(map_err)?.get::<_, i64>(0) as u64)
+    let mut keys = ReportKeys { count: None, users: Vec::new() };
+    let first = usize::from(q.count);
+    for r in conn.query(&sql, &refs(&params)).await.map_err(map_err)? {
+        let n = if q.count { Some(r.get(0)) } else { None };
+        keys.push(n, r.get(first), r.get(first + 1))?;
+    }
+    Ok(keys)
 }
 
 fn figures(rows: &[tokio_postgres::Row]) -> Figures {

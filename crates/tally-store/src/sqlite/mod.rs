@@ -394,16 +394,8 @@ impl Store for SqliteStore {
     }
 
     async fn report_users(&self, query: &crate::report::ReportQuery) -> Result<crate::report::ReportKeys> {
-        // The count runs beside the page, on a second reader.
-        let (page, count) = crate::report::compile(crate::sql::Dialect::Sqlite, query);
-        let page = self.read(move |c| report::page(c, page));
-        match count {
-            None => Ok(crate::report::ReportKeys { count: None, users: page.await? }),
-            Some(count) => {
-                let (users, count) = tokio::try_join!(page, self.read(move |c| report::count(c, count)))?;
-                Ok(crate::report::ReportKeys { count: Some(count), users })
-            }
-        }
+        let query = query.clone();
+        self.read(move |c| report::users(c, &query)).await
     }
 
     async fn report_rows(&self, users: &[(OrganizationId, UserId)], now: Timestamp) -> Result<Vec<crate::ReportRow>> {

@@ -4,7 +4,7 @@ use super::entities::{subscription_row, user_row};
 use super::events::{aggregate_row, upsert, upsert_sql};
 use super::{map_err, micros, timestamp};
 use crate::periods;
-use crate::report::{self, Compiled, Figures, Loaded, Param};
+use crate::report::{self, Figures, Loaded, Param, ReportKeys, ReportQuery};
 use crate::sql::Dialect;
 use crate::{ReportRow, Result, StoreError};
 use jiff::Timestamp;
@@ -26,24 +26,17 @@ fn bound(params: Vec<Param>) -> Vec<Value> {
         .collect()
 }
 
-/// The users of a compiled page query, in order.
-pub(super) fn page(conn: &Connection, (sql, params): Compiled) -> Result<Vec<(OrganizationId, UserId)>> {
+pub(super) fn users(conn: &Connection, q: &ReportQuery) -> Result<ReportKeys> {
+    let (sql, params) = report::compile(Dialect::Sqlite, q);
     let mut stmt = conn.prepare(&sql).map_err(map_err)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(bound(params)), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(map_err)?;
-    let mut users = Vec::new();
-    for row in rows {
-        let (o, u) = row.map_err(map_err)?;
-        users.push((OrganizationId::parse(o).map_err(StoreError::corrupt)?, UserId::parse(u).map_err(StoreError::corrupt)?));
+    let mut rows = stmt.query(rusqlite::params_from_iter(bound(params))).map_err(map_err)?;
+    let mut keys = ReportKeys { count: None, users: Vec::new() };
+    let first = usize::from(q.count);
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let n = if q.count { Some(r.get(0).map_err(map_err)?) } else { None };
+        keys.push(n, r.get(first).map_err(map_err)?, r.get(first + 1).map_err(map_err)?)?;
     }
-    Ok(users)
-}
-
-/// What a compiled count query counts.
-pub(super) fn count(conn: &Connection, (sql, params): Compiled) -> Result<u64> {
-    let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(bound(params)), |r| r.get(0)).map_err(map_err)?;
-    Ok(n as u64)
+    Ok(keys)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<String> {
