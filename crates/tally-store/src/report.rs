@@ -291,9 +291,9 @@ impl Builder {
     }
 }
 
-/// `WITH …` and `FROM …` of a page: each organization's name, billing
-/// period and plan (`p`, computed once per query, not once per user), with whether
-/// `user_usage_period` covers that period (`p.fresh`); then its users (`u`), read in key order.
+/// `WITH …` and `FROM …` of a page: each organization's name, billing period and plan (`p`,
+/// computed once per query, not once per user), with whether `user_usage_period` covers that
+/// period (`p.fresh`); then its users (`u`), read in key order.
 fn from_clause(b: &mut Builder, now: Timestamp) -> (String, String) {
     let (start, end) = crate::periods::calendar_month(now);
     let (month_start, month_end) = (b.bind(Param::Time(start)), b.bind(Param::Time(end)));

@@ -1,4 +1,5 @@
-//! User reports on PostgreSQL: the compiled page and count queries, and the row loaders.
+//! User reports on PostgreSQL: the compiled page query (with its count), the row loaders, and the
+//! refill of each organization's billing-period figures.
 
 use super::entities::{subscription_row, user_row};
 use super::events::{AggArrays, aggregate_row, upsert_sql};

@@ -1,4 +1,5 @@
-//! User reports on SQLite: the compiled page and count queries, and the row loaders.
+//! User reports on SQLite: the compiled page query (with its count), the row loaders, and the
+//! refill of each organization's billing-period figures.
 
 use super::entities::{subscription_row, user_row};
 use super::events::{aggregate_row, upsert, upsert_sql};
