@@ -107,14 +107,22 @@ pub trait Store: Send + Sync + 'static {
     /// microsecond: whole hours from the hourly aggregates, partial hours from raw events.
     async fn usage_totals(&self, subject: &Subject, range: TimeRange) -> Result<Vec<UsageTotal>>;
 
-    /// Hourly aggregate cells with `hour` in `[from, to)`, with the user dimension when `per_user`
-    /// (or when the filter names a user).
-    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>>;
+    /// Hourly aggregate cells with `hour` in `[from, to)`, kept apart as `scope` says (per user
+    /// whenever the filter names a user).
+    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>>;
 
     /// Organization-wide cells of whole UTC months with `month` in `[from, to)` (both month
-    /// starts), as finely as `cells` asks. The tables have no user column: a filter naming a user
-    /// is a caller's bug and fails.
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>>;
+    /// starts), as finely as `cells` asks, and `summed` over organizations when the caller keeps
+    /// them apart nowhere (not for `LatestSums`). The tables have no user column: a filter naming
+    /// a user is a caller's bug and fails.
+    async fn usage_month_cells(
+        &self,
+        filter: &UsageFilter,
+        from: Timestamp,
+        to: Timestamp,
+        cells: MonthCells,
+        summed: bool,
+    ) -> Result<Vec<Cell>>;
 
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).

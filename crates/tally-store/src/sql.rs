@@ -234,24 +234,56 @@ pub fn usage_conditions(dialect: Dialect, filter: &UsageFilter, first: usize) ->
 }
 
 /// Hourly cells of a usage filter in `[from, to)`: the time bounds are the first two parameters.
-pub fn cells_query(dialect: Dialect, filter: &UsageFilter, per_user: bool) -> (String, Vec<String>) {
+pub fn cells_query(dialect: Dialect, filter: &UsageFilter, scope: crate::CellScope) -> (String, Vec<String>) {
+    use crate::CellScope;
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
         Dialect::Sqlite => ("?1", "?2"),
         Dialect::Postgres => ("$1", "$2"),
     };
-    let (table, user) = if per_user || filter.user_id.is_some() { ("usage_hourly", "user_id") } else { ("usage_hourly_org", "''") };
-    let sql = format!(
-        "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
-         WHERE hour >= {p1} AND hour < {p2}{conditions}"
-    );
+    let scope = if filter.user_id.is_some() { CellScope::Users } else { scope };
+    let sql = match scope {
+        CellScope::Users | CellScope::Organizations => {
+            let (table, user) = if scope == CellScope::Users { ("usage_hourly", "user_id") } else { ("usage_hourly_org", "''") };
+            format!(
+                "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
+                 WHERE hour >= {p1} AND hour < {p2}{conditions}"
+            )
+        }
+        CellScope::Summed => format!(
+            "SELECT hour, '', '', usage_type, team_id, model, provider, {} FROM usage_hourly_org \
+             WHERE hour >= {p1} AND hour < {p2}{conditions} GROUP BY hour, usage_type, team_id, model, provider",
+            summed_columns(dialect, "last_value")
+        ),
+    };
     (sql, values)
 }
 
+/// The aggregate columns summed over the rows of a group, as `Aggregate::merge` adds cells whose
+/// latest values do not matter (a summed read serves additive figures, counts and peaks only);
+/// `latest` names the latest-value column.
+fn summed_columns(dialect: Dialect, latest: &str) -> String {
+    let big = |c: &str| match dialect {
+        Dialect::Sqlite => format!("sum({c})"),
+        // PostgreSQL sums BIGINTs as NUMERIC.
+        Dialect::Postgres => format!("CAST(sum({c}) AS BIGINT)"),
+    };
+    format!(
+        "{}, sum(sum), min(min), max(max), max(last_ts), max({latest}), {}, {}, {}, {}, {}, {}",
+        big("count"),
+        big("llm_successes"),
+        big("llm_failures"),
+        big("input_tokens"),
+        big("output_tokens"),
+        big("cost_nanos"),
+        big("latency_ms_sum")
+    )
+}
+
 /// Organization-wide monthly cells of a usage filter (which names no user; for `PerType` and
-/// `LatestSums` no team either) with `month` in `[from, to)`: the time bounds are the first two
-/// parameters.
-pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, cells: crate::MonthCells) -> (String, Vec<String>) {
+/// `LatestSums` no team either) with `month` in `[from, to)`, `summed` over organizations when
+/// asked (not for `LatestSums`): the time bounds are the first two parameters.
+pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, cells: crate::MonthCells, summed: bool) -> (String, Vec<String>) {
     use crate::MonthCells;
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     let (p1, p2) = match dialect {
@@ -263,10 +295,22 @@ pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, cells: crate::M
         MonthCells::PerType => ("usage_monthly_org_type", "'', '', ''", "last_value"),
         MonthCells::LatestSums => ("usage_monthly_org_type", "'', '', ''", "latest_sum"),
     };
-    let sql = format!(
-        "SELECT month, organization_id, '', usage_type, {dimensions}, count, sum, min, max, last_ts, {latest}, llm_successes, \
-         llm_failures, input_tokens, output_tokens, cost_nanos, latency_ms_sum FROM {table} WHERE month >= {p1} AND month < {p2}{conditions}"
-    );
+    let sql = if summed && cells != MonthCells::LatestSums {
+        let grouped = match cells {
+            MonthCells::Split => ", team_id, model, provider",
+            _ => "",
+        };
+        format!(
+            "SELECT month, '', '', usage_type, {dimensions}, {} FROM {table} WHERE month >= {p1} AND month < {p2}{conditions} \
+             GROUP BY month, usage_type{grouped}",
+            summed_columns(dialect, latest)
+        )
+    } else {
+        format!(
+            "SELECT month, organization_id, '', usage_type, {dimensions}, count, sum, min, max, last_ts, {latest}, llm_successes, \
+             llm_failures, input_tokens, output_tokens, cost_nanos, latency_ms_sum FROM {table} WHERE month >= {p1} AND month < {p2}{conditions}"
+        )
+    };
     (sql, values)
 }
 

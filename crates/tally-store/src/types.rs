@@ -119,6 +119,18 @@ pub struct AggregatesFingerprint {
     pub period_cost_nanos: i64,
 }
 
+/// Whose hourly cells a read keeps apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellScope {
+    /// Every user's (the user dimension filled).
+    Users,
+    /// Every organization's.
+    Organizations,
+    /// Summed over organizations (organization and user empty), for series that break down by
+    /// neither: one row per hour and dimension instead of one per organization.
+    Summed,
+}
+
 /// Which organization-wide monthly cells a series reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MonthCells {

@@ -335,7 +335,8 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let all = UsageFilter::default();
-    let cells = store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split).await.unwrap();
+    let cells =
+        store.usage_month_cells(&all, ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split, false).await.unwrap();
     let mut got: Vec<(String, Timestamp, i64, f64)> =
         cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.sum)).collect();
     got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -348,7 +349,8 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         ]
     );
     let acme = UsageFilter { organization_id: Some(org("acme")), ..UsageFilter::default() };
-    let february = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split).await.unwrap();
+    let february =
+        store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split, false).await.unwrap();
     assert_eq!((february.len(), february[0].aggregate.last_value, february[0].user_id.as_str()), (1, 5.0, ""));
     // Unsplit: one cell per organization, month and type, summed over teams.
     let teamed = |id: &str, team: &str, qty: f64| {
@@ -357,12 +359,47 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         ))
     };
     store.record_events(vec![teamed("t1", "red", 10.0), teamed("t2", "blue", 20.0)]).await.unwrap();
-    let split = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split).await.unwrap();
+    let split =
+        store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::Split, false).await.unwrap();
     assert_eq!(split.len(), 3, "no team, red, blue");
-    let whole = store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::PerType).await.unwrap();
+    let whole =
+        store.usage_month_cells(&acme, ts("2025-02-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"), MonthCells::PerType, false).await.unwrap();
     let got: Vec<(&str, i64, f64, f64, &str)> =
         whole.iter().map(|c| (c.usage_type.as_str(), c.aggregate.count, c.aggregate.sum, c.aggregate.max, c.team_id.as_str())).collect();
     assert_eq!(got, [("api_call", 3, 35.0, 20.0, "")]);
+    // Summed over organizations: one cell per month and type (per team too when split), with
+    // the organizations' counts, sums and peaks; hourly cells likewise per hour.
+    let (january, march) = (ts("2025-01-01T00:00:00Z"), ts("2025-03-01T00:00:00Z"));
+    let summed = |cells: Vec<tally_domain::series::Cell>| {
+        let mut got: Vec<(Timestamp, String, String, i64, f64, f64)> = cells
+            .iter()
+            .map(|c| (c.at, c.organization_id.clone(), c.team_id.clone(), c.aggregate.count, c.aggregate.sum, c.aggregate.max))
+            .collect();
+        got.sort_by(|a, b| (a.0, &a.2).partial_cmp(&(b.0, &b.2)).unwrap());
+        got
+    };
+    let (jan, feb) = (january, ts("2025-02-01T00:00:00Z"));
+    let e = String::new;
+    assert_eq!(
+        summed(store.usage_month_cells(&all, january, march, MonthCells::PerType, true).await.unwrap()),
+        [(jan, e(), e(), 3, 12.0, 7.0), (feb, e(), e(), 3, 35.0, 20.0)]
+    );
+    assert_eq!(
+        summed(store.usage_month_cells(&all, january, march, MonthCells::Split, true).await.unwrap()),
+        [
+            (jan, e(), e(), 3, 12.0, 7.0),
+            (feb, e(), e(), 1, 5.0, 5.0),
+            (feb, e(), "blue".into(), 1, 20.0, 20.0),
+            (feb, e(), "red".into(), 1, 10.0, 10.0)
+        ]
+    );
+    let hours = store.usage_cells(&all, january, march, tally_store::CellScope::Summed).await.unwrap();
+    let first_hour = ts("2025-01-01T00:00:00Z");
+    assert_eq!(
+        hours.iter().filter(|c| c.at == first_hour).map(|c| (c.organization_id.as_str(), c.aggregate.count)).collect::<Vec<_>>(),
+        [("", 1)]
+    );
+    assert_eq!(hours.iter().map(|c| c.aggregate.count).sum::<i64>(), 6);
 }
 
 fn gauge(id: &str, org: &str, user: &str, at: &str, bytes: f64) -> UsageEvent {
@@ -374,8 +411,10 @@ fn gauge(id: &str, org: &str, user: &str, at: &str, bytes: f64) -> UsageEvent {
 async fn monthly_latest_sums_move_by_each_users_change(store: Arc<dyn Store>) {
     let january = ts("2025-01-01T00:00:00Z");
     let sums = async || {
-        let cells =
-            store.usage_month_cells(&UsageFilter::default(), january, ts("2025-03-01T00:00:00Z"), MonthCells::LatestSums).await.unwrap();
+        let cells = store
+            .usage_month_cells(&UsageFilter::default(), january, ts("2025-03-01T00:00:00Z"), MonthCells::LatestSums, false)
+            .await
+            .unwrap();
         let mut got: Vec<(String, Timestamp, i64, f64)> =
             cells.iter().map(|c| (c.organization_id.clone(), c.at, c.aggregate.count, c.aggregate.last_value)).collect();
         got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -426,7 +465,7 @@ async fn monthly_latest_sums_move_by_each_users_change(store: Arc<dyn Store>) {
         task.await.unwrap();
     }
     let march = store
-        .usage_month_cells(&UsageFilter::default(), ts("2025-03-01T00:00:00Z"), ts("2025-04-01T00:00:00Z"), MonthCells::LatestSums)
+        .usage_month_cells(&UsageFilter::default(), ts("2025-03-01T00:00:00Z"), ts("2025-04-01T00:00:00Z"), MonthCells::LatestSums, false)
         .await
         .unwrap();
     assert_eq!(march.iter().map(|c| (c.aggregate.count, c.aggregate.last_value)).collect::<Vec<_>>(), [(80, 20.0 * 40.0)]);
@@ -644,7 +683,7 @@ async fn window_totals_and_daily_llm_cells_come_from_the_aggregates(store: Arc<d
     // Daily LLM cells: one per user, day, model and provider, with the hourly cells' totals.
     let filter = UsageFilter { organization_id: Some(org("acme")), user_id: Some(UserId::parse("ann").unwrap()), ..Default::default() };
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
-    let hourly = store.usage_cells(&filter, from, to, true).await.unwrap();
+    let hourly = store.usage_cells(&filter, from, to, tally_store::CellScope::Users).await.unwrap();
     let llm_hours: Vec<_> = hourly.iter().filter(|c| c.usage_type == "llm_request").collect();
     assert_eq!(llm_hours.len(), 3, "ann's requests fall in three hours");
     let ann_days = store.llm_day_cells(&org("acme"), filter.user_id.as_ref(), from, to).await.unwrap();

@@ -21,12 +21,12 @@ const CELLS: [(&str, f64, &str); 2] = [("a", 2.0, "2025-01-01T10:20:00Z"), ("b",
 async fn check(store: &dyn Store) {
     let filter = UsageFilter { organization_id: Some(OrganizationId::parse("acme").unwrap()), ..Default::default() };
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
-    let org = store.usage_cells(&filter, from, to, false).await.unwrap();
+    let org = store.usage_cells(&filter, from, to, tally_store::CellScope::Organizations).await.unwrap();
     assert_eq!(org.len(), 1, "{org:?}");
     let a = org[0].aggregate;
     assert_eq!((a.count, a.sum, a.min, a.max, a.last_value), (2, 7.0, 2.0, 5.0, 5.0));
     assert_eq!(a.last_ts, ts("2025-01-01T10:40:00Z"));
-    let users = store.usage_cells(&filter, from, to, true).await.unwrap();
+    let users = store.usage_cells(&filter, from, to, tally_store::CellScope::Users).await.unwrap();
     let mut by_user: Vec<(String, f64)> = users.iter().map(|c| (c.user_id.clone(), c.aggregate.sum)).collect();
     by_user.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(by_user, [("a".to_owned(), 2.0), ("b".to_owned(), 5.0)]);

@@ -4,8 +4,8 @@ use super::map_err;
 use crate::range::split;
 use crate::sql::{self, Dialect};
 use crate::{
-    AggregatesFingerprint, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences,
-    rollup_of,
+    AggregatesFingerprint, CellScope, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal,
+    first_occurrences, rollup_of,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -442,8 +442,8 @@ pub(super) fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
     })
 }
 
-pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, per_user);
+pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::cells_query(Dialect::Postgres, filter, scope);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
@@ -455,8 +455,9 @@ pub(super) async fn month_cells(
     from: Timestamp,
     to: Timestamp,
     cells: MonthCells,
+    summed: bool,
 ) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter, cells);
+    let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter, cells, summed);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())

@@ -11,9 +11,9 @@ mod report;
 mod seats;
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
-    LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError, Subject, TimeRange,
-    UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
+    DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError,
+    Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -263,12 +263,19 @@ impl Store for PostgresStore {
         events::record(&mut **self.conn().await?, &events).await
     }
 
-    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-        events::cells(&**self.conn().await?, filter, from, to, per_user).await
+    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
+        events::cells(&**self.conn().await?, filter, from, to, scope).await
     }
 
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>> {
-        events::month_cells(&**self.conn().await?, filter, from, to, cells).await
+    async fn usage_month_cells(
+        &self,
+        filter: &UsageFilter,
+        from: Timestamp,
+        to: Timestamp,
+        cells: MonthCells,
+        summed: bool,
+    ) -> Result<Vec<Cell>> {
+        events::month_cells(&**self.conn().await?, filter, from, to, cells, summed).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

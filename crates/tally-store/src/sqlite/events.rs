@@ -4,8 +4,8 @@ use super::{map_err, micros, timestamp};
 use crate::range::split;
 use crate::sql::{self, Dialect};
 use crate::{
-    AggregatesFingerprint, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal, first_occurrences,
-    rollup_of,
+    AggregatesFingerprint, CellScope, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal,
+    first_occurrences, rollup_of,
 };
 use jiff::Timestamp;
 use rusqlite::ToSql;
@@ -304,8 +304,8 @@ fn filtered<T>(
     Ok(out)
 }
 
-pub(super) fn cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
-    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, per_user), from, to, cell_row)
+pub(super) fn cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
+    filtered(conn, sql::cells_query(Dialect::Sqlite, filter, scope), from, to, cell_row)
 }
 
 /// A cell as the cell queries select it: time, the six key columns, the aggregate.
@@ -322,8 +322,15 @@ fn cell_row(r: &rusqlite::Row<'_>) -> Result<Cell> {
     })
 }
 
-pub(super) fn month_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>> {
-    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, cells), from, to, cell_row)
+pub(super) fn month_cells(
+    conn: &Connection,
+    filter: &UsageFilter,
+    from: Timestamp,
+    to: Timestamp,
+    cells: MonthCells,
+    summed: bool,
+) -> Result<Vec<Cell>> {
+    filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, cells, summed), from, to, cell_row)
 }
 
 pub(super) fn events_between(

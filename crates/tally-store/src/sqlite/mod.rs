@@ -211,9 +211,9 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 }
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt, DeliveryQuery, JobRun,
-    LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange, UsageFilter,
-    UsageTotal, UserActivity, WindowQuery, Write,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
+    DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange,
+    UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -368,14 +368,21 @@ impl Store for SqliteStore {
         self.write(move |c| events::record(c, &events)).await
     }
 
-    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, per_user: bool) -> Result<Vec<Cell>> {
+    async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::cells(c, &filter, from, to, per_user)).await
+        self.read(move |c| events::cells(c, &filter, from, to, scope)).await
     }
 
-    async fn usage_month_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, cells: MonthCells) -> Result<Vec<Cell>> {
+    async fn usage_month_cells(
+        &self,
+        filter: &UsageFilter,
+        from: Timestamp,
+        to: Timestamp,
+        cells: MonthCells,
+        summed: bool,
+    ) -> Result<Vec<Cell>> {
         let filter = filter.clone();
-        self.read(move |c| events::month_cells(c, &filter, from, to, cells)).await
+        self.read(move |c| events::month_cells(c, &filter, from, to, cells, summed)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

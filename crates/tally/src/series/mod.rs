@@ -12,7 +12,7 @@ use tally_domain::llm::latency::{DayPlan, LatencyStats, day_plan};
 use tally_domain::series::spend::{self, PlanTimeline};
 use tally_domain::series::{Cell, Dimension, Grid, Series, build};
 use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
-use tally_store::{Listed, MonthCells, Page, Store, StoreError, UsageFilter};
+use tally_store::{CellScope, Listed, MonthCells, Page, Store, StoreError, UsageFilter};
 
 /// How finely a query may read a grid's whole periods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,15 @@ enum Read {
     LatestSums,
 }
 
+/// What a read keeps apart beyond time and usage type.
+#[derive(Debug, Clone, Copy)]
+struct Apart {
+    /// Team, model and provider (monthly cells are otherwise summed over them).
+    dimensions: bool,
+    /// Organizations (organization-wide cells are otherwise summed over them in the store).
+    organizations: bool,
+}
+
 /// Reads every cell a grid needs: whole months (when the grain and the read allow) and whole
 /// hours from the aggregates, cut hours from raw events.
 async fn cells(
@@ -45,10 +54,15 @@ async fn cells(
     read: Read,
     to_present: bool,
     grain: Grain,
-    split: bool,
+    apart: Apart,
 ) -> Result<Vec<Cell>, StoreError> {
     let plan = if to_present { grid.plan_to_present() } else { grid.plan() };
-    let per_user = read != Read::Organizations;
+    let summed = !apart.organizations && read == Read::Organizations;
+    let scope = match read {
+        Read::Organizations if summed => CellScope::Summed,
+        Read::Organizations => CellScope::Organizations,
+        Read::Users | Read::LatestSums => CellScope::Users,
+    };
     let months = plan.months.filter(|_| grain == Grain::Months && read != Read::Users && filter.user_id.is_none());
     let hours = match months {
         Some((from, to)) => vec![(plan.hours_from, from), (to, plan.hours_to)],
@@ -56,16 +70,16 @@ async fn cells(
     };
     let mut cells = Vec::new();
     for (from, to) in hours.into_iter().filter(|(from, to)| from < to) {
-        cells.extend(store.usage_cells(filter, from, to, per_user).await?);
+        cells.extend(store.usage_cells(filter, from, to, scope).await?);
     }
     cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
     if let Some((from, to)) = months {
         let grain = match read {
             Read::LatestSums => MonthCells::LatestSums,
-            _ if split => MonthCells::Split,
+            _ if apart.dimensions => MonthCells::Split,
             _ => MonthCells::PerType,
         };
-        cells.extend(store.usage_month_cells(filter, from, to, grain).await?);
+        cells.extend(store.usage_month_cells(filter, from, to, grain, summed).await?);
     }
     for (from, to) in plan.raw {
         cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
@@ -116,7 +130,7 @@ async fn llm_cells(
         None => Vec::new(),
     };
     for (edge_from, edge_to) in &plan.edges {
-        cells.extend(cells_between(store, &filter, *edge_from, *edge_to, true).await?);
+        cells.extend(cells_between(store, &filter, *edge_from, *edge_to).await?);
     }
     Ok(cells)
 }
@@ -157,7 +171,6 @@ async fn cells_between(
     filter: &UsageFilter,
     from: jiff::Timestamp,
     to: jiff::Timestamp,
-    per_user: bool,
 ) -> Result<Vec<Cell>, StoreError> {
     use tally_domain::time::hour_start;
     let hour = jiff::SignedDuration::from_hours(1);
@@ -173,7 +186,7 @@ async fn cells_between(
     let hours_to = hour_start(to).max(hours_from);
     let mut cells = Vec::new();
     if hours_from < hours_to {
-        cells = store.usage_cells(filter, hours_from, hours_to, per_user).await?;
+        cells = store.usage_cells(filter, hours_from, hours_to, CellScope::Users).await?;
     }
     for (a, b) in [(from, hours_from.min(to)), (hours_to.max(from), to)] {
         if a < b {
@@ -223,18 +236,22 @@ pub struct SeriesAnswer<R = SeriesResult> {
 /// Reads the cells a query needs. Per-user cells are many more rows, so they are read only where
 /// needed: for every type when filtering or breaking down by user, else only for the types whose
 /// aggregation looks at each user (latest values, distinct users); the rest come from the
-/// organization-wide cells.
+/// organization-wide cells, summed over organizations in the store unless the query breaks down
+/// by organization or the caller needs them apart (`keep_organizations`: spend prices each by its
+/// plan).
 async fn query_cells(
     store: &dyn Store,
     q: &SeriesQuery,
     grid: &Grid,
     aggregation: &HashMap<&str, Aggregation>,
     grain: Grain,
+    keep_organizations: bool,
 ) -> Result<Vec<Cell>, StoreError> {
     // The asked range, not a previous period's, may end at the present.
     let to_present = q.to_present && grid.end == q.grid.end;
     if q.breakdowns.iter().any(|d| d.needs_users()) || q.filter.user_id.is_some() {
-        return cells(store, &q.filter, grid, Read::Users, to_present, grain, true).await;
+        let apart = Apart { dimensions: true, organizations: true };
+        return cells(store, &q.filter, grid, Read::Users, to_present, grain, apart).await;
     }
     let asked: Vec<UsageTypeKey> = if q.filter.usage_types.is_empty() {
         let mut all: Vec<UsageTypeKey> = aggregation.keys().filter_map(|k| UsageTypeKey::parse(*k).ok()).collect();
@@ -247,6 +264,7 @@ async fn query_cells(
     // summed over them in the store); latest values sum per organization only where the query
     // splits them no finer.
     let split = q.breakdowns.iter().any(|d| matches!(d, Dimension::Team | Dimension::Model | Dimension::Provider));
+    let apart = Apart { dimensions: split, organizations: keep_organizations || q.breakdowns.contains(&Dimension::Organization) };
     let summable = q.filter.team_id.is_none() && q.breakdowns.iter().all(|d| matches!(d, Dimension::Type | Dimension::Organization));
     let read_of = |t: &UsageTypeKey| match aggregation.get(t.as_str()) {
         Some(Aggregation::Latest) if summable => Read::LatestSums,
@@ -261,7 +279,7 @@ async fn query_cells(
         }
         // Every type is known here, so naming them all reads the same rows as naming none.
         let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
-        out.extend(cells(store, &filter, grid, read, to_present, grain, split).await?);
+        out.extend(cells(store, &filter, grid, read, to_present, grain, apart).await?);
     }
     Ok(out)
 }
@@ -281,7 +299,7 @@ pub async fn run(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Res
     let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
     let mut results = Vec::new();
     for (grid, compare_label) in periods(q) {
-        let cells = query_cells(store, q, &grid, &aggregation, Grain::Months).await?;
+        let cells = query_cells(store, q, &grid, &aggregation, Grain::Months, false).await?;
         let series = build(&grid, &cells, &q.breakdowns, aggregation_of, q.limit);
         let dates = dates(&grid);
         results.extend(series.into_iter().map(|s| labelled(s, &q.breakdowns, dates.clone(), compare_label)));
@@ -337,7 +355,7 @@ pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) 
         if period_start < grid.from() {
             read.starts.insert(0, period_start.to_zoned(q.timezone.clone()));
         }
-        let cells = query_cells(store, q, &read, &aggregation, Grain::Hours).await?;
+        let cells = query_cells(store, q, &read, &aggregation, Grain::Hours, true).await?;
         let priced = spend::price(&cells, &timeline, aggregation_of);
         let dates = dates(&grid);
         for s in spend::series(&grid, &priced, &q.breakdowns, q.limit) {
