@@ -35,6 +35,7 @@ pub(crate) fn expected(month_start: &str, month_end: &str) -> String {
 pub(crate) fn stale(dialect: Dialect) -> String {
     let (start, end, org) = match dialect {
         Dialect::Sqlite => ("?1", "?2", "?3"),
+        // Typed, as PostgreSQL cannot infer them from `COALESCE` and `IS NULL`.
         Dialect::Postgres => ("$1::timestamptz", "$2::timestamptz", "$3::text"),
     };
     format!(
@@ -50,10 +51,7 @@ pub(crate) fn stale(dialect: Dialect) -> String {
 /// An organization's hourly cells inside a period, to refill its period figures from:
 /// `user_id, usage_type, hour`, then the aggregate columns. Parameters: organization, start, end.
 pub(crate) fn hourly_cells(dialect: Dialect) -> String {
-    let (org, start, end) = match dialect {
-        Dialect::Sqlite => ("?1", "?2", "?3"),
-        Dialect::Postgres => ("$1", "$2", "$3"),
-    };
+    let [org, start, end] = [1, 2, 3].map(|n| dialect.mark(n));
     format!(
         "SELECT user_id, usage_type, hour, {CELL_COLUMNS} FROM usage_hourly \
          WHERE organization_id = {org} AND hour >= {start} AND hour < {end}"
@@ -61,17 +59,12 @@ pub(crate) fn hourly_cells(dialect: Dialect) -> String {
 }
 
 /// Records an organization's period (placeholders: organization, start, end).
-pub(crate) fn record(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::Sqlite => {
-            "INSERT INTO billing_periods (organization_id, period_start, period_end) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (organization_id) DO UPDATE SET period_start = excluded.period_start, period_end = excluded.period_end"
-        }
-        Dialect::Postgres => {
-            "INSERT INTO billing_periods (organization_id, period_start, period_end) VALUES ($1, $2, $3) \
-             ON CONFLICT (organization_id) DO UPDATE SET period_start = excluded.period_start, period_end = excluded.period_end"
-        }
-    }
+pub(crate) fn record(dialect: Dialect) -> String {
+    let [org, start, end] = [1, 2, 3].map(|n| dialect.mark(n));
+    format!(
+        "INSERT INTO billing_periods (organization_id, period_start, period_end) VALUES ({org}, {start}, {end}) \
+         ON CONFLICT (organization_id) DO UPDATE SET period_start = excluded.period_start, period_end = excluded.period_end"
+    )
 }
 
 /// The calendar month holding `now`: the period of an organization without a subscription, as

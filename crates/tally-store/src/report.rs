@@ -68,10 +68,7 @@ struct Builder {
 impl Builder {
     fn bind(&mut self, p: Param) -> String {
         self.params.push(p);
-        match self.dialect {
-            Dialect::Sqlite => format!("?{}", self.params.len()),
-            Dialect::Postgres => format!("${}", self.params.len()),
-        }
+        self.dialect.mark(self.params.len())
     }
 
     fn real(&self, sql: &str) -> String {

@@ -26,6 +26,14 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The `n`th (from 1) bound parameter's placeholder.
+    pub fn mark(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
     fn least(self) -> &'static str {
         match self {
             Dialect::Sqlite => "min",
@@ -206,10 +214,7 @@ pub const CELL_COLUMNS: &str = "count, sum, min, max, last_ts, last_value, llm_s
 /// `AND …` conditions for a usage filter, with numbered placeholders from `first` (`?N` and `$N`
 /// are both numbered), and the text values they bind, in order.
 pub fn usage_conditions(dialect: Dialect, filter: &UsageFilter, first: usize) -> (String, Vec<String>) {
-    let mark = |n: usize| match dialect {
-        Dialect::Sqlite => format!("?{n}"),
-        Dialect::Postgres => format!("${n}"),
-    };
+    let mark = |n: usize| dialect.mark(n);
     let mut sql = String::new();
     let mut values = Vec::new();
     let mut push = |column: &str, value: &str, values: &mut Vec<String>| {
@@ -349,10 +354,7 @@ pub fn any_event_query(dialect: Dialect, filter: &UsageFilter) -> (String, Vec<S
 /// parameters; with a cursor the second is the cursor's time and requests at that instant count
 /// only below the cursor's event id.
 pub fn llm_requests_query(dialect: Dialect, org: &str, user: &str, q: &crate::LlmRequestQuery) -> (String, Vec<String>) {
-    let mark = |n: usize| match dialect {
-        Dialect::Sqlite => format!("?{n}"),
-        Dialect::Postgres => format!("${n}"),
-    };
+    let mark = |n: usize| dialect.mark(n);
     let mut values = vec![org.to_owned(), user.to_owned()];
     // The literal `usage_type = 'llm_request'` lets both backends use the partial index.
     let mut sql = format!(
@@ -460,10 +462,7 @@ fn llm_requests_in_range(dialect: Dialect, per_user: bool, columns: &str) -> Str
 /// The conditions of every LLM range query: the organization (first parameter), the user when
 /// one is named (second), and `time_column` in `[from, to)` (the last two).
 fn llm_range(dialect: Dialect, per_user: bool, time_column: &str) -> String {
-    let mark = |n: usize| match dialect {
-        Dialect::Sqlite => format!("?{n}"),
-        Dialect::Postgres => format!("${n}"),
-    };
+    let mark = |n: usize| dialect.mark(n);
     let (user, first) = if per_user { (format!(" AND user_id = {}", mark(2)), 3) } else { (String::new(), 2) };
     format!("organization_id = {}{user} AND {time_column} >= {} AND {time_column} < {}", mark(1), mark(first), mark(first + 1))
 }

@@ -87,7 +87,7 @@ async fn refill(tx: &Transaction<'_>, org: &str, start: Timestamp, end: Timestam
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&orgs, &users, &types];
     params.extend(aggs.params());
     tx.execute(&upsert_sql("user_usage_period", &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
-    tx.execute(periods::record(Dialect::Postgres), &[&org, &start, &end]).await.map_err(map_err)?;
+    tx.execute(&periods::record(Dialect::Postgres), &[&org, &start, &end]).await.map_err(map_err)?;
     Ok(())
 }
 

@@ -142,6 +142,6 @@ fn refill(tx: &Transaction<'_>, org: &str, start: Timestamp, end: Timestamp) -> 
     for (k, a) in sorted(&totals) {
         upsert(&mut insert, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
     }
-    tx.execute(periods::record(Dialect::Sqlite), rusqlite::params![org, micros(start), micros(end)]).map_err(map_err)?;
+    tx.execute(&periods::record(Dialect::Sqlite), rusqlite::params![org, micros(start), micros(end)]).map_err(map_err)?;
     Ok(())
 }
