@@ -40,13 +40,21 @@ pub async fn postgres_via(reroute: impl FnOnce(&str) -> String) -> Option<TestSt
 
 /// Creates an empty schema and returns a URL whose connections use it.
 pub async fn fresh_schema(base: &str) -> Result<String> {
-    let schema = format!("t_{}", random_suffix());
+    named_schema(base, &format!("t_{}", random_suffix())).await
+}
+
+/// Creates the schema `name` unless it exists, and returns a URL whose connections use it.
+/// `name` must be a plain identifier (letters, digits, underscores).
+pub async fn named_schema(base: &str, name: &str) -> Result<String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Config(format!("{name:?} is not a plain schema name")));
+    }
     let (client, connection) =
         tokio_postgres::connect(base, tokio_postgres::NoTls).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
     tokio::spawn(connection);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.map_err(|e| StoreError::Internal(e.to_string()))?;
+    client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {name}")).await.map_err(|e| StoreError::Internal(e.to_string()))?;
     let sep = if base.contains('?') { '&' } else { '?' };
-    Ok(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+    Ok(format!("{base}{sep}options=-csearch_path%3D{name}"))
 }
 
 fn random_suffix() -> String {

@@ -149,13 +149,17 @@ pub fn csv_row(record: &Value, header: &[String]) -> Vec<String> {
 /// Rows per store round trip while exporting.
 pub const EXPORT_PAGE: u32 = 1000;
 
+type UserKey = (tally_domain::OrganizationId, tally_domain::UserId);
+
 /// Every row a report query selects, a page at a time. Without an ordering the pages follow the
-/// key order (keyset paging: memory stays flat however many users match); with one, the ordered
-/// keys are read once (not the rows) and their rows loaded a page at a time.
+/// key order (keyset paging: memory stays flat however many users match), and the next page's
+/// keys are read while this page's rows load; with one, the ordered keys are read once (not the
+/// rows) and their rows loaded a page at a time.
 pub struct Export {
     store: std::sync::Arc<dyn tally_store::Store>,
     query: tally_store::report::ReportQuery,
-    ordered_keys: Option<std::collections::VecDeque<(tally_domain::OrganizationId, tally_domain::UserId)>>,
+    /// Keys read ahead: the next page's in key order, or every remaining one with an ordering.
+    pending: Option<std::collections::VecDeque<UserKey>>,
     done: bool,
 }
 
@@ -164,7 +168,8 @@ impl Export {
         query.count = false;
         query.offset = 0;
         query.after = None;
-        Export { store, query, ordered_keys: None, done: false }
+        query.limit = if query.ordering.is_empty() { EXPORT_PAGE } else { u32::MAX };
+        Export { store, query, pending: None, done: false }
     }
 
     /// The next page of rows; `None` once every row was given.
@@ -172,26 +177,31 @@ impl Export {
         if self.done {
             return Ok(None);
         }
-        let keys: Vec<_> = if self.query.ordering.is_empty() {
-            self.query.limit = EXPORT_PAGE;
-            let keys = self.store.report_users(&self.query).await?.users;
-            self.done = keys.len() < EXPORT_PAGE as usize;
-            self.query.after = keys.last().cloned();
-            keys
-        } else {
-            if self.ordered_keys.is_none() {
-                self.query.limit = u32::MAX;
-                self.ordered_keys = Some(self.store.report_users(&self.query).await?.users.into());
-            }
-            let pending = self.ordered_keys.as_mut().expect("read above");
-            let keys: Vec<_> = pending.drain(..pending.len().min(EXPORT_PAGE as usize)).collect();
-            self.done = pending.is_empty();
-            keys
+        let mut pending = match self.pending.take() {
+            Some(pending) => pending,
+            None => self.store.report_users(&self.query).await?.users.into(),
         };
+        let keys: Vec<UserKey> = pending.drain(..pending.len().min(EXPORT_PAGE as usize)).collect();
         if keys.is_empty() {
             self.done = true;
             return Ok(None);
         }
-        Ok(Some(self.store.report_rows(&keys, self.query.now).await?))
+        let rows = self.store.report_rows(&keys, self.query.now);
+        if !self.query.ordering.is_empty() {
+            self.done = pending.is_empty();
+            self.pending = Some(pending);
+            return Ok(Some(rows.await?));
+        }
+        if keys.len() < EXPORT_PAGE as usize {
+            self.done = true;
+            return Ok(Some(rows.await?));
+        }
+        // Two store connections at once: the database works on both while this side formats.
+        let mut next = self.query.clone();
+        next.after = keys.last().cloned();
+        let (rows, ahead) = tokio::try_join!(rows, self.store.report_users(&next))?;
+        self.query = next;
+        self.pending = Some(ahead.users.into());
+        Ok(Some(rows))
     }
 }

@@ -6,7 +6,12 @@ mod support;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-http_tests!(reports_show_fresh_usage_and_balances, reports_filter_order_page_and_export, reports_refuse_bad_input);
+http_tests!(
+    reports_show_fresh_usage_and_balances,
+    reports_filter_order_page_and_export,
+    reports_export_many_pages,
+    reports_refuse_bad_input
+);
 
 /// acme (plan basic: 100 submissions + 20 add-on, period around now), globex (no subscription:
 /// the calendar month); ann and bob in acme, cid in globex.
@@ -189,6 +194,40 @@ async fn reports_filter_order_page_and_export(app: support::TestApp) {
     let ndjson = resp.text().await.unwrap();
     let records: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(records.iter().map(|r| r["id"].as_str().unwrap()).collect::<Vec<_>>(), ["ann", "cid"]);
+}
+
+/// Exports longer than a store page (1,000 rows): every matching user exactly once, in key order
+/// or in the asked order, whether the pages are read ahead or not.
+async fn reports_export_many_pages(app: support::TestApp) {
+    let recent = (Timestamp::now() - SignedDuration::from_secs(5)).to_string();
+    // 2,345 users over two organizations, registered by their events; every third has submitted 2.
+    let events: Vec<Value> = (0..2345)
+        .map(|i| {
+            json!({"id": format!("m{i}"), "timestamp": recent, "organization_id": if i % 2 == 0 { "acme" } else { "globex" },
+                   "user_id": format!("u{i:04}"), "type": if i % 3 == 0 { "submission" } else { "api_call" }, "quantity": 2})
+        })
+        .collect();
+    let (status, report) = app.post("/v1/events", Value::Array(events)).await;
+    assert_eq!((status, report["accepted"].as_u64()), (200, Some(2345)), "{report}");
+    let export = |query: &str| {
+        let (client, base, admin) = (app.client.clone(), app.base.clone(), app.admin.clone());
+        let url = format!("{base}/v1/user-reports?format=csv&{query}");
+        async move {
+            let csv = client.get(url).bearer_auth(admin).send().await.unwrap().text().await.unwrap();
+            csv.lines().skip(1).map(|l| l.split(',').next().unwrap().to_owned()).collect::<Vec<String>>()
+        }
+    };
+    let mut in_key_order: Vec<(&str, String)> =
+        (0..2345).map(|i| (if i % 2 == 0 { "acme" } else { "globex" }, format!("u{i:04}"))).collect();
+    in_key_order.sort();
+    let expected: Vec<String> = in_key_order.iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!(export("").await, expected);
+    let submitted: Vec<String> =
+        in_key_order.iter().filter(|(_, u)| u[1..].parse::<u32>().unwrap() % 3 == 0).map(|(_, u)| u.clone()).collect();
+    assert_eq!(export("q=service_usage__submission__all_time__gte:1").await, submitted);
+    let mut by_name = expected.clone();
+    by_name.sort_by(|a, b| b.cmp(a));
+    assert_eq!(export("ordering=-username").await, by_name);
 }
 
 async fn reports_refuse_bad_input(app: support::TestApp) {

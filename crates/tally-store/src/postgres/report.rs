@@ -96,13 +96,23 @@ pub(super) async fn rows(conn: &Client, keys: &[(OrganizationId, UserId)], now: 
     let orgs: Vec<&str> = keys.iter().map(|(o, _)| o.as_str()).collect();
     let users: Vec<&str> = keys.iter().map(|(_, u)| u.as_str()).collect();
     let by_key: [&(dyn ToSql + Sync); 2] = [&orgs, &users];
+    // Sent at once: the connection pipelines them, so the server runs one while this side
+    // decodes the one before.
+    let (users, organizations, subscriptions, recorded, all_time) = tokio::try_join!(
+        conn.query(&q.users, &by_key),
+        conn.query(&q.organizations, &by_key),
+        conn.query(&q.subscriptions, &by_key),
+        conn.query(&q.recorded, &by_key),
+        conn.query(&q.all_time, &by_key),
+    )
+    .map_err(map_err)?;
     let loaded = Loaded {
-        users: conn.query(&q.users, &by_key).await.map_err(map_err)?.iter().map(user_row).collect::<Result<_>>()?,
-        organizations: conn.query(&q.organizations, &by_key).await.map_err(map_err)?.iter().map(|r| (r.get(0), r.get(1))).collect(),
-        subscriptions: conn.query(&q.subscriptions, &by_key).await.map_err(map_err)?.iter().map(subscription_row).collect::<Result<_>>()?,
-        recorded: conn.query(&q.recorded, &by_key).await.map_err(map_err)?.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect(),
+        users: users.iter().map(user_row).collect::<Result<_>>()?,
+        organizations: organizations.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        subscriptions: subscriptions.iter().map(subscription_row).collect::<Result<_>>()?,
+        recorded: recorded.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect(),
     };
-    let all_time = figures(&conn.query(&q.all_time, &by_key).await.map_err(map_err)?);
+    let all_time = figures(&all_time);
     let periods = loaded.periods(keys, now);
     let (kept, summed) = loaded.split_kept(&periods);
     let mut current = Vec::new();

@@ -248,6 +248,26 @@ impl Running {
     }
 }
 
+/// A store a benchmark may keep between runs (`--keep DIR`), so that a large load is paid once
+/// and its queries can be timed again later: a SQLite file in `DIR`, or on PostgreSQL a schema
+/// named after `label` (which should say what was loaded). Without `keep`, a fresh store.
+async fn kept_url(
+    keep: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    backend: &str,
+    pg: Option<&str>,
+    label: &str,
+) -> anyhow::Result<String> {
+    let Some(keep) = keep else { return fresh_url(dir, backend, pg, label).await };
+    Ok(match pg {
+        None => {
+            std::fs::create_dir_all(keep)?;
+            format!("sqlite://{}", keep.join(format!("{label}.db")).display())
+        }
+        Some(base) => tally_store::testing::named_schema(base, &format!("keep_{}", label.replace('-', "_"))).await?,
+    })
+}
+
 async fn fresh_url(dir: &std::path::Path, backend: &str, pg: Option<&str>, label: &str) -> anyhow::Result<String> {
     Ok(match pg {
         None => format!("sqlite://{}", dir.join(format!("{backend}-{label}.db")).display()),

@@ -3,7 +3,7 @@
 //! CSV export, a full rebuild — and, on PostgreSQL, a `REFRESH MATERIALIZED VIEW` of an
 //! equivalent per-user report over the raw events, the approach Tally replaces.
 
-use super::{fresh_url, median, ms, pg_client};
+use super::{kept_url, median, ms, pg_client};
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use clap::Args;
@@ -34,6 +34,10 @@ pub struct ReportsArgs {
     /// Also run against PostgreSQL (a fresh schema in this database), with the materialized view.
     #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
     pub postgres: Option<String>,
+    /// Keep the loaded stores (SQLite files in this folder, PostgreSQL schemas named after the
+    /// load) and reuse them when they already hold these events, instead of loading afresh.
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 const CHUNK: usize = 40_000;
@@ -150,7 +154,7 @@ async fn export(store: std::sync::Arc<dyn Store>) -> anyhow::Result<(Duration, u
 }
 
 /// The report as one materialized view over raw events, as the product Tally replaces does it.
-const MATERIALIZED_VIEW: &str = "CREATE MATERIALIZED VIEW bench_user_report AS \
+const MATERIALIZED_VIEW: &str = "DROP MATERIALIZED VIEW IF EXISTS bench_user_report; CREATE MATERIALIZED VIEW bench_user_report AS \
     WITH periods AS (SELECT o.organization_id, COALESCE(s.current_period_start, date_trunc('month', now())) AS ps, \
                             COALESCE(s.current_period_end, date_trunc('month', now()) + interval '1 month') AS pe \
                      FROM organizations o LEFT JOIN subscriptions s ON s.organization_id = o.organization_id AND s.status = 'active') \
@@ -174,10 +178,16 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
     }
     println!("| backend | what | time |\n|---|---|---|");
     for (name, pg) in backends {
-        let url = fresh_url(dir.path(), name, pg.as_deref(), "reports").await?;
+        let label = format!("{name}-reports-{}-{}-{}", args.events, args.organizations, args.users);
+        let url = kept_url(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &label).await?;
         let store = tally_store::open(&url).await?;
-        let secs = load(store.as_ref(), &args).await?;
-        eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
+        if store.event_count().await? as usize == args.events {
+            eprintln!("{name}: reusing the {} events kept from an earlier run", args.events);
+        } else {
+            anyhow::ensure!(store.event_count().await? == 0, "the kept store {url} holds a partial load: remove it");
+            let secs = load(store.as_ref(), &args).await?;
+            eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
+        }
         // As `tally serve` does after start and every hour.
         store.refresh_statistics().await?;
         let mut without = Vec::new();

@@ -2,7 +2,7 @@
 //! usage series queries the usage issue names, and PostgreSQL answering the same questions with
 //! `GROUP BY date_trunc(…)` over the raw events table (indexed on organization and time).
 
-use super::{fresh_url, generate_chunk, median, ms, pg_client};
+use super::{generate_chunk, kept_url, median, ms, pg_client};
 use crate::ingest;
 use crate::series::{self, Measure, SeriesParams};
 use clap::Args;
@@ -27,6 +27,10 @@ pub struct SeriesArgs {
     /// Also run against PostgreSQL (a fresh schema in this database), with the GROUP BY reference.
     #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
     pub postgres: Option<String>,
+    /// Keep the loaded stores (SQLite files in this folder, PostgreSQL schemas named after the
+    /// load) and reuse them when they already hold these events, instead of loading afresh.
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 const CHUNK: usize = 40_000;
@@ -56,10 +60,16 @@ pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
     }
     println!("| backend | query | median | reference: PostgreSQL GROUP BY over raw events | ratio |\n|---|---|---|---|---|");
     for (name, pg) in backends {
-        let url = fresh_url(dir.path(), name, pg.as_deref(), "series").await?;
+        let label = format!("series-{}-{}-{}", args.events, args.organizations, args.users);
+        let url = kept_url(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &format!("{name}-{label}")).await?;
         let store = tally_store::open(&url).await?;
-        let (loaded, secs) = load(store.as_ref(), &args).await?;
-        eprintln!("{name}: loaded {loaded} events in {secs:.1} s ({:.0}/s)", loaded as f64 / secs);
+        if store.event_count().await? as usize == args.events {
+            eprintln!("{name}: reusing the {} events kept from an earlier run", args.events);
+        } else {
+            anyhow::ensure!(store.event_count().await? == 0, "the kept store {url} holds a partial load: remove it");
+            let (loaded, secs) = load(store.as_ref(), &args).await?;
+            eprintln!("{name}: loaded {loaded} events in {secs:.1} s ({:.0}/s)", loaded as f64 / secs);
+        }
         let reference = match &pg {
             Some(_) => {
                 let client = pg_client(&url).await?;
