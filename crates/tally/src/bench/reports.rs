@@ -38,6 +38,9 @@ pub struct ReportsArgs {
     /// load) and reuse them when they already hold these events, instead of loading afresh.
     #[arg(long)]
     pub keep: Option<std::path::PathBuf>,
+    /// Time the page, count and export only (no rebuild, no materialized view).
+    #[arg(long)]
+    pub queries_only: bool,
 }
 
 const CHUNK: usize = 40_000;
@@ -204,6 +207,9 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
         println!("| {name} | the same with `count` ({} matching) | {:.1} ms |", shown.1.unwrap_or_default(), ms(median(&with)));
         let (d, rows) = export(store.clone()).await?;
         println!("| {name} | full CSV export ({rows} rows) | {:.2} s |", d.as_secs_f64());
+        if args.queries_only {
+            continue;
+        }
         let started = Instant::now();
         let run = jobs::rebuild_user_reports(store.as_ref(), RebuildOptions::default(), |_| {}).await?;
         println!("| {name} | full rebuild ({} events) | {:.1} s |", run.processed, started.elapsed().as_secs_f64());
