@@ -224,7 +224,8 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     tx.execute(
         "INSERT INTO users (organization_id, user_id, username, date_joined, last_activity) SELECT o, i, i, t, t \
          FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS x(o, i, t) \
-         ON CONFLICT (organization_id, user_id) DO UPDATE SET last_activity = GREATEST(users.last_activity, excluded.last_activity)",
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET last_activity = excluded.last_activity \
+         WHERE users.last_activity IS NULL OR users.last_activity < excluded.last_activity",
         &[&orgs, &ids, &at],
     )
     .await

@@ -116,7 +116,8 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut user = tx
         .prepare_cached(
             "INSERT INTO users (organization_id, user_id, username, date_joined, last_activity) VALUES (?1, ?2, ?2, ?3, ?3) \
-             ON CONFLICT (organization_id, user_id) DO UPDATE SET last_activity = max(coalesce(last_activity, excluded.last_activity), excluded.last_activity)",
+             ON CONFLICT (organization_id, user_id) DO UPDATE SET last_activity = excluded.last_activity \
+             WHERE users.last_activity IS NULL OR users.last_activity < excluded.last_activity",
         )
         .map_err(map_err)?;
     for (u, at) in sorted(&rollup.users) {
