@@ -111,19 +111,6 @@ pub trait Store: Send + Sync + 'static {
     /// whenever the filter names a user).
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>>;
 
-    /// Organization-wide hourly cells with `hour` in `[from, to)` summed into `buckets` (one cell
-    /// per bucket, organization unless `summed`, type, team, model and provider), as additive
-    /// figures, counts and peaks add up; latest values do not, so gauges are read per user. A
-    /// filter naming a user is a caller's bug and fails.
-    async fn usage_cells_bucketed(
-        &self,
-        filter: &UsageFilter,
-        from: Timestamp,
-        to: Timestamp,
-        summed: bool,
-        buckets: Buckets<'_>,
-    ) -> Result<Vec<Cell>>;
-
     /// Organization-wide cells of whole UTC months with `month` in `[from, to)` (both month
     /// starts), as finely as `cells` asks, and `summed` over organizations when the caller keeps
     /// them apart nowhere (not for `LatestSums`). The tables have no user column: a filter naming

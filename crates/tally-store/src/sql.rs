@@ -264,46 +264,6 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, scope: crate::CellSco
     (sql, values)
 }
 
-/// Organization-wide hourly cells of a usage filter summed into buckets (see
-/// [`crate::Buckets`]): the time bounds are the first two parameters, the filter's values next,
-/// then the buckets (SQLite: one JSON array of `[start, from, to]` in microseconds; PostgreSQL:
-/// three arrays) and the hours to skip (SQLite: a JSON array; PostgreSQL: an array).
-pub fn bucketed_cells_query(dialect: Dialect, filter: &UsageFilter, summed: bool) -> (String, Vec<String>) {
-    let (conditions, values) = usage_conditions(dialect, filter, 3);
-    let next = values.len() + 3;
-    let mark = |n: usize| dialect.mark(n);
-    let (buckets, skip) = match dialect {
-        Dialect::Sqlite => (
-            format!(
-                "(SELECT json_extract(value, '$[0]') AS at, json_extract(value, '$[1]') AS lo, json_extract(value, '$[2]') AS hi \
-                 FROM json_each({})) AS g",
-                mark(next)
-            ),
-            format!("hour NOT IN (SELECT value FROM json_each({}))", mark(next + 1)),
-        ),
-        Dialect::Postgres => (
-            format!(
-                "unnest({}::timestamptz[], {}::timestamptz[], {}::timestamptz[]) AS g(at, lo, hi)",
-                mark(next),
-                mark(next + 1),
-                mark(next + 2)
-            ),
-            format!("hour <> ALL ({}::timestamptz[])", mark(next + 3)),
-        ),
-    };
-    let (organization, grouped) = if summed { ("''", "") } else { ("organization_id", "organization_id, ") };
-    let sql = format!(
-        "SELECT g.at, {organization}, '', usage_type, team_id, model, provider, {} \
-         FROM {buckets} JOIN usage_hourly_org ON hour >= g.lo AND hour < g.hi \
-         WHERE hour >= {} AND hour < {}{conditions} AND {skip} \
-         GROUP BY g.at, {grouped}usage_type, team_id, model, provider",
-        summed_columns(dialect, "last_value"),
-        mark(1),
-        mark(2)
-    );
-    (sql, values)
-}
-
 /// The aggregate columns summed over the rows of a group, as `Aggregate::merge` adds cells whose
 /// latest values do not matter (a summed read serves additive figures, counts and peaks only);
 /// `latest` names the latest-value column.

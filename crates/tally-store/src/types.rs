@@ -131,28 +131,6 @@ pub enum CellScope {
     Summed,
 }
 
-/// The buckets an organization-wide cell read sums hours into, for series coarser than hours:
-/// an hour goes to the last of `starts` at or before it (hours before the first, to the first),
-/// and the cell is dated at that start. The `skip` hours are left out (a series reads the hours a
-/// bucket boundary cuts from raw events instead).
-#[derive(Debug, Clone, Copy)]
-pub struct Buckets<'a> {
-    pub starts: &'a [Timestamp],
-    pub skip: &'a [Timestamp],
-}
-
-impl Buckets<'_> {
-    /// Each bucket as (its start, and the hours it takes within `[from, to)`: from, to).
-    pub fn ranges(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Timestamp, Timestamp)> {
-        let last = self.starts.len().saturating_sub(1);
-        self.starts
-            .iter()
-            .enumerate()
-            .map(|(i, &at)| (at, if i == 0 { from } else { at }, if i == last { to } else { self.starts[i + 1] }))
-            .collect()
-    }
-}
-
 /// Which organization-wide monthly cells a series reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MonthCells {

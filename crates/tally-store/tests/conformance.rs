@@ -10,7 +10,7 @@ use tally_domain::meter::{Meter, MeterCreate};
 use tally_domain::seats::audit::{AuditEvent, AuditEventType};
 use tally_domain::seats::ledger::LedgerEntry;
 use tally_domain::{OrganizationId, RawEvent, Role, Scope, TeamId, UsageEvent, UserId};
-use tally_store::{ApiKey, Buckets, MonthCells, Page, Store, StoreError, Subject, TimeRange, UsageFilter, Write};
+use tally_store::{ApiKey, MonthCells, Page, Store, StoreError, Subject, TimeRange, UsageFilter, Write};
 
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -400,40 +400,6 @@ async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {
         [("", 1)]
     );
     assert_eq!(hours.iter().map(|c| c.aggregate.count).sum::<i64>(), 6);
-    // Summed into buckets: each hour into the last start at or before it, dated at that start,
-    // skipped hours left out; per organization, or over all of them.
-    let mid = ts("2025-01-15T00:00:00Z");
-    let starts = [jan, mid, feb];
-    let skip = [ts("2025-01-31T23:00:00Z")];
-    let apart = store.usage_cells_bucketed(&all, january, march, false, Buckets { starts: &starts, skip: &skip }).await.unwrap();
-    let mut got: Vec<(Timestamp, String, String, i64, f64)> =
-        apart.iter().map(|c| (c.at, c.organization_id.clone(), c.team_id.clone(), c.aggregate.count, c.aggregate.sum)).collect();
-    got.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
-    let acme = || "acme".to_owned();
-    assert_eq!(
-        got,
-        [
-            (jan, acme(), e(), 1, 3.0),
-            (mid, "globex".to_owned(), e(), 1, 7.0),
-            (feb, acme(), e(), 1, 5.0),
-            (feb, acme(), "blue".into(), 1, 20.0),
-            (feb, acme(), "red".into(), 1, 10.0)
-        ]
-    );
-    let together = store.usage_cells_bucketed(&all, january, march, true, Buckets { starts: &starts, skip: &[] }).await.unwrap();
-    assert_eq!(
-        summed(together),
-        [
-            (jan, e(), e(), 1, 3.0, 3.0),
-            (mid, e(), e(), 2, 9.0, 7.0),
-            (feb, e(), e(), 1, 5.0, 5.0),
-            (feb, e(), "blue".into(), 1, 20.0, 20.0),
-            (feb, e(), "red".into(), 1, 10.0, 10.0)
-        ]
-    );
-    // A range that starts inside a bucket takes only its own hours.
-    let late = store.usage_cells_bucketed(&all, mid, march, true, Buckets { starts: &starts, skip: &[] }).await.unwrap();
-    assert_eq!(late.iter().map(|c| (c.at, c.aggregate.count)).filter(|(at, _)| *at < feb).collect::<Vec<_>>(), [(mid, 2)]);
 }
 
 fn gauge(id: &str, org: &str, user: &str, at: &str, bytes: f64) -> UsageEvent {

@@ -450,25 +450,6 @@ pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, 
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
 }
 
-pub(super) async fn bucketed_cells(
-    conn: &Client,
-    filter: &UsageFilter,
-    from: Timestamp,
-    to: Timestamp,
-    summed: bool,
-    buckets: crate::Buckets<'_>,
-) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::bucketed_cells_query(Dialect::Postgres, filter, summed);
-    let ranges = buckets.ranges(from, to);
-    let at: Vec<Timestamp> = ranges.iter().map(|r| r.0).collect();
-    let lo: Vec<Timestamp> = ranges.iter().map(|r| r.1).collect();
-    let hi: Vec<Timestamp> = ranges.iter().map(|r| r.2).collect();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    params.extend([&at as &(dyn ToSql + Sync), &lo, &hi, &buckets.skip]);
-    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
-}
-
 pub(super) async fn month_cells(
     conn: &Client,
     filter: &UsageFilter,

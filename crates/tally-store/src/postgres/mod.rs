@@ -11,7 +11,7 @@ mod report;
 mod seats;
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, Buckets, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
     DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError,
     Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
 };
@@ -266,17 +266,6 @@ impl Store for PostgresStore {
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
         events::cells(&**self.conn().await?, filter, from, to, scope).await
-    }
-
-    async fn usage_cells_bucketed(
-        &self,
-        filter: &UsageFilter,
-        from: Timestamp,
-        to: Timestamp,
-        summed: bool,
-        buckets: Buckets<'_>,
-    ) -> Result<Vec<Cell>> {
-        events::bucketed_cells(&**self.conn().await?, filter, from, to, summed, buckets).await
     }
 
     async fn usage_month_cells(

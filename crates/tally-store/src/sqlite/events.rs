@@ -323,24 +323,6 @@ fn cell_row(r: &rusqlite::Row<'_>) -> Result<Cell> {
     })
 }
 
-/// `ranges`: each bucket's (start, from, to), as [`crate::Buckets::ranges`] gives them.
-pub(super) fn bucketed_cells(
-    conn: &Connection,
-    filter: &UsageFilter,
-    from: Timestamp,
-    to: Timestamp,
-    summed: bool,
-    ranges: &[(Timestamp, Timestamp, Timestamp)],
-    skip: &[Timestamp],
-) -> Result<Vec<Cell>> {
-    let (sql, mut values) = sql::bucketed_cells_query(Dialect::Sqlite, filter, summed);
-    let ranges: Vec<[i64; 3]> = ranges.iter().map(|&(at, lo, hi)| [micros(at), micros(lo), micros(hi)]).collect();
-    let skip: Vec<i64> = skip.iter().copied().map(micros).collect();
-    let json = |e: serde_json::Error| StoreError::Internal(e.to_string());
-    values.extend([serde_json::to_string(&ranges).map_err(json)?, serde_json::to_string(&skip).map_err(json)?]);
-    filtered(conn, (sql, values), from, to, cell_row)
-}
-
 pub(super) fn month_cells(
     conn: &Connection,
     filter: &UsageFilter,

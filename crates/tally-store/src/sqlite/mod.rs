@@ -211,7 +211,7 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 }
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, Buckets, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
+    AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
     DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange,
     UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
 };
@@ -371,19 +371,6 @@ impl Store for SqliteStore {
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
         let filter = filter.clone();
         self.read(move |c| events::cells(c, &filter, from, to, scope)).await
-    }
-
-    async fn usage_cells_bucketed(
-        &self,
-        filter: &UsageFilter,
-        from: Timestamp,
-        to: Timestamp,
-        summed: bool,
-        buckets: Buckets<'_>,
-    ) -> Result<Vec<Cell>> {
-        let filter = filter.clone();
-        let (ranges, skip) = (buckets.ranges(from, to), buckets.skip.to_vec());
-        self.read(move |c| events::bucketed_cells(c, &filter, from, to, summed, &ranges, &skip)).await
     }
 
     async fn usage_month_cells(

@@ -10,17 +10,16 @@ use std::collections::HashMap;
 use tally_domain::entities::{Plan, Subscription};
 use tally_domain::llm::latency::{DayPlan, LatencyStats, day_plan};
 use tally_domain::series::spend::{self, PlanTimeline};
-use tally_domain::series::{Cell, Dimension, Grid, Interval, Series, build};
+use tally_domain::series::{Cell, Dimension, Grid, Series, build};
 use tally_domain::{Aggregation, Money, UsageType, UsageTypeKey};
-use tally_store::{Buckets, CellScope, Listed, MonthCells, Page, Store, StoreError, UsageFilter};
+use tally_store::{CellScope, Listed, MonthCells, Page, Store, StoreError, UsageFilter};
 
 /// How finely a query may read a grid's whole periods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grain {
     /// Hourly aggregates: each cell keeps its hour (spend prices each by the plan of its time).
     Hours,
-    /// Monthly aggregates for whole UTC months where the grid allows, hourly ones elsewhere;
-    /// organization-wide hours summed into the grid's buckets by the store.
+    /// Monthly aggregates for whole UTC months where the grid allows, hourly ones elsewhere.
     Months,
 }
 
@@ -69,22 +68,11 @@ async fn cells(
         Some((from, to)) => vec![(plan.hours_from, from), (to, plan.hours_to)],
         None => vec![(plan.hours_from, plan.hours_to)],
     };
-    // Organization-wide cells add up within a bucket, so the store sums them there: one row per
-    // bucket and dimension instead of one per hour.
-    let starts: Vec<jiff::Timestamp> = grid.starts.iter().map(jiff::Zoned::timestamp).collect();
-    let bucketed = (grain == Grain::Months && read == Read::Organizations && grid.interval != Interval::Hour)
-        .then_some(Buckets { starts: &starts, skip: &plan.split_hours });
     let mut cells = Vec::new();
     for (from, to) in hours.into_iter().filter(|(from, to)| from < to) {
-        match bucketed {
-            Some(buckets) => cells.extend(store.usage_cells_bucketed(filter, from, to, summed, buckets).await?),
-            None => {
-                let mut hourly = store.usage_cells(filter, from, to, scope).await?;
-                hourly.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
-                cells.extend(hourly);
-            }
-        }
+        cells.extend(store.usage_cells(filter, from, to, scope).await?);
     }
+    cells.retain(|c| plan.split_hours.binary_search(&c.at).is_err());
     if let Some((from, to)) = months {
         let grain = match read {
             Read::LatestSums => MonthCells::LatestSums,
