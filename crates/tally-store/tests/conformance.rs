@@ -209,6 +209,14 @@ async fn events_register_unknown_organizations_users_and_teams(store: Arc<dyn St
     store.save_user(&user, Write::Replace).await.unwrap();
     let u1 = store.user(&UserId::parse("u1").unwrap()).await.unwrap().unwrap();
     assert_eq!(u1.last_activity, Some(ts("2025-03-01T10:00:00Z")));
+    // A newer one does.
+    store
+        .record_events(vec![event(
+            r#"{"id":"e4","timestamp":"2025-03-02T08:00:00Z","organization_id":"acme","user_id":"u1","type":"login"}"#,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(store.user(&UserId::parse("u1").unwrap()).await.unwrap().unwrap().last_activity, Some(ts("2025-03-02T08:00:00Z")));
     assert_eq!(store.user(&UserId::parse("u2").unwrap()).await.unwrap().unwrap().organization_id, org("acme"));
 }
 
