@@ -196,7 +196,7 @@ impl Export {
             self.done = true;
             return Ok(Some(rows.await?));
         }
-        // Two store connections at once: the database works on both while this side formats.
+        // The next page's keys are read beside this page's rows, on a second store connection.
         let mut next = self.query.clone();
         next.after = keys.last().cloned();
         let (rows, ahead) = tokio::try_join!(rows, self.store.report_users(&next))?;
