@@ -87,63 +87,84 @@ pub fn record(row: &ReportRow, types: &[UsageType], plans: &HashMap<String, Plan
     })
 }
 
-/// The flat CSV header for a record: its scalar fields as `__` paths (as `q` names them).
-pub fn csv_header(types: &[UsageType]) -> Vec<String> {
-    let mut header: Vec<String> = [
-        "id",
-        "username",
-        "email",
-        "first_name",
-        "last_name",
-        "is_active",
-        "is_superuser",
-        "is_bot",
-        "role",
-        "date_joined",
-        "last_login",
-        "last_activity",
-        "organization__id",
-        "organization__name",
-        "subscriptions",
-        "service_usage__current_period_start",
-        "service_usage__current_period_end",
-        "service_usage__total_storage_bytes",
-    ]
-    .map(String::from)
-    .to_vec();
-    for t in types.iter().filter(|t| t.key.as_str() != "llm_request") {
-        header.push(format!("service_usage__{}__all_time", t.key));
-        header.push(format!("service_usage__{}__current_period", t.key));
-    }
-    for period in ["all_time", "current_period"] {
-        for m in ["requests", "failed", "input_tokens", "output_tokens", "cost"] {
-            header.push(format!("service_usage__llm__{period}__{m}"));
-        }
-    }
-    header
+/// The flat CSV columns of a record: its scalar fields as `__` paths (as `q` names them), each
+/// path split once, not once per row.
+pub struct CsvColumns {
+    header: Vec<String>,
+    paths: Vec<Vec<String>>,
 }
 
-/// A record as CSV cells, in [`csv_header`] order.
-pub fn csv_row(record: &Value, header: &[String]) -> Vec<String> {
-    header
-        .iter()
-        .map(|path| {
-            if path == "subscriptions" {
-                let subs = record["subscriptions"].as_array().map(Vec::as_slice).unwrap_or_default();
-                return subs
-                    .iter()
-                    .map(|s| format!("{}:{}", s["plan"].as_str().unwrap_or(""), s["status"].as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(";");
+impl CsvColumns {
+    pub fn new(types: &[UsageType]) -> Self {
+        let mut header: Vec<String> = [
+            "id",
+            "username",
+            "email",
+            "first_name",
+            "last_name",
+            "is_active",
+            "is_superuser",
+            "is_bot",
+            "role",
+            "date_joined",
+            "last_login",
+            "last_activity",
+            "organization__id",
+            "organization__name",
+            "subscriptions",
+            "service_usage__current_period_start",
+            "service_usage__current_period_end",
+            "service_usage__total_storage_bytes",
+        ]
+        .map(String::from)
+        .to_vec();
+        for t in types.iter().filter(|t| t.key.as_str() != "llm_request") {
+            header.push(format!("service_usage__{}__all_time", t.key));
+            header.push(format!("service_usage__{}__current_period", t.key));
+        }
+        for period in ["all_time", "current_period"] {
+            for m in ["requests", "failed", "input_tokens", "output_tokens", "cost"] {
+                header.push(format!("service_usage__llm__{period}__{m}"));
             }
-            let value = path.split("__").fold(record, |v, part| &v[part]);
-            match value {
+        }
+        let paths = header.iter().map(|h| h.split("__").map(String::from).collect()).collect();
+        CsvColumns { header, paths }
+    }
+
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// A record as CSV cells, in header order. Neighbouring columns share most of their path
+    /// (`service_usage__submission__…`), so each looks up only where it parts from the one before.
+    pub fn row(&self, record: &Value) -> Vec<String> {
+        let mut previous: &[String] = &[];
+        // `resolved[i]`: the value at the first `i` parts of the previous path.
+        let mut resolved: Vec<&Value> = vec![record];
+        let mut cells = Vec::with_capacity(self.paths.len());
+        for path in &self.paths {
+            if path.len() == 1 && path[0] == "subscriptions" {
+                let subs = record["subscriptions"].as_array().map(Vec::as_slice).unwrap_or_default();
+                let plans: Vec<String> =
+                    subs.iter().map(|s| format!("{}:{}", s["plan"].as_str().unwrap_or(""), s["status"].as_str().unwrap_or(""))).collect();
+                cells.push(plans.join(";"));
+                continue;
+            }
+            let shared = previous.iter().zip(path).take_while(|(a, b)| a == b).count().min(path.len() - 1);
+            resolved.truncate(shared + 1);
+            for part in &path[shared..] {
+                let next = &resolved[resolved.len() - 1][part.as_str()];
+                resolved.push(next);
+            }
+            previous = path;
+            cells.push(match resolved[resolved.len() - 1] {
                 Value::Null => String::new(),
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
-            }
-        })
-        .collect()
+            });
+        }
+        cells
+    }
 }
 
 /// Rows per store round trip while exporting.
@@ -203,5 +224,46 @@ impl Export {
         self.query = next;
         self.pending = Some(ahead.users.into());
         Ok(Some(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_follow_the_header_whatever_paths_they_share() {
+        let types = UsageType::builtins();
+        let columns = CsvColumns::new(&types);
+        let record = json!({
+            "id": "ann", "role": 100, "is_bot": false, "last_login": null,
+            "organization": {"id": "acme", "name": "Acme"},
+            "subscriptions": [{"plan": "basic", "status": "active"}, {"plan": "old", "status": "canceled"}],
+            "service_usage": {
+                "current_period_start": "2025-01-01T00:00:00Z",
+                "submission": {"all_time": 37.0, "current_period": 30.0},
+                "api_call": {"current_period": 2},
+                "llm": {"all_time": {"requests": 3, "cost": "0.25"}, "current_period": {"requests": 1}}
+            }
+        });
+        let cells = columns.row(&record);
+        assert_eq!(cells.len(), columns.header().len());
+        // Every cell is what looking its whole path up from the top gives.
+        for (path, cell) in columns.header().iter().zip(&cells) {
+            let expected = match path.as_str() {
+                "subscriptions" => "basic:active;old:canceled".to_owned(),
+                _ => match path.split("__").fold(&record, |v, part| &v[part]) {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            };
+            assert_eq!(cell, &expected, "{path}");
+        }
+        let cell = |path: &str| cells[columns.header().iter().position(|h| h == path).unwrap()].as_str();
+        assert_eq!([cell("id"), cell("role"), cell("last_login"), cell("organization__name")], ["ann", "100", "", "Acme"]);
+        assert_eq!([cell("service_usage__submission__all_time"), cell("service_usage__submission__current_period")], ["37.0", "30.0"]);
+        assert_eq!([cell("service_usage__api_call__all_time"), cell("service_usage__api_call__current_period")], ["", "2"]);
+        assert_eq!([cell("service_usage__llm__all_time__cost"), cell("service_usage__llm__current_period__requests")], ["0.25", "1"]);
     }
 }

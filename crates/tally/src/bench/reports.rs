@@ -137,7 +137,7 @@ async fn page(store: &dyn Store, count: bool) -> anyhow::Result<(Duration, usize
 async fn export(store: std::sync::Arc<dyn Store>) -> anyhow::Result<(Duration, usize)> {
     let types = store.usage_types().await?;
     let plans: HashMap<String, Plan> = crate::series::every(|p| store.plans(p)).await?.into_iter().map(|p| (p.id.clone(), p)).collect();
-    let header = reports::csv_header(&types);
+    let columns = reports::CsvColumns::new(&types);
     let mut q = query(store.as_ref(), false, reports::EXPORT_PAGE, 0).await?;
     q.filter = None;
     q.ordering.clear();
@@ -147,7 +147,7 @@ async fn export(store: std::sync::Arc<dyn Store>) -> anyhow::Result<(Duration, u
     while let Some(rows) = export.next_page().await? {
         let mut w = csv::Writer::from_writer(Vec::new());
         for row in &rows {
-            w.write_record(reports::csv_row(&reports::record(row, &types, &plans), &header))?;
+            w.write_record(columns.row(&reports::record(row, &types, &plans)))?;
         }
         bytes += w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?.len();
         rows_out += rows.len();

@@ -134,10 +134,10 @@ fn encode(value: &str) -> String {
 
 /// Streams every matching row, a page at a time (see [`reports::Export`]).
 fn export(store: Arc<dyn Store>, query: ReportQuery, types: Vec<UsageType>, plans: HashMap<String, Plan>, csv: bool) -> Response {
-    let header = reports::csv_header(&types);
-    let first = if csv { Some(csv_line(&header)) } else { None };
+    let columns = Arc::new(reports::CsvColumns::new(&types));
+    let first = if csv { Some(csv_line(columns.header())) } else { None };
     let stream = futures_util::stream::unfold(Some(reports::Export::new(store, query)), move |export| {
-        let (types, plans, header) = (types.clone(), plans.clone(), header.clone());
+        let (types, plans, columns) = (types.clone(), plans.clone(), columns.clone());
         async move {
             let mut export = export?;
             match export.next_page().await {
@@ -147,7 +147,7 @@ fn export(store: Arc<dyn Store>, query: ReportQuery, types: Vec<UsageType>, plan
                     for row in &rows {
                         let record = reports::record(row, &types, &plans);
                         if csv {
-                            out.push_str(&csv_line(&reports::csv_row(&record, &header)));
+                            out.push_str(&csv_line(&columns.row(&record)));
                         } else {
                             out.push_str(&record.to_string());
                             out.push('\n');
