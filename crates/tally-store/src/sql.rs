@@ -242,10 +242,7 @@ pub fn usage_conditions(dialect: Dialect, filter: &UsageFilter, first: usize) ->
 pub fn cells_query(dialect: Dialect, filter: &UsageFilter, scope: crate::CellScope) -> (String, Vec<String>) {
     use crate::CellScope;
     let (conditions, values) = usage_conditions(dialect, filter, 3);
-    let (p1, p2) = match dialect {
-        Dialect::Sqlite => ("?1", "?2"),
-        Dialect::Postgres => ("$1", "$2"),
-    };
+    let (p1, p2) = (dialect.mark(1), dialect.mark(2));
     let scope = if filter.user_id.is_some() { CellScope::Users } else { scope };
     let sql = match scope {
         CellScope::Users | CellScope::Organizations => {
@@ -291,10 +288,7 @@ fn summed_columns(dialect: Dialect, latest: &str) -> String {
 pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, cells: crate::MonthCells, summed: bool) -> (String, Vec<String>) {
     use crate::MonthCells;
     let (conditions, values) = usage_conditions(dialect, filter, 3);
-    let (p1, p2) = match dialect {
-        Dialect::Sqlite => ("?1", "?2"),
-        Dialect::Postgres => ("$1", "$2"),
-    };
+    let (p1, p2) = (dialect.mark(1), dialect.mark(2));
     let (table, dimensions, latest) = match cells {
         MonthCells::Split => ("usage_monthly_org", "team_id, model, provider", "last_value"),
         MonthCells::PerType => ("usage_monthly_org_type", "'', '', ''", "last_value"),
@@ -324,10 +318,7 @@ pub fn month_cells_query(dialect: Dialect, filter: &UsageFilter, cells: crate::M
 /// properties as JSON text last when asked for.
 pub fn events_query(dialect: Dialect, filter: &UsageFilter, with_properties: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
-    let (p1, p2) = match dialect {
-        Dialect::Sqlite => ("?1", "?2"),
-        Dialect::Postgres => ("$1", "$2"),
-    };
+    let (p1, p2) = (dialect.mark(1), dialect.mark(2));
     let lead = match dialect {
         Dialect::Sqlite => "0, ",
         Dialect::Postgres => "",

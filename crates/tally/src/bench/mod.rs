@@ -248,24 +248,34 @@ impl Running {
     }
 }
 
-/// A store a benchmark may keep between runs (`--keep DIR`), so that a large load is paid once
-/// and its queries can be timed again later: a SQLite file in `DIR`, or on PostgreSQL a schema
-/// named after `label` (which should say what was loaded). Without `keep`, a fresh store.
-async fn kept_url(
+/// A benchmark's store, kept between runs with `--keep DIR` so that a large load is paid once and
+/// its queries can be timed again later: a SQLite file in `DIR`, or on PostgreSQL a schema named
+/// after `label` (which should say what was loaded). Without `keep`, a fresh store. Also says
+/// whether it already holds the `events` to load; a kept store holding some other number is
+/// refused rather than loaded on top of.
+async fn bench_store(
     keep: Option<&std::path::Path>,
     dir: &std::path::Path,
     backend: &str,
     pg: Option<&str>,
     label: &str,
-) -> anyhow::Result<String> {
-    let Some(keep) = keep else { return fresh_url(dir, backend, pg, label).await };
-    Ok(match pg {
-        None => {
+    events: usize,
+) -> anyhow::Result<(String, Arc<dyn tally_store::Store>, bool)> {
+    let url = match (keep, pg) {
+        (None, _) => fresh_url(dir, backend, pg, label).await?,
+        (Some(keep), None) => {
             std::fs::create_dir_all(keep)?;
             format!("sqlite://{}", keep.join(format!("{label}.db")).display())
         }
-        Some(base) => tally_store::testing::named_schema(base, &format!("keep_{}", label.replace('-', "_"))).await?,
-    })
+        (Some(_), Some(base)) => tally_store::testing::named_schema(base, &format!("keep_{}", label.replace('-', "_"))).await?,
+    };
+    let store = tally_store::open(&url).await?;
+    let held = store.event_count().await? as usize;
+    anyhow::ensure!(held == 0 || held == events, "the kept store {url} holds {held} events, not {events}: remove it");
+    if held == events {
+        eprintln!("{backend}: reusing the {events} events kept from an earlier run");
+    }
+    Ok((url, store, held == events))
 }
 
 async fn fresh_url(dir: &std::path::Path, backend: &str, pg: Option<&str>, label: &str) -> anyhow::Result<String> {

@@ -3,7 +3,7 @@
 //! CSV export, a full rebuild — and, on PostgreSQL, a `REFRESH MATERIALIZED VIEW` of an
 //! equivalent per-user report over the raw events, the approach Tally replaces.
 
-use super::{kept_url, median, ms, pg_client};
+use super::{bench_store, median, ms, pg_client};
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use clap::Args;
@@ -182,12 +182,8 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
     println!("| backend | what | time |\n|---|---|---|");
     for (name, pg) in backends {
         let label = format!("{name}-reports-{}-{}-{}", args.events, args.organizations, args.users);
-        let url = kept_url(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &label).await?;
-        let store = tally_store::open(&url).await?;
-        if store.event_count().await? as usize == args.events {
-            eprintln!("{name}: reusing the {} events kept from an earlier run", args.events);
-        } else {
-            anyhow::ensure!(store.event_count().await? == 0, "the kept store {url} holds a partial load: remove it");
+        let (url, store, loaded) = bench_store(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &label, args.events).await?;
+        if !loaded {
             let secs = load(store.as_ref(), &args).await?;
             eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
         }

@@ -2,7 +2,7 @@
 //! usage series queries the usage issue names, and PostgreSQL answering the same questions with
 //! `GROUP BY date_trunc(…)` over the raw events table (indexed on organization and time).
 
-use super::{generate_chunk, kept_url, median, ms, pg_client};
+use super::{bench_store, generate_chunk, median, ms, pg_client};
 use crate::ingest;
 use crate::series::{self, Measure, SeriesParams};
 use clap::Args;
@@ -61,12 +61,9 @@ pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
     println!("| backend | query | median | reference: PostgreSQL GROUP BY over raw events | ratio |\n|---|---|---|---|---|");
     for (name, pg) in backends {
         let label = format!("series-{}-{}-{}", args.events, args.organizations, args.users);
-        let url = kept_url(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &format!("{name}-{label}")).await?;
-        let store = tally_store::open(&url).await?;
-        if store.event_count().await? as usize == args.events {
-            eprintln!("{name}: reusing the {} events kept from an earlier run", args.events);
-        } else {
-            anyhow::ensure!(store.event_count().await? == 0, "the kept store {url} holds a partial load: remove it");
+        let (url, store, loaded) =
+            bench_store(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &format!("{name}-{label}"), args.events).await?;
+        if !loaded {
             let (loaded, secs) = load(store.as_ref(), &args).await?;
             eprintln!("{name}: loaded {loaded} events in {secs:.1} s ({:.0}/s)", loaded as f64 / secs);
         }

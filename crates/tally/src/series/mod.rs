@@ -17,9 +17,11 @@ use tally_store::{CellScope, Listed, MonthCells, Page, Store, StoreError, UsageF
 /// How finely a query may read a grid's whole periods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grain {
-    /// Hourly aggregates: each cell keeps its hour (spend prices each by the plan of its time).
+    /// Hourly aggregates: each cell keeps its hour and organization (spend prices each by the
+    /// organization's plan of its time).
     Hours,
-    /// Monthly aggregates for whole UTC months where the grid allows, hourly ones elsewhere.
+    /// Monthly aggregates for whole UTC months where the grid allows, hourly ones elsewhere;
+    /// organizations summed in the store unless the query breaks down by them.
     Months,
 }
 
@@ -237,15 +239,13 @@ pub struct SeriesAnswer<R = SeriesResult> {
 /// needed: for every type when filtering or breaking down by user, else only for the types whose
 /// aggregation looks at each user (latest values, distinct users); the rest come from the
 /// organization-wide cells, summed over organizations in the store unless the query breaks down
-/// by organization or the caller needs them apart (`keep_organizations`: spend prices each by its
-/// plan).
+/// by organization or the grain keeps them apart.
 async fn query_cells(
     store: &dyn Store,
     q: &SeriesQuery,
     grid: &Grid,
     aggregation: &HashMap<&str, Aggregation>,
     grain: Grain,
-    keep_organizations: bool,
 ) -> Result<Vec<Cell>, StoreError> {
     // The asked range, not a previous period's, may end at the present.
     let to_present = q.to_present && grid.end == q.grid.end;
@@ -264,7 +264,7 @@ async fn query_cells(
     // summed over them in the store); latest values sum per organization only where the query
     // splits them no finer.
     let split = q.breakdowns.iter().any(|d| matches!(d, Dimension::Team | Dimension::Model | Dimension::Provider));
-    let apart = Apart { dimensions: split, organizations: keep_organizations || q.breakdowns.contains(&Dimension::Organization) };
+    let apart = Apart { dimensions: split, organizations: grain == Grain::Hours || q.breakdowns.contains(&Dimension::Organization) };
     let summable = q.filter.team_id.is_none() && q.breakdowns.iter().all(|d| matches!(d, Dimension::Type | Dimension::Organization));
     let read_of = |t: &UsageTypeKey| match aggregation.get(t.as_str()) {
         Some(Aggregation::Latest) if summable => Read::LatestSums,
@@ -299,7 +299,7 @@ pub async fn run(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) -> Res
     let aggregation_of = |t: &str| aggregation.get(t).copied().unwrap_or(Aggregation::Sum);
     let mut results = Vec::new();
     for (grid, compare_label) in periods(q) {
-        let cells = query_cells(store, q, &grid, &aggregation, Grain::Months, false).await?;
+        let cells = query_cells(store, q, &grid, &aggregation, Grain::Months).await?;
         let series = build(&grid, &cells, &q.breakdowns, aggregation_of, q.limit);
         let dates = dates(&grid);
         results.extend(series.into_iter().map(|s| labelled(s, &q.breakdowns, dates.clone(), compare_label)));
@@ -355,7 +355,7 @@ pub async fn run_spend(store: &dyn Store, q: &SeriesQuery, types: &[UsageType]) 
         if period_start < grid.from() {
             read.starts.insert(0, period_start.to_zoned(q.timezone.clone()));
         }
-        let cells = query_cells(store, q, &read, &aggregation, Grain::Hours, true).await?;
+        let cells = query_cells(store, q, &read, &aggregation, Grain::Hours).await?;
         let priced = spend::price(&cells, &timeline, aggregation_of);
         let dates = dates(&grid);
         for s in spend::series(&grid, &priced, &q.breakdowns, q.limit) {
