@@ -2,7 +2,7 @@
 //! resulting deltas with upserts in the same transaction as the events; a rebuild replays raw
 //! events through this same code, so live and rebuilt figures cannot drift apart.
 
-use crate::event::{LLM_USAGE_TYPE, LlmStatus, UsageEvent};
+use crate::event::{LLM_USAGE_TYPE, LlmFields, LlmStatus, UsageEvent};
 use crate::llm::latency::{DayLatencies, LatencyHistogram};
 use crate::time::{date_start, day_start, hour_start, month_start};
 use jiff::Timestamp;
@@ -48,8 +48,13 @@ impl Aggregate {
     }
 
     pub fn of(event: &UsageEvent) -> Self {
-        let mut agg = Aggregate::single(event.quantity, event.timestamp);
-        if let Some(llm) = &event.llm {
+        Aggregate::of_parts(event.quantity, event.timestamp, event.llm.as_ref())
+    }
+
+    /// An event's aggregate from the parts that count: its quantity, time and LLM facts.
+    pub fn of_parts(quantity: f64, at: Timestamp, llm: Option<&LlmFields>) -> Self {
+        let mut agg = Aggregate::single(quantity, at);
+        if let Some(llm) = llm {
             match llm.status {
                 Some(LlmStatus::Error) => agg.llm_failures = 1,
                 Some(LlmStatus::Success) => agg.llm_successes = 1,
@@ -324,6 +329,36 @@ impl<'a> Rollup<'a> {
     }
 }
 
+/// What the user report keeps of one user, folded from the user's events one at a time: per usage
+/// type the all-time aggregate and that of the organization's billing period (the events whose
+/// hour falls in `[start, end)`, the rule of [`period_totals`]), and the latest event time. A
+/// rebuild of the report folds each user's raw events through it, so its figures are those the
+/// live path keeps through [`Rollup`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFigures {
+    pub all_time: Vec<(String, Aggregate)>,
+    pub period: Vec<(String, Aggregate)>,
+    pub last_activity: Option<Timestamp>,
+}
+
+impl UserFigures {
+    pub fn add(&mut self, usage_type: &str, at: Timestamp, agg: &Aggregate, period: Option<(Timestamp, Timestamp)>) {
+        // A user has a handful of usage types: a short list beats a map.
+        fn merge_into(figures: &mut Vec<(String, Aggregate)>, usage_type: &str, agg: &Aggregate) {
+            match figures.iter_mut().find(|(t, _)| t == usage_type) {
+                Some((_, a)) => a.merge(agg),
+                None => figures.push((usage_type.to_owned(), *agg)),
+            }
+        }
+        merge_into(&mut self.all_time, usage_type, agg);
+        let hour = hour_start(at);
+        if period.is_some_and(|(start, end)| hour >= start && hour < end) {
+            merge_into(&mut self.period, usage_type, agg);
+        }
+        self.last_activity = self.last_activity.max(Some(at));
+    }
+}
+
 /// Hourly cells (organization, user, usage type, hour, aggregate) folded per user and usage type,
 /// keeping only those whose hour falls in their organization's billing period.
 pub fn period_totals<'k, 'c>(
@@ -386,6 +421,34 @@ mod tests {
         assert_eq!((api.count, api.sum, api.min, api.max), (2, 6.0, 2.0, 4.0), "start inclusive, end exclusive");
         assert_eq!(totals.len(), 2);
         assert!(r.period_totals(|_| None).is_empty(), "no period on record: nothing to add");
+    }
+
+    #[test]
+    fn a_users_figures_are_those_the_live_rollup_keeps() {
+        let events = [
+            ev("1", "2025-01-14T23:59:00Z", "u", "api_call", 1.0, ""),
+            ev("2", "2025-01-15T00:30:00Z", "u", "api_call", 2.0, ""),
+            ev("3", "2025-01-20T00:00:00Z", "u", "storage_bytes", 5.0, ""),
+            ev("4", "2025-01-21T00:00:00Z", "u", "storage_bytes", 3.0, ""),
+            ev("5", "2025-01-22T08:00:00Z", "u", "llm_request", 1.0, r#","status":"error","input_tokens":7,"cost":"0.25""#),
+            ev("6", "2025-02-15T00:00:00Z", "u", "llm_request", 1.0, r#","status":"success","latency_ms":40"#),
+        ];
+        let period = ("2025-01-15T00:00:00Z".parse().unwrap(), "2025-02-15T00:00:00Z".parse().unwrap());
+        let mut figures = UserFigures::default();
+        for e in events.iter().rev() {
+            figures.add(e.usage_type.as_str(), e.timestamp, &Aggregate::of(e), Some(period));
+        }
+        let live = Rollup::of(&events);
+        let key = |usage_type| UserTypeKey { organization_id: "o", user_id: "u", usage_type };
+        for (usage_type, a) in &figures.all_time {
+            assert_eq!(live.user_totals[&key(usage_type.as_str())], *a, "{usage_type}");
+        }
+        let period_totals = live.period_totals(|_| Some(period));
+        for (usage_type, a) in &figures.period {
+            assert_eq!(period_totals[&key(usage_type.as_str())], *a, "{usage_type} in the period");
+        }
+        assert_eq!((figures.all_time.len(), figures.period.len()), (live.user_totals.len(), period_totals.len()));
+        assert_eq!(figures.last_activity, Some(events[5].timestamp));
     }
 
     #[test]

@@ -62,3 +62,17 @@ fn random_suffix() -> String {
     let n: u64 = rand::rng().random();
     format!("{n:016x}")
 }
+
+/// Runs raw SQL statements on a test store's database: for tests that damage what the API never
+/// lets a client touch (the kept figures a rebuild must restore, say).
+pub async fn execute_raw(url: &str, statements: &str) -> Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let conn = rusqlite::Connection::open(path).map_err(|e| StoreError::Internal(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| StoreError::Internal(e.to_string()))?;
+        return conn.execute_batch(statements).map_err(|e| StoreError::Internal(e.to_string()));
+    }
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    tokio::spawn(connection);
+    client.batch_execute(statements).await.map_err(|e| StoreError::Internal(e.to_string()))
+}

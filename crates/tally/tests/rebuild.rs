@@ -1,5 +1,6 @@
 //! `tally reports rebuild user-reports`: killed half-way with `kill -9`, refused while another
-//! process holds the lease, resumed from its cursor, and ending with exactly the live figures.
+//! process holds the lease, resumed from its cursor, and ending with exactly the live figures
+//! even where the kept ones were damaged.
 //! `tally jobs run ledger` killed half-way and run again: the same ledger as an uninterrupted run.
 
 use std::process::{Command, Stdio};
@@ -53,6 +54,20 @@ async fn killed_rebuild_resumes_to_the_live_figures(t: TestStore) {
     let store = t.store.clone();
     store.record_events(events(3000)).await.unwrap();
     let live = store.aggregates_fingerprint().await.unwrap();
+    // Damage what the report keeps per user, as a bug or a restore from an old backup might.
+    tally_store::testing::execute_raw(
+        &t.url,
+        "UPDATE user_usage SET sum = sum + 1000, count = count + 1 WHERE usage_type <> 'login'; \
+         DELETE FROM user_usage WHERE usage_type = 'login'; \
+         INSERT INTO user_usage_period (organization_id, user_id, usage_type, count, sum, min, max, last_ts, last_value, \
+           llm_successes, llm_failures, input_tokens, output_tokens, cost_nanos, latency_ms_sum) \
+         SELECT organization_id, user_id, usage_type, count, sum, min, max, last_ts, last_value, llm_successes, llm_failures, \
+           input_tokens, output_tokens, cost_nanos, latency_ms_sum FROM user_usage WHERE true ON CONFLICT DO NOTHING; \
+         UPDATE users SET last_activity = NULL WHERE user_id < 'u5';",
+    )
+    .await
+    .unwrap();
+    assert_ne!(store.aggregates_fingerprint().await.unwrap(), live);
 
     // Slowly, one organization per batch, so it can be caught half-way.
     let mut child = rebuild(&t.url, &["--organizations-per-batch", "1", "--throttle-ms", "150"])

@@ -1,11 +1,14 @@
 //! Resumable jobs on PostgreSQL: run bookkeeping with a lease (shared by every process on the
-//! database), and the per-organization rebuild of the aggregates that user reports read.
+//! database), the per-organization rebuild of what user reports keep per user, and the full
+//! replay of an organization's aggregates.
 
-use super::events::{apply, event_row};
+use super::events::{AggArrays, apply, event_row, upsert_sql};
 use super::map_err;
-use crate::{JobRun, Result, StoreError};
+use crate::{JobRun, Result, StoreError, sql};
 use jiff::Timestamp;
-use tally_domain::rollup::Rollup;
+use tally_domain::event::{LlmColumns, LlmFields};
+use tally_domain::rollup::{Aggregate, Rollup, UserFigures};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
 const RUN_COLUMNS: &str = "run_id, job, status, cursor, processed, started_at, finished_at, last_error, lease_owner, lease_until";
@@ -102,6 +105,97 @@ pub(super) async fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Res
     }
 }
 
+/// Replaces what the user report keeps of one organization's users (all-time and billing-period
+/// figures, last activity) by what its raw events give, a few thousand users at a time in the
+/// order of the per-user index; returns how many events it read. The hourly cells are left to
+/// `tally aggregates rebuild`: the report does not read them for a recorded period.
+pub(super) async fn rebuild_user_figures(tx: &Transaction<'_>, org: &str) -> Result<u64> {
+    const USERS: usize = 2_000;
+    let period: Option<(Timestamp, Timestamp)> = tx
+        .query_opt("SELECT period_start, period_end FROM billing_periods WHERE organization_id = $1", &[&org])
+        .await
+        .map_err(map_err)?
+        .map(|r| (r.get(0), r.get(1)));
+    tx.execute("DELETE FROM user_usage WHERE organization_id = $1", &[&org]).await.map_err(map_err)?;
+    tx.execute("DELETE FROM user_usage_period WHERE organization_id = $1", &[&org]).await.map_err(map_err)?;
+    let users: Vec<String> = tx
+        .query("SELECT user_id FROM users WHERE organization_id = $1 ORDER BY user_id", &[&org])
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut read = 0;
+    for chunk in users.chunks(USERS) {
+        let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
+        let rows = tx
+            .query(
+                "SELECT user_id, ts, usage_type, quantity, status, input_tokens, output_tokens, cost_nanos, latency_ms                  FROM events WHERE organization_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY user_id",
+                &[&org, first, last],
+            )
+            .await
+            .map_err(map_err)?;
+        read += rows.len() as u64;
+        let mut figures: Vec<(&str, UserFigures)> = chunk.iter().map(|u| (u.as_str(), UserFigures::default())).collect();
+        let mut at_user = 0;
+        for r in &rows {
+            let user: &str = r.get(0);
+            while figures[at_user].0 != user {
+                at_user += 1;
+                if at_user == figures.len() {
+                    return Err(StoreError::corrupt(format!("events of user {user} of {org}, who is not registered")));
+                }
+            }
+            let at: Timestamp = r.get(1);
+            let llm = LlmFields::from_columns(LlmColumns {
+                model: None,
+                provider: None,
+                status: r.get(4),
+                input_tokens: r.get(5),
+                output_tokens: r.get(6),
+                cost_nanos: r.get(7),
+                latency_ms: r.get(8),
+            });
+            figures[at_user].1.add(r.get(2), at, &Aggregate::of_parts(r.get(3), at, llm.as_ref()), period);
+        }
+        write_user_figures(tx, org, &figures).await?;
+    }
+    Ok(read)
+}
+
+/// Writes rebuilt figures into emptied tables, and every user's last activity (none without events).
+async fn write_user_figures(tx: &Transaction<'_>, org: &str, figures: &[(&str, UserFigures)]) -> Result<()> {
+    for table in ["user_usage", "user_usage_period"] {
+        let rows: Vec<(&str, &str, &Aggregate)> = figures
+            .iter()
+            .flat_map(|(user, f)| {
+                let kept = if table == "user_usage" { &f.all_time } else { &f.period };
+                kept.iter().map(move |(t, a)| (*user, t.as_str(), a))
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let orgs = vec![org; rows.len()];
+        let users: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r.1).collect();
+        let aggs = AggArrays::of(rows.iter().map(|r| r.2));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&orgs, &users, &types];
+        params.extend(aggs.params());
+        tx.execute(&upsert_sql(table, &sql::USER_KEYS, &["text", "text", "text"]), &params).await.map_err(map_err)?;
+    }
+    let users: Vec<&str> = figures.iter().map(|(u, _)| *u).collect();
+    let last: Vec<Option<Timestamp>> = figures.iter().map(|(_, f)| f.last_activity).collect();
+    tx.execute(
+        "UPDATE users SET last_activity = k.t FROM unnest($2::text[], $3::timestamptz[]) AS k(u, t) \
+         WHERE users.organization_id = $1 AND users.user_id = k.u AND users.last_activity IS DISTINCT FROM k.t",
+        &[&org, &users, &last],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 pub(super) async fn advance(
     conn: &mut Client,
     run_id: &str,
@@ -144,7 +238,7 @@ pub(super) async fn advance(
         Some(last) => {
             let mut replayed = 0u64;
             for org in &orgs {
-                replayed += rebuild_organization(&tx, org).await?;
+                replayed += rebuild_user_figures(&tx, org).await?;
             }
             tx.execute(
                 "UPDATE job_runs SET cursor = $2, processed = processed + $3 WHERE run_id = $1",

@@ -366,26 +366,26 @@ pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
         tx.execute(&format!("DELETE FROM {table}"), []).map_err(map_err)?;
     }
     tx.execute("UPDATE users SET last_activity = NULL", []).map_err(map_err)?;
-    let mut after = i64::MIN;
+    // Keyset paging in the table's own (organization, event id) order: pages are read in place.
+    let mut after = (String::new(), String::new());
     let mut replayed = 0u64;
     loop {
         let mut batch = Vec::with_capacity(BATCH as usize);
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT rowid, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
-                     input_tokens, output_tokens, cost_nanos, latency_ms FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                    "SELECT event_id, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+                     input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
+                     WHERE (organization_id, event_id) > (?1, ?2) ORDER BY organization_id, event_id LIMIT ?3",
                 )
                 .map_err(map_err)?;
-            let mut rows = stmt.query(params![after, BATCH]).map_err(map_err)?;
+            let mut rows = stmt.query(params![after.0, after.1, BATCH]).map_err(map_err)?;
             while let Some(r) = rows.next().map_err(map_err)? {
-                after = r.get(0).map_err(map_err)?;
                 batch.push(event_row(r)?);
             }
         }
-        if batch.is_empty() {
-            break;
-        }
+        let Some(last) = batch.last() else { break };
+        after = (last.organization_id.as_str().to_owned(), last.id.as_str().to_owned());
         replayed += batch.len() as u64;
         apply(&tx, &Rollup::of(&batch))?;
     }

@@ -1,12 +1,14 @@
-//! Resumable jobs on SQLite: run bookkeeping with a lease, and the per-organization rebuild of
-//! the aggregates that user reports read.
+//! Resumable jobs on SQLite: run bookkeeping with a lease, the per-organization rebuild of what
+//! user reports keep per user, and the full replay of an organization's aggregates.
 
-use super::events::{apply, event_row};
+use super::events::{apply, event_row, upsert, upsert_sql};
 use super::{map_err, micros, timestamp};
-use crate::{JobRun, Result, StoreError};
+use crate::{JobRun, Result, StoreError, sql};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use tally_domain::rollup::Rollup;
+use std::collections::HashSet;
+use tally_domain::event::{LlmColumns, LlmFields};
+use tally_domain::rollup::{Aggregate, Rollup, UserFigures};
 
 const RUN_COLUMNS: &str = "run_id, job, status, cursor, processed, started_at, finished_at, last_error, lease_owner, lease_until";
 
@@ -83,16 +85,16 @@ pub(super) fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u6
         tx.execute(&format!("DELETE FROM {table} WHERE organization_id = ?1"), [org]).map_err(map_err)?;
     }
     tx.execute("UPDATE users SET last_activity = NULL WHERE organization_id = ?1", [org]).map_err(map_err)?;
-    let mut after = i64::MIN;
+    let mut after = String::new();
     let mut replayed = 0;
     loop {
         let mut batch = Vec::new();
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT rowid, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+                    "SELECT event_id, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
                      input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
-                     WHERE organization_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
+                     WHERE organization_id = ?1 AND event_id > ?2 ORDER BY event_id LIMIT ?3",
                 )
                 .map_err(map_err)?;
             let mut rows = stmt.query(params![org, after, BATCH]).map_err(map_err)?;
@@ -106,6 +108,102 @@ pub(super) fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u6
         }
         replayed += batch.len() as u64;
         apply(tx, &Rollup::of(&batch))?;
+    }
+}
+
+/// Replaces what the user report keeps of one organization's users (all-time and billing-period
+/// figures, last activity) by what its raw events give, reading them a user at a time in the
+/// order of the per-user index; returns how many events it read. The hourly cells are left to
+/// `tally aggregates rebuild`: the report does not read them for a recorded period.
+pub(super) fn rebuild_user_figures(tx: &Transaction<'_>, org: &str) -> Result<u64> {
+    let period = tx
+        .query_row("SELECT period_start, period_end FROM billing_periods WHERE organization_id = ?1", [org], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()
+        .map_err(map_err)?
+        .map(|(start, end)| Ok::<_, StoreError>((timestamp(start)?, timestamp(end)?)))
+        .transpose()?;
+    tx.execute("DELETE FROM user_usage WHERE organization_id = ?1", [org]).map_err(map_err)?;
+    tx.execute("DELETE FROM user_usage_period WHERE organization_id = ?1", [org]).map_err(map_err)?;
+    // Users whose last activity no event backs any more lose it at the end.
+    let mut unbacked: HashSet<String> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT user_id FROM users WHERE organization_id = ?1 AND last_activity IS NOT NULL").map_err(map_err)?;
+        stmt.query_map([org], |r| r.get(0)).map_err(map_err)?.collect::<rusqlite::Result<_>>().map_err(map_err)?
+    };
+    let mut writer = FiguresWriter::new(tx, org)?;
+    let mut events = tx
+        .prepare_cached(
+            "SELECT user_id, ts, usage_type, quantity, status, input_tokens, output_tokens, cost_nanos, latency_ms              FROM events WHERE organization_id = ?1 ORDER BY user_id",
+        )
+        .map_err(map_err)?;
+    let mut rows = events.query([org]).map_err(map_err)?;
+    let (mut user, mut figures, mut read) = (String::new(), UserFigures::default(), 0);
+    while let Some(r) = rows.next().map_err(map_err)? {
+        read += 1;
+        let row_user = r.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(map_err)?;
+        if row_user != user {
+            writer.write(&user, &figures)?;
+            unbacked.remove(&user);
+            row_user.clone_into(&mut user);
+            figures = UserFigures::default();
+        }
+        let at = timestamp(r.get(1).map_err(map_err)?)?;
+        let usage_type = r.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(map_err)?;
+        let llm = LlmFields::from_columns(LlmColumns {
+            model: None,
+            provider: None,
+            status: r.get(4).map_err(map_err)?,
+            input_tokens: r.get(5).map_err(map_err)?,
+            output_tokens: r.get(6).map_err(map_err)?,
+            cost_nanos: r.get(7).map_err(map_err)?,
+            latency_ms: r.get(8).map_err(map_err)?,
+        });
+        figures.add(usage_type, at, &Aggregate::of_parts(r.get(3).map_err(map_err)?, at, llm.as_ref()), period);
+    }
+    writer.write(&user, &figures)?;
+    unbacked.remove(&user);
+    for user in unbacked {
+        writer.write(&user, &UserFigures::default())?;
+    }
+    Ok(read)
+}
+
+/// Writes a user's rebuilt figures into emptied tables.
+struct FiguresWriter<'t> {
+    org: &'t str,
+    all_time: rusqlite::CachedStatement<'t>,
+    period: rusqlite::CachedStatement<'t>,
+    activity: rusqlite::CachedStatement<'t>,
+}
+
+impl<'t> FiguresWriter<'t> {
+    fn new(tx: &'t Transaction<'_>, org: &'t str) -> Result<Self> {
+        Ok(FiguresWriter {
+            org,
+            all_time: tx.prepare_cached(&upsert_sql("user_usage", &sql::USER_KEYS)).map_err(map_err)?,
+            period: tx.prepare_cached(&upsert_sql("user_usage_period", &sql::USER_KEYS)).map_err(map_err)?,
+            activity: tx
+                .prepare_cached(
+                    "UPDATE users SET last_activity = ?3 WHERE organization_id = ?1 AND user_id = ?2 AND last_activity IS NOT ?3",
+                )
+                .map_err(map_err)?,
+        })
+    }
+
+    fn write(&mut self, user: &str, figures: &UserFigures) -> Result<()> {
+        if user.is_empty() {
+            return Ok(());
+        }
+        for (usage_type, a) in &figures.all_time {
+            upsert(&mut self.all_time, &[&self.org, &user, usage_type], a)?;
+        }
+        for (usage_type, a) in &figures.period {
+            upsert(&mut self.period, &[&self.org, &user, usage_type], a)?;
+        }
+        self.activity.execute(params![self.org, user, figures.last_activity.map(micros)]).map_err(map_err)?;
+        Ok(())
     }
 }
 
@@ -143,7 +241,7 @@ pub(super) fn advance(
         Some(last) => {
             let mut replayed = 0;
             for org in &orgs {
-                replayed += rebuild_organization(&tx, org)?;
+                replayed += rebuild_user_figures(&tx, org)?;
             }
             tx.execute(
                 "UPDATE job_runs SET cursor = ?2, processed = processed + ?3 WHERE run_id = ?1",

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (17, include_str!("../../migrations/sqlite/0017_monthly_org_type.sql")),
     (18, include_str!("../../migrations/sqlite/0018_billing_periods.sql")),
     (19, include_str!("../../migrations/sqlite/0019_users_clustered.sql")),
+    (20, include_str!("../../migrations/sqlite/0020_events_clustered.sql")),
 ];
 const IDLE_READERS: usize = 8;
 

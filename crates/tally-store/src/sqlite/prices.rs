@@ -64,15 +64,15 @@ pub(super) fn unpriced(conn: &Connection, org: Option<&OrganizationId>) -> Resul
     Ok(out)
 }
 
-/// A request to re-price: row id, organization, model, input, cached input and output tokens.
-type Priceable = (i64, String, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+/// A request to re-price: organization, event id, model, input, cached input and output tokens.
+type Priceable = (String, String, Option<String>, Option<i64>, Option<i64>, Option<i64>);
 
 pub(super) fn reprice(conn: &mut Connection, from: jiff::Timestamp, to: jiff::Timestamp, table: &PriceTable) -> Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     let scope = sql::REPRICEABLE.replace("{from}", "?1").replace("{to}", "?2");
     let rows: Vec<Priceable> = {
         let mut stmt = tx
-            .prepare(&format!("SELECT rowid, organization_id, model, input_tokens, cached_input_tokens, output_tokens {scope}"))
+            .prepare(&format!("SELECT organization_id, event_id, model, input_tokens, cached_input_tokens, output_tokens {scope}"))
             .map_err(map_err)?;
         let rows = stmt
             .query_map(params![super::micros(from), super::micros(to)], |r| {
@@ -83,11 +83,13 @@ pub(super) fn reprice(conn: &mut Connection, from: jiff::Timestamp, to: jiff::Ti
     };
     let mut organizations = std::collections::BTreeSet::new();
     {
-        let mut update = tx.prepare("UPDATE events SET cost_nanos = ?2, price_version = ?3 WHERE rowid = ?1").map_err(map_err)?;
-        for (rowid, org, model, input, cached, output) in &rows {
+        let mut update = tx
+            .prepare("UPDATE events SET cost_nanos = ?3, price_version = ?4 WHERE organization_id = ?1 AND event_id = ?2")
+            .map_err(map_err)?;
+        for (org, id, model, input, cached, output) in &rows {
             let price = model.as_deref().and_then(|m| tally_domain::llm::prices::find(&table.prices, m));
             let cost = price.map(|p| p.cost(input.unwrap_or(0), cached.unwrap_or(0), output.unwrap_or(0)).nanos());
-            update.execute(params![rowid, cost, price.map(|_| table.version)]).map_err(map_err)?;
+            update.execute(params![org, id, cost, price.map(|_| table.version)]).map_err(map_err)?;
             organizations.insert(org.clone());
         }
     }
