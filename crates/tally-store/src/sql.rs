@@ -115,29 +115,49 @@ pub fn org_type_month_merge(dialect: Dialect) -> String {
     )
 }
 
+/// What an upsert of latency buckets does with the stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buckets {
+    /// Merges it with the incoming one key by key (`tally_merge_buckets`, a Rust function on
+    /// SQLite, SQL on PostgreSQL).
+    Merge,
+    /// Replaces it: the incoming object already holds the stored counts (merged by the caller
+    /// with the row locked).
+    Replace,
+}
+
+impl Buckets {
+    fn assignment(self, table: &str) -> String {
+        match self {
+            Buckets::Merge => format!("buckets = tally_merge_buckets({table}.buckets, excluded.buckets)"),
+            Buckets::Replace => "buckets = excluded.buckets".to_owned(),
+        }
+    }
+}
+
 /// The upsert of an organization's day of latencies (placeholders numbered from 1: organization,
-/// day, requests, latency sum, buckets): counts and sums add, bucket objects merge key by key
-/// (`tally_merge_buckets`, a Rust function on SQLite, SQL on PostgreSQL). On PostgreSQL the rows
-/// come from `unnest` of arrays.
-pub fn org_latency_upsert(dialect: Dialect) -> String {
+/// day, requests, latency sum, buckets): counts and sums add, the buckets as `buckets` says. On
+/// PostgreSQL the rows come from `unnest` of arrays.
+pub fn org_latency_upsert(dialect: Dialect, buckets: Buckets) -> String {
     let rows = match dialect {
         Dialect::Sqlite => "VALUES (?1, ?2, ?3, ?4, ?5)",
         Dialect::Postgres => {
-            "SELECT o, d, r, s, b::jsonb FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[]) AS x(o, d, r, s, b)"
+            "SELECT o, d, r, s, b FROM unnest($1::text[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[]) AS x(o, d, r, s, b)"
         }
     };
-    "INSERT INTO llm_latency_daily_org (organization_id, day, requests, latency_ms_sum, buckets) {rows} \
-     ON CONFLICT (organization_id, day) DO UPDATE SET requests = llm_latency_daily_org.requests + excluded.requests, \
-     latency_ms_sum = llm_latency_daily_org.latency_ms_sum + excluded.latency_ms_sum, \
-     buckets = tally_merge_buckets(llm_latency_daily_org.buckets, excluded.buckets)"
-        .replace("{rows}", rows)
+    format!(
+        "INSERT INTO llm_latency_daily_org (organization_id, day, requests, latency_ms_sum, buckets) {rows} \
+         ON CONFLICT (organization_id, day) DO UPDATE SET requests = llm_latency_daily_org.requests + excluded.requests, \
+         latency_ms_sum = llm_latency_daily_org.latency_ms_sum + excluded.latency_ms_sum, {}",
+        buckets.assignment("llm_latency_daily_org")
+    )
 }
 
 /// The upsert of a user's day of LLM requests per model and provider: the key columns, the
 /// aggregate columns, then the latency buckets (placeholders in that order; on PostgreSQL
 /// arrays of `key_types`, the aggregate types and text for the buckets). The aggregate merges
-/// as every roll-up cell does, the buckets as [`org_latency_upsert`]'s.
-pub fn llm_day_upsert(dialect: Dialect, agg_types: &[&str]) -> String {
+/// as every roll-up cell does, the buckets as `buckets` says.
+pub fn llm_day_upsert(dialect: Dialect, agg_types: &[&str], buckets: Buckets) -> String {
     let columns: Vec<&str> = LLM_DAY_KEYS.iter().chain(AGG_COLUMNS.iter()).copied().chain(["buckets"]).collect();
     let n = columns.len();
     let rows = match dialect {
@@ -146,15 +166,14 @@ pub fn llm_day_upsert(dialect: Dialect, agg_types: &[&str]) -> String {
             let types = ["text", "text", "timestamptz", "text", "text"].iter().chain(agg_types).chain(&["text"]);
             let arrays: Vec<String> = types.enumerate().map(|(i, t)| format!("${}::{t}[]", i + 1)).collect();
             let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
-            let mut selected = names[..n - 1].to_vec();
-            selected.push(format!("c{n}::jsonb"));
-            format!("SELECT {} FROM unnest({}) AS x({})", selected.join(", "), arrays.join(", "), names.join(", "))
+            format!("SELECT {} FROM unnest({}) AS x({})", names.join(", "), arrays.join(", "), names.join(", "))
         }
     };
     format!(
-        "INSERT INTO llm_daily ({}) {rows} {}, buckets = tally_merge_buckets(llm_daily.buckets, excluded.buckets)",
+        "INSERT INTO llm_daily ({}) {rows} {}, {}",
         columns.join(", "),
-        merge_clause(dialect, "llm_daily", &LLM_DAY_KEYS)
+        merge_clause(dialect, "llm_daily", &LLM_DAY_KEYS),
+        buckets.assignment("llm_daily")
     )
 }
 
@@ -463,11 +482,7 @@ fn llm_range(dialect: Dialect, per_user: bool, time_column: &str) -> String {
 pub fn llm_latency_days_query(dialect: Dialect, per_user: bool) -> String {
     // A user's days are kept per model and provider (several rows a day), an organization's whole.
     let (table, requests) = if per_user { ("llm_daily", "count") } else { ("llm_latency_daily_org", "requests") };
-    let buckets = match dialect {
-        Dialect::Sqlite => "buckets",
-        Dialect::Postgres => "buckets::text",
-    };
-    format!("SELECT day, {requests}, latency_ms_sum, {buckets} FROM {table} WHERE {}", llm_range(dialect, per_user, "day"))
+    format!("SELECT day, {requests}, latency_ms_sum, buckets FROM {table} WHERE {}", llm_range(dialect, per_user, "day"))
 }
 
 /// A user's (parameters: organization, user, from, to) or an organization's users' (organization,

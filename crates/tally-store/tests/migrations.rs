@@ -162,8 +162,10 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
 const FORGET_DERIVED: &str = "DROP TABLE llm_latency_daily_org; DROP TABLE llm_unpriced; DROP TABLE usage_monthly_org; \
      DROP TABLE llm_daily; DROP TABLE usage_monthly_org_type; ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; \
      DELETE FROM schema_migrations WHERE version BETWEEN 12 AND 17;";
-/// PostgreSQL's migration 12 also created the histogram functions.
-const FORGET_FUNCTIONS: &str = "DROP FUNCTION tally_merge_buckets(JSONB, JSONB); DROP FUNCTION tally_latency_bucket(BIGINT);";
+/// PostgreSQL's migration 12 also created the histogram functions, and 21 turned the histograms
+/// of the tables dropped above into text (with a merge function for text).
+const FORGET_FUNCTIONS: &str = "DROP FUNCTION tally_merge_buckets(JSONB, JSONB); DROP FUNCTION tally_latency_bucket(BIGINT); \
+     DROP FUNCTION tally_merge_buckets(TEXT, TEXT); DELETE FROM schema_migrations WHERE version = 21;";
 
 #[tokio::test]
 async fn sqlite_derived_roll_ups_are_backfilled() {

@@ -12,7 +12,8 @@ use jiff::civil::Date;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
-use tally_domain::rollup::{Aggregate, Rollup, sorted, sorted_refs};
+use tally_domain::llm::latency::{DayLatencies, LatencyHistogram};
+use tally_domain::rollup::{Aggregate, LlmDay, LlmDayKey, OrgDayKey, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 use tokio_postgres::types::ToSql;
@@ -315,23 +316,12 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     );
     tx.execute(&sql, &params).await.map_err(map_err)?;
 
-    // The LLM tables: a statement only when the batch has rows for them (a round trip each).
+    // The LLM tables: statements only when the batch has rows for them.
     if !rollup.llm_days.is_empty() {
-        let days = sorted_refs(&rollup.llm_days);
-        let (org, user, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.user_id), column(&days, |k| k.day));
-        let (model, provider) = (column(&days, |k| k.model), column(&days, |k| k.provider));
-        let aggs = AggArrays::of(days.iter().map(|(_, d)| &d.aggregate));
-        let buckets: Vec<String> = days.iter().map(|(_, d)| d.latencies.buckets_json()).collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &day, &model, &provider];
-        params.extend(aggs.params());
-        params.push(&buckets);
-        tx.execute(&sql::llm_day_upsert(Dialect::Postgres, &AGG_TYPES), &params).await.map_err(map_err)?;
-        let days = sorted_refs(&rollup.org_latency_days);
-        let (org, day) = (column(&days, |k| k.organization_id), column(&days, |k| k.day));
-        let requests: Vec<i64> = days.iter().map(|(_, d)| d.requests).collect();
-        let sums: Vec<i64> = days.iter().map(|(_, d)| d.histogram.sum_ms).collect();
-        let buckets: Vec<String> = days.iter().map(|(_, d)| d.histogram.buckets_json()).collect();
-        tx.execute(&sql::org_latency_upsert(Dialect::Postgres), &[&org, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
+        // Pipelined: each table's rows are read and locked before it is written, the user
+        // days' statement sent first by every transaction, so locks are taken in one order.
+        let (days, org_days) = (sorted_refs(&rollup.llm_days), sorted_refs(&rollup.org_latency_days));
+        tokio::try_join!(llm_days(tx, &days), org_latency_days(tx, &org_days))?;
     }
     if !rollup.unpriced.is_empty() {
         let unpriced = sorted(&rollup.unpriced);
@@ -479,6 +469,88 @@ fn cell_row(r: &tokio_postgres::Row) -> Cell {
 }
 
 /// Reads the twelve aggregate columns starting at `first`.
+/// Latency buckets merged on this side rather than by the server (which would parse and print
+/// every touched object): the stored objects of the rows a batch touches are read and locked in
+/// key order (the order every upsert takes its locks in), merged here, and written back whole by
+/// one upsert, while the rows not stored yet go in by another, sent at once (pipelined), whose
+/// buckets still merge in SQL should another transaction insert the same row first. `lock`
+/// selects `(ordinality, buckets)` of the rows whose keys are the parameters.
+async fn merged_buckets(
+    tx: &Transaction<'_>,
+    lock: &str,
+    keys: &[&(dyn ToSql + Sync)],
+    histograms: impl Iterator<Item = LatencyHistogram>,
+) -> Result<Vec<(String, bool)>> {
+    let mut histograms: Vec<(LatencyHistogram, bool)> = histograms.map(|h| (h, false)).collect();
+    for r in tx.query(lock, keys).await.map_err(map_err)? {
+        let at = usize::try_from(r.get::<_, i64>(0) - 1).map_err(StoreError::corrupt)?;
+        let stored = LatencyHistogram::from_stored(r.get(1), 0).map_err(StoreError::corrupt)?;
+        let (histogram, seen) = histograms.get_mut(at).ok_or_else(|| StoreError::corrupt("a locked row outside the batch"))?;
+        histogram.merge(&stored);
+        *seen = true;
+    }
+    Ok(histograms.into_iter().map(|(h, seen)| (h.buckets_json(), seen)).collect())
+}
+
+async fn llm_days(tx: &Transaction<'_>, days: &[(LlmDayKey<'_>, &LlmDay)]) -> Result<()> {
+    let (org, user, day) = (column(days, |k| k.organization_id), column(days, |k| k.user_id), column(days, |k| k.day));
+    let (model, provider) = (column(days, |k| k.model), column(days, |k| k.provider));
+    let lock = "SELECT k.i, d.buckets FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) \
+                WITH ORDINALITY AS k(o, u, d, m, p, i) JOIN llm_daily d ON d.organization_id = k.o AND d.user_id = k.u \
+                AND d.day = k.d AND d.model = k.m AND d.provider = k.p \
+                ORDER BY d.organization_id, d.user_id, d.day, d.model, d.provider FOR UPDATE OF d";
+    let buckets = merged_buckets(tx, lock, &[&org, &user, &day, &model, &provider], days.iter().map(|(_, d)| d.latencies.clone())).await?;
+    let (stored, new): (Vec<_>, Vec<_>) =
+        days.iter().zip(buckets).map(|((k, d), (b, seen))| ((*k, (&d.aggregate, b)), seen)).partition(|(_, seen)| *seen);
+    let (stored, new): (Vec<_>, Vec<_>) = (stored.into_iter().map(|(row, _)| row).collect(), new.into_iter().map(|(row, _)| row).collect());
+    tokio::try_join!(upsert_llm_days(tx, &stored, sql::Buckets::Replace), upsert_llm_days(tx, &new, sql::Buckets::Merge))?;
+    Ok(())
+}
+
+async fn upsert_llm_days(tx: &Transaction<'_>, rows: &[(LlmDayKey<'_>, (&Aggregate, String))], mode: sql::Buckets) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (org, user, day) = (column(rows, |k| k.organization_id), column(rows, |k| k.user_id), column(rows, |k| k.day));
+    let (model, provider) = (column(rows, |k| k.model), column(rows, |k| k.provider));
+    let aggs = AggArrays::of(rows.iter().map(|(_, (a, _))| *a));
+    let buckets: Vec<&str> = rows.iter().map(|(_, (_, b))| b.as_str()).collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &user, &day, &model, &provider];
+    params.extend(aggs.params());
+    params.push(&buckets);
+    tx.execute(&sql::llm_day_upsert(Dialect::Postgres, &AGG_TYPES, mode), &params).await.map_err(map_err)?;
+    Ok(())
+}
+
+async fn org_latency_days(tx: &Transaction<'_>, days: &[(OrgDayKey<'_>, &DayLatencies)]) -> Result<()> {
+    let (org, day) = (column(days, |k| k.organization_id), column(days, |k| k.day));
+    let lock = "SELECT k.i, d.buckets FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS k(o, d, i) \
+                JOIN llm_latency_daily_org d ON d.organization_id = k.o AND d.day = k.d \
+                ORDER BY d.organization_id, d.day FOR UPDATE OF d";
+    let buckets = merged_buckets(tx, lock, &[&org, &day], days.iter().map(|(_, d)| d.histogram.clone())).await?;
+    let (stored, new): (Vec<_>, Vec<_>) =
+        days.iter().zip(buckets).map(|((k, d), (b, seen))| ((*k, (*d, b)), seen)).partition(|(_, seen)| *seen);
+    let (stored, new): (Vec<_>, Vec<_>) = (stored.into_iter().map(|(row, _)| row).collect(), new.into_iter().map(|(row, _)| row).collect());
+    tokio::try_join!(upsert_org_latency_days(tx, &stored, sql::Buckets::Replace), upsert_org_latency_days(tx, &new, sql::Buckets::Merge))?;
+    Ok(())
+}
+
+async fn upsert_org_latency_days(
+    tx: &Transaction<'_>,
+    rows: &[(OrgDayKey<'_>, (&DayLatencies, String))],
+    mode: sql::Buckets,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (org, day) = (column(rows, |k| k.organization_id), column(rows, |k| k.day));
+    let requests: Vec<i64> = rows.iter().map(|(_, (d, _))| d.requests).collect();
+    let sums: Vec<i64> = rows.iter().map(|(_, (d, _))| d.histogram.sum_ms).collect();
+    let buckets: Vec<&str> = rows.iter().map(|(_, (_, b))| b.as_str()).collect();
+    tx.execute(&sql::org_latency_upsert(Dialect::Postgres, mode), &[&org, &day, &requests, &sums, &buckets]).await.map_err(map_err)?;
+    Ok(())
+}
+
 pub(super) fn aggregate_row(r: &tokio_postgres::Row, first: usize) -> Aggregate {
     Aggregate {
         count: r.get(first),

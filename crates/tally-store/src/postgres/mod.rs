@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../../migrations/postgres/0018_billing_periods.sql")),
     (19, include_str!("../../migrations/postgres/0019_username_search.sql")),
     (20, include_str!("../../migrations/postgres/0020_room_for_updates.sql")),
+    (21, include_str!("../../migrations/postgres/0021_latency_buckets_as_text.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;

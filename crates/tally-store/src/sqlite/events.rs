@@ -182,13 +182,13 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
         org_month.raw_bind_parameter(columns.len(), m.latest_sum).map_err(map_err)?;
         org_month.raw_execute().map_err(map_err)?;
     }
-    let mut llm_days = tx.prepare_cached(&sql::llm_day_upsert(Dialect::Sqlite, &[])).map_err(map_err)?;
+    let mut llm_days = tx.prepare_cached(&sql::llm_day_upsert(Dialect::Sqlite, &[], sql::Buckets::Merge)).map_err(map_err)?;
     for (k, d) in sorted_refs(&rollup.llm_days) {
         bind(&mut llm_days, &[&k.organization_id, &k.user_id, &micros(k.day), &k.model, &k.provider], &d.aggregate)?;
         llm_days.raw_bind_parameter(sql::LLM_DAY_KEYS.len() + sql::AGG_COLUMNS.len() + 1, d.latencies.buckets_json()).map_err(map_err)?;
         llm_days.raw_execute().map_err(map_err)?;
     }
-    let mut org_latency = tx.prepare_cached(&sql::org_latency_upsert(Dialect::Sqlite)).map_err(map_err)?;
+    let mut org_latency = tx.prepare_cached(&sql::org_latency_upsert(Dialect::Sqlite, sql::Buckets::Merge)).map_err(map_err)?;
     for (k, d) in sorted_refs(&rollup.org_latency_days) {
         let h = &d.histogram;
         org_latency.execute(params![k.organization_id, micros(k.day), d.requests, h.sum_ms, h.buckets_json()]).map_err(map_err)?;
