@@ -225,6 +225,29 @@ impl Export {
         self.pending = Some(ahead.users.into());
         Ok(Some(rows))
     }
+
+    /// The pages as a stream, read one page ahead by a task of their own: the next page loads
+    /// while the caller writes this one out, so the store and the formatting overlap, and at
+    /// most three pages are held. The task stops at the first error (the stream's last item) or
+    /// once the stream is dropped.
+    pub fn prefetched(mut self) -> impl futures_util::Stream<Item = Result<Vec<ReportRow>, tally_store::StoreError>> + Send {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let page = self.next_page().await.transpose();
+                let last = !matches!(page, Some(Ok(_)));
+                if let Some(page) = page
+                    && tx.send(page).await.is_err()
+                {
+                    return;
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|page| (page, rx)) })
+    }
 }
 
 #[cfg(test)]

@@ -143,8 +143,8 @@ async fn export(store: std::sync::Arc<dyn Store>) -> anyhow::Result<(Duration, u
     q.ordering.clear();
     let started = Instant::now();
     let (mut rows_out, mut bytes) = (0, 0);
-    let mut export = reports::Export::new(store, q);
-    while let Some(rows) = export.next_page().await? {
+    let mut pages = std::pin::pin!(reports::Export::new(store, q).prefetched());
+    while let Some(rows) = futures_util::StreamExt::next(&mut pages).await.transpose()? {
         let mut w = csv::Writer::from_writer(Vec::new());
         for row in &rows {
             w.write_record(columns.row(&reports::record(row, &types, &plans)))?;

@@ -136,31 +136,29 @@ fn encode(value: &str) -> String {
 fn export(store: Arc<dyn Store>, query: ReportQuery, types: Vec<UsageType>, plans: HashMap<String, Plan>, csv: bool) -> Response {
     let columns = Arc::new(reports::CsvColumns::new(&types));
     let first = if csv { Some(csv_line(columns.header())) } else { None };
-    let stream = futures_util::stream::unfold(Some(reports::Export::new(store, query)), move |export| {
-        let (types, plans, columns) = (types.clone(), plans.clone(), columns.clone());
-        async move {
-            let mut export = export?;
-            match export.next_page().await {
-                Ok(None) => None,
-                Ok(Some(rows)) => {
-                    let mut out = String::new();
-                    for row in &rows {
-                        let record = reports::record(row, &types, &plans);
-                        if csv {
-                            out.push_str(&csv_line(&columns.row(&record)));
-                        } else {
-                            out.push_str(&record.to_string());
-                            out.push('\n');
-                        }
-                    }
-                    Some((Ok(bytes::Bytes::from(out)), Some(export)))
+    let pages = reports::Export::new(store, query).prefetched();
+    let stream = futures_util::StreamExt::map(pages, move |page| match page {
+        Ok(rows) => {
+            let out = if csv {
+                let mut w = csv::Writer::from_writer(Vec::new());
+                for row in &rows {
+                    w.write_record(columns.row(&reports::record(row, &types, &plans))).map_err(std::io::Error::other)?;
                 }
-                // The answer has started: cutting it short is how the error shows.
-                Err(e) => {
-                    tracing::error!(error = %e, "user report export failed");
-                    Some((Err(std::io::Error::other(e.to_string())), None))
+                w.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?
+            } else {
+                let mut out = Vec::new();
+                for row in &rows {
+                    serde_json::to_writer(&mut out, &reports::record(row, &types, &plans)).map_err(std::io::Error::other)?;
+                    out.push(b'\n');
                 }
-            }
+                out
+            };
+            Ok(bytes::Bytes::from(out))
+        }
+        // The answer has started: cutting it short is how the error shows.
+        Err(e) => {
+            tracing::error!(error = %e, "user report export failed");
+            Err(std::io::Error::other(e.to_string()))
         }
     });
     let head = futures_util::stream::iter(first.map(|h| Ok::<_, std::io::Error>(bytes::Bytes::from(h))));
