@@ -468,7 +468,6 @@ fn cell_row(r: &tokio_postgres::Row) -> Cell {
     }
 }
 
-/// Reads the twelve aggregate columns starting at `first`.
 /// Latency buckets merged on this side rather than by the server (which would parse and print
 /// every touched object): the stored objects of the rows a batch touches are read and locked in
 /// key order (the order every upsert takes its locks in), merged here, and written back whole by
@@ -492,6 +491,15 @@ async fn merged_buckets(
     Ok(histograms.into_iter().map(|(h, seen)| (h.buckets_json(), seen)).collect())
 }
 
+/// The rows whose stored row was seen (and locked), and the others.
+fn split_seen<T>(rows: impl Iterator<Item = (T, bool)>) -> (Vec<T>, Vec<T>) {
+    let (mut stored, mut new) = (Vec::new(), Vec::new());
+    for (row, seen) in rows {
+        if seen { stored.push(row) } else { new.push(row) }
+    }
+    (stored, new)
+}
+
 async fn llm_days(tx: &Transaction<'_>, days: &[(LlmDayKey<'_>, &LlmDay)]) -> Result<()> {
     let (org, user, day) = (column(days, |k| k.organization_id), column(days, |k| k.user_id), column(days, |k| k.day));
     let (model, provider) = (column(days, |k| k.model), column(days, |k| k.provider));
@@ -500,9 +508,7 @@ async fn llm_days(tx: &Transaction<'_>, days: &[(LlmDayKey<'_>, &LlmDay)]) -> Re
                 AND d.day = k.d AND d.model = k.m AND d.provider = k.p \
                 ORDER BY d.organization_id, d.user_id, d.day, d.model, d.provider FOR UPDATE OF d";
     let buckets = merged_buckets(tx, lock, &[&org, &user, &day, &model, &provider], days.iter().map(|(_, d)| d.latencies.clone())).await?;
-    let (stored, new): (Vec<_>, Vec<_>) =
-        days.iter().zip(buckets).map(|((k, d), (b, seen))| ((*k, (&d.aggregate, b)), seen)).partition(|(_, seen)| *seen);
-    let (stored, new): (Vec<_>, Vec<_>) = (stored.into_iter().map(|(row, _)| row).collect(), new.into_iter().map(|(row, _)| row).collect());
+    let (stored, new) = split_seen(days.iter().zip(buckets).map(|((k, d), (b, seen))| ((*k, (&d.aggregate, b)), seen)));
     tokio::try_join!(upsert_llm_days(tx, &stored, sql::Buckets::Replace), upsert_llm_days(tx, &new, sql::Buckets::Merge))?;
     Ok(())
 }
@@ -528,9 +534,7 @@ async fn org_latency_days(tx: &Transaction<'_>, days: &[(OrgDayKey<'_>, &DayLate
                 JOIN llm_latency_daily_org d ON d.organization_id = k.o AND d.day = k.d \
                 ORDER BY d.organization_id, d.day FOR UPDATE OF d";
     let buckets = merged_buckets(tx, lock, &[&org, &day], days.iter().map(|(_, d)| d.histogram.clone())).await?;
-    let (stored, new): (Vec<_>, Vec<_>) =
-        days.iter().zip(buckets).map(|((k, d), (b, seen))| ((*k, (*d, b)), seen)).partition(|(_, seen)| *seen);
-    let (stored, new): (Vec<_>, Vec<_>) = (stored.into_iter().map(|(row, _)| row).collect(), new.into_iter().map(|(row, _)| row).collect());
+    let (stored, new) = split_seen(days.iter().zip(buckets).map(|((k, d), (b, seen))| ((*k, (*d, b)), seen)));
     tokio::try_join!(upsert_org_latency_days(tx, &stored, sql::Buckets::Replace), upsert_org_latency_days(tx, &new, sql::Buckets::Merge))?;
     Ok(())
 }
@@ -551,6 +555,7 @@ async fn upsert_org_latency_days(
     Ok(())
 }
 
+/// Reads the twelve aggregate columns starting at `first`.
 pub(super) fn aggregate_row(r: &tokio_postgres::Row, first: usize) -> Aggregate {
     Aggregate {
         count: r.get(first),

@@ -106,8 +106,8 @@ pub(super) async fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Res
 }
 
 /// Replaces what the user report keeps of one organization's users (all-time and billing-period
-/// figures, last activity) by what its raw events give, a few thousand users at a time in the
-/// order of the per-user index; returns how many events it read. The hourly cells are left to
+/// figures, last activity) by what its raw events give, read a few thousand users at a time in
+/// user order; returns how many events it read. The hourly cells are left to
 /// `tally aggregates rebuild`: the report does not read them for a recorded period.
 pub(super) async fn rebuild_user_figures(tx: &Transaction<'_>, org: &str) -> Result<u64> {
     const USERS: usize = 2_000;

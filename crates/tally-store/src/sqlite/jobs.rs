@@ -112,8 +112,8 @@ pub(super) fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u6
 }
 
 /// Replaces what the user report keeps of one organization's users (all-time and billing-period
-/// figures, last activity) by what its raw events give, reading them a user at a time in the
-/// order of the per-user index; returns how many events it read. The hourly cells are left to
+/// figures, last activity) by what its raw events give: the organization's events, stored
+/// together, are read in user order and folded a user at a time; returns how many it read. The hourly cells are left to
 /// `tally aggregates rebuild`: the report does not read them for a recorded period.
 pub(super) fn rebuild_user_figures(tx: &Transaction<'_>, org: &str) -> Result<u64> {
     let period = tx
