@@ -899,3 +899,50 @@ async fn period_figures_stay_exact_while_periods_change_under_ingestion(store: A
     let live = store.aggregates_fingerprint().await.unwrap();
     assert_eq!((live.period_rows, live.period_sum), (5, 100.0));
 }
+
+/// Two stores on one database (two processes, say) write LLM requests of the same users and days
+/// at the same time, into day rows that exist already and rows that do not yet: every latency is
+/// counted once in the users' and the organization's histograms, and no writer fails (no
+/// deadlock between the rows each locks).
+async fn racing_writers_merge_latency_histograms_exactly(t: tally_store::testing::TestStore) {
+    let other = tally_store::open(&t.url).await.unwrap();
+    let writers = [t.store.clone(), other];
+    for round in 0..12 {
+        // Even rounds write days already stored, odd rounds a day of their own (new rows).
+        let day = if round % 2 == 0 { 1 } else { 2 + round };
+        let batch = |w: usize| -> Vec<UsageEvent> {
+            (0..30)
+                .map(|i| {
+                    let at = format!("2025-01-{day:02}T{:02}:00:00Z", i % 24);
+                    timed_call(&format!("w{w}-r{round}-{i}"), &format!("u{}", i % 3), &at, Some(10 + i as i64))
+                })
+                .collect()
+        };
+        let (a, b) = tokio::join!(writers[0].record_events(batch(0)), writers[1].record_events(batch(1)));
+        assert!(a.unwrap().iter().chain(&b.unwrap()).all(|stored| *stored));
+    }
+    let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-02-01T00:00:00Z"));
+    let acme = org("acme");
+    let whole = t.store.llm_latency_days(&acme, None, from, to).await.unwrap();
+    assert_eq!(whole.histogram.count(), 12 * 2 * 30);
+    let mut per_user = 0;
+    for u in 0..3 {
+        let user = UserId::parse(format!("u{u}")).unwrap();
+        per_user += t.store.llm_latency_days(&acme, Some(&user), from, to).await.unwrap().histogram.count();
+    }
+    assert_eq!(per_user, 12 * 2 * 30);
+}
+
+#[tokio::test]
+async fn sqlite_racing_writers_merge_latency_histograms_exactly() {
+    racing_writers_merge_latency_histograms_exactly(tally_store::testing::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_racing_writers_merge_latency_histograms_exactly() {
+    let Some(t) = tally_store::testing::postgres().await else {
+        eprintln!("skipped: {} is not set", tally_store::testing::TEST_DATABASE_ENV);
+        return;
+    };
+    racing_writers_merge_latency_histograms_exactly(t).await;
+}

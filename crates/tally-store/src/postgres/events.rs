@@ -472,8 +472,10 @@ fn cell_row(r: &tokio_postgres::Row) -> Cell {
 /// every touched object): the stored objects of the rows a batch touches are read and locked in
 /// key order (the order every upsert takes its locks in), merged here, and written back whole by
 /// one upsert, while the rows not stored yet go in by another, sent at once (pipelined), whose
-/// buckets still merge in SQL should another transaction insert the same row first. `lock`
-/// selects `(ordinality, buckets)` of the rows whose keys are the parameters.
+/// buckets still merge in SQL should another transaction insert the same row first (none can
+/// today: the same user's rows upserted earlier in the batch already put such transactions one
+/// after the other). `lock` selects `(ordinality, buckets)` of the rows whose keys are the
+/// parameters.
 async fn merged_buckets(
     tx: &Transaction<'_>,
     lock: &str,
