@@ -194,7 +194,7 @@ impl Export {
     }
 
     /// The next page of rows; `None` once every row was given.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<ReportRow>>, tally_store::StoreError> {
+    async fn next_page(&mut self) -> Result<Option<Vec<ReportRow>>, tally_store::StoreError> {
         if self.done {
             return Ok(None);
         }

@@ -165,14 +165,11 @@ pub(super) async fn rebuild_user_figures(tx: &Transaction<'_>, org: &str) -> Res
 
 /// Writes rebuilt figures into emptied tables, and every user's last activity (none without events).
 async fn write_user_figures(tx: &Transaction<'_>, org: &str, figures: &[(&str, UserFigures)]) -> Result<()> {
-    for table in ["user_usage", "user_usage_period"] {
-        let rows: Vec<(&str, &str, &Aggregate)> = figures
-            .iter()
-            .flat_map(|(user, f)| {
-                let kept = if table == "user_usage" { &f.all_time } else { &f.period };
-                kept.iter().map(move |(t, a)| (*user, t.as_str(), a))
-            })
-            .collect();
+    type Kept = fn(&UserFigures) -> &[(String, Aggregate)];
+    let tables: [(&str, Kept); 2] = [("user_usage", |f| &f.all_time), ("user_usage_period", |f| &f.period)];
+    for (table, kept) in tables {
+        let rows: Vec<(&str, &str, &Aggregate)> =
+            figures.iter().flat_map(|(user, f)| kept(f).iter().map(move |(t, a)| (*user, t.as_str(), a))).collect();
         if rows.is_empty() {
             continue;
         }

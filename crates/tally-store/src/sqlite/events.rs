@@ -94,6 +94,17 @@ pub(super) fn upsert_sql(table: &str, keys: &[&str]) -> String {
     )
 }
 
+/// The billing period an organization's `user_usage_period` rows cover, if one is recorded.
+pub(super) fn recorded_period(conn: &Connection, org: &str) -> Result<Option<(Timestamp, Timestamp)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT period_start, period_end FROM billing_periods WHERE organization_id = ?1").map_err(map_err)?;
+    let mut rows = stmt.query([org]).map_err(map_err)?;
+    match rows.next().map_err(map_err)? {
+        Some(r) => Ok(Some((timestamp(r.get(0).map_err(map_err)?)?, timestamp(r.get(1).map_err(map_err)?)?))),
+        None => Ok(None),
+    }
+}
+
 /// Applies a roll-up inside the caller's transaction.
 pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let mut org = tx
@@ -143,13 +154,10 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     for (k, a) in sorted(&rollup.user_totals) {
         upsert(&mut totals, &[&k.organization_id, &k.user_id, &k.usage_type], &a)?;
     }
-    let mut recorded =
-        tx.prepare_cached("SELECT period_start, period_end FROM billing_periods WHERE organization_id = ?1").map_err(map_err)?;
     let mut periods = std::collections::HashMap::new();
     for org in rollup.organizations.keys() {
-        let mut rows = recorded.query([org]).map_err(map_err)?;
-        if let Some(r) = rows.next().map_err(map_err)? {
-            periods.insert(*org, (timestamp(r.get(0).map_err(map_err)?)?, timestamp(r.get(1).map_err(map_err)?)?));
+        if let Some(period) = recorded_period(tx, org)? {
+            periods.insert(*org, period);
         }
     }
     let mut period = tx.prepare_cached(&upsert_sql("user_usage_period", &sql::USER_KEYS)).map_err(map_err)?;

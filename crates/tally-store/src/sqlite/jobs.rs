@@ -1,7 +1,7 @@
 //! Resumable jobs on SQLite: run bookkeeping with a lease, the per-organization rebuild of what
 //! user reports keep per user, and the full replay of an organization's aggregates.
 
-use super::events::{apply, event_row, upsert, upsert_sql};
+use super::events::{apply, event_row, recorded_period, upsert, upsert_sql};
 use super::{map_err, micros, timestamp};
 use crate::{JobRun, Result, StoreError, sql};
 use jiff::Timestamp;
@@ -116,14 +116,7 @@ pub(super) fn rebuild_organization(tx: &Transaction<'_>, org: &str) -> Result<u6
 /// together, are read in user order and folded a user at a time; returns how many it read. The hourly cells are left to
 /// `tally aggregates rebuild`: the report does not read them for a recorded period.
 pub(super) fn rebuild_user_figures(tx: &Transaction<'_>, org: &str) -> Result<u64> {
-    let period = tx
-        .query_row("SELECT period_start, period_end FROM billing_periods WHERE organization_id = ?1", [org], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-        })
-        .optional()
-        .map_err(map_err)?
-        .map(|(start, end)| Ok::<_, StoreError>((timestamp(start)?, timestamp(end)?)))
-        .transpose()?;
+    let period = recorded_period(tx, org)?;
     tx.execute("DELETE FROM user_usage WHERE organization_id = ?1", [org]).map_err(map_err)?;
     tx.execute("DELETE FROM user_usage_period WHERE organization_id = ?1", [org]).map_err(map_err)?;
     // Users whose last activity no event backs any more lose it at the end.
