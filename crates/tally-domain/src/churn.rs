@@ -2,8 +2,10 @@
 //! adjacent windows before the report date, and the alerts that follow from it. Pure: the inputs
 //! are gathered elsewhere in a few set-based queries.
 
+use jiff::Timestamp;
+use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Bumped when the meaning of a stored row's `details` changes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -123,7 +125,61 @@ pub struct ChurnInput {
     pub trial_days_left: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One user's activity on one UTC day, as the report reads it from events: each day is read
+/// once, and a report date folds the days of its two windows ([`WindowActivity::of_days`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DayActivity {
+    pub day: Date,
+    /// The day's latest event.
+    pub last_active: Timestamp,
+    pub events: i64,
+    pub logins: i64,
+    pub progress: i64,
+    /// Sum and number of the events that carried a numeric frustration.
+    pub frustration_sum: f64,
+    pub frustration_count: i64,
+}
+
+/// A user's activity in the two windows before the end of a report date: `[earlier, recent]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowActivity {
+    /// The latest event in either window.
+    pub last_active: Option<Timestamp>,
+    pub activity: [i64; 2],
+    pub logins: [i64; 2],
+    pub progress: [i64; 2],
+    /// Average frustration over both windows, if any event carried it.
+    pub frustration: Option<f64>,
+}
+
+impl WindowActivity {
+    /// Folds a user's days into the windows that end with `date`: the recent window is the last
+    /// `window_days` days up to and including `date`, the earlier one the same length before it.
+    /// Days outside both are ignored.
+    pub fn of_days<'a>(days: impl IntoIterator<Item = &'a DayActivity>, date: Date, window_days: i64) -> Self {
+        let mut out = WindowActivity::default();
+        let (mut frustration_sum, mut frustration_count) = (0.0, 0);
+        for d in days {
+            let age = (date - d.day).get_days() as i64;
+            let window = match age {
+                a if a < 0 || a >= 2 * window_days => continue,
+                a if a < window_days => 1,
+                _ => 0,
+            };
+            out.last_active = out.last_active.max(Some(d.last_active));
+            out.activity[window] += d.events;
+            out.logins[window] += d.logins;
+            out.progress[window] += d.progress;
+            frustration_sum += d.frustration_sum;
+            frustration_count += d.frustration_count;
+        }
+        out.frustration = (frustration_count > 0).then(|| frustration_sum / frustration_count as f64);
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = ChurnSignal)]
 pub struct Signal {
     pub name: &'static str,
     pub weight: f64,
@@ -138,6 +194,72 @@ pub struct Signal {
     pub missing: Option<&'static str>,
 }
 
+/// The six signals in the order they are scored and stored: name, and why one contributes
+/// nothing when its input is missing (exactly when its raw value is).
+const SIGNALS: [(&str, &str); 6] = [
+    ("inactivity", "no activity and no join date"),
+    ("engagement_decay", "no activity in the earlier window"),
+    ("frustration", "no event carried a frustration score"),
+    ("login_decay", "no logins in the earlier window"),
+    ("progress_stall", "no completions in the earlier window"),
+    ("payment_issue", "no subscription status"),
+];
+
+/// What a score is made of: every signal's input, risk, weight and points.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ChurnDetails {
+    pub schema_version: i64,
+    pub signals: Vec<Signal>,
+}
+
+impl ChurnDetails {
+    /// The stored form: per signal, in scoring order, `[weight, raw, risk, contribution]`. Names
+    /// and missing reasons follow from the position and a null raw value; a row is written for
+    /// every subscriber every day, and this is a sixth of the JSON the API shows.
+    pub fn stored(&self) -> String {
+        let figures: Vec<(f64, Option<f64>, f64, f64)> = self.signals.iter().map(|s| (s.weight, s.raw, s.risk, s.contribution)).collect();
+        serde_json::to_string(&figures).expect("numbers serialize")
+    }
+
+    /// Reads the stored form, or the full form rows were first written in.
+    pub fn from_stored(value: &Value) -> Result<Self, String> {
+        let number = |v: &Value| v.as_f64().ok_or_else(|| format!("not a number: {v}"));
+        let raw = |v: &Value| if v.is_null() { Ok(None) } else { number(v).map(Some) };
+        let signals = match value {
+            Value::Array(figures) if figures.len() == SIGNALS.len() => figures
+                .iter()
+                .zip(SIGNALS)
+                .map(|(f, (name, missing))| match f.as_array().map(Vec::as_slice) {
+                    Some([weight, raw_value, risk, contribution]) => {
+                        let raw = raw(raw_value)?;
+                        let (weight, risk, contribution) = (number(weight)?, number(risk)?, number(contribution)?);
+                        Ok(Signal { name, weight, raw, risk, contribution, missing: raw.is_none().then_some(missing) })
+                    }
+                    _ => Err(format!("a signal's figures are not [weight, raw, risk, contribution]: {f}")),
+                })
+                .collect::<Result<_, _>>()?,
+            Value::Object(full) => full
+                .get("signals")
+                .and_then(Value::as_array)
+                .ok_or("no signals")?
+                .iter()
+                .map(|s| {
+                    let (name, missing) = SIGNALS
+                        .into_iter()
+                        .find(|(name, _)| s.get("name").and_then(Value::as_str) == Some(name))
+                        .ok_or_else(|| format!("unknown signal {s}"))?;
+                    let field = |key: &str| s.get(key).unwrap_or(&Value::Null);
+                    let raw = raw(field("raw"))?;
+                    let (weight, risk, contribution) = (number(field("weight"))?, number(field("risk"))?, number(field("contribution"))?);
+                    Ok(Signal { name, weight, raw, risk, contribution, missing: raw.is_none().then_some(missing) })
+                })
+                .collect::<Result<_, String>>()?,
+            other => return Err(format!("churn details are neither stored figures nor signals: {other}")),
+        };
+        Ok(ChurnDetails { schema_version: SCHEMA_VERSION, signals })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChurnScore {
     pub score: f64,
@@ -150,8 +272,8 @@ pub struct ChurnScore {
 }
 
 impl ChurnScore {
-    pub fn details(&self) -> Value {
-        json!({ "schema_version": SCHEMA_VERSION, "signals": self.signals })
+    pub fn details(&self) -> ChurnDetails {
+        ChurnDetails { schema_version: SCHEMA_VERSION, signals: self.signals.clone() }
     }
 }
 
@@ -161,8 +283,10 @@ fn decay([earlier, recent]: [i64; 2]) -> Option<f64> {
     (earlier > 0).then(|| ((earlier - recent) as f64 / earlier as f64).clamp(0.0, 1.0))
 }
 
-/// A signal, and its exact points (the stored figures are rounded for reading).
-fn signal(name: &'static str, weight: f64, raw: Option<f64>, risk: Option<f64>, missing: &'static str) -> (Signal, f64) {
+/// The signal at `index` of [`SIGNALS`], and its exact points (the stored figures are rounded
+/// for reading).
+fn signal(index: usize, weight: f64, raw: Option<f64>, risk: Option<f64>) -> (Signal, f64) {
+    let (name, missing) = SIGNALS[index];
     let risk_value = risk.unwrap_or(0.0).clamp(0.0, 1.0);
     let points = 100.0 * weight * risk_value;
     let signal = Signal {
@@ -186,30 +310,12 @@ pub fn score(input: &ChurnInput, settings: &ChurnSettings) -> ChurnScore {
     let logins = decay(input.logins);
     let progress = decay(input.progress);
     let (signals, points): (Vec<Signal>, Vec<f64>) = [
-        signal(
-            "inactivity",
-            settings.weight_inactivity,
-            inactive,
-            inactive.map(|d| d / settings.inactivity_days as f64),
-            "no activity and no join date",
-        ),
-        signal("engagement_decay", settings.weight_engagement, engagement, engagement, "no activity in the earlier window"),
-        signal(
-            "frustration",
-            settings.weight_frustration,
-            input.frustration,
-            input.frustration.map(|f| f / 100.0),
-            "no event carried a frustration score",
-        ),
-        signal("login_decay", settings.weight_logins, logins, logins, "no logins in the earlier window"),
-        signal("progress_stall", settings.weight_progress, progress, progress, "no completions in the earlier window"),
-        signal(
-            "payment_issue",
-            settings.weight_payment,
-            Some(f64::from(u8::from(input.payment_issue))),
-            Some(f64::from(u8::from(input.payment_issue))),
-            "",
-        ),
+        signal(0, settings.weight_inactivity, inactive, inactive.map(|d| d / settings.inactivity_days as f64)),
+        signal(1, settings.weight_engagement, engagement, engagement),
+        signal(2, settings.weight_frustration, input.frustration, input.frustration.map(|f| f / 100.0)),
+        signal(3, settings.weight_logins, logins, logins),
+        signal(4, settings.weight_progress, progress, progress),
+        signal(5, settings.weight_payment, Some(f64::from(u8::from(input.payment_issue))), Some(f64::from(u8::from(input.payment_issue)))),
     ]
     .into_iter()
     .unzip();
@@ -310,6 +416,53 @@ mod tests {
 
     fn contribution(s: &ChurnScore, name: &str) -> f64 {
         s.signals.iter().find(|x| x.name == name).unwrap().contribution
+    }
+
+    #[test]
+    fn days_fold_into_the_two_windows_ending_with_the_date() {
+        let date: Date = "2026-03-20".parse().unwrap();
+        let day = |offset: i64, events: i64, frustration: Option<f64>| DayActivity {
+            day: date.checked_sub(jiff::Span::new().days(offset)).unwrap(),
+            last_active: jiff::tz::TimeZone::UTC
+                .to_timestamp(date.checked_sub(jiff::Span::new().days(offset)).unwrap().at(9, 0, 0, 0))
+                .unwrap(),
+            events,
+            logins: 1,
+            progress: events / 2,
+            frustration_sum: frustration.unwrap_or(0.0),
+            frustration_count: i64::from(frustration.is_some()),
+        };
+        // A day after the date (a backfill's later days) and one before both windows are ignored.
+        let days =
+            [day(-1, 100, Some(0.0)), day(0, 4, None), day(6, 2, Some(90.0)), day(7, 6, Some(30.0)), day(13, 10, None), day(14, 50, None)];
+        let w = WindowActivity::of_days(&days, date, 7);
+        assert_eq!((w.activity, w.logins, w.progress), ([16, 6], [2, 2], [8, 3]));
+        assert_eq!(w.frustration, Some(60.0));
+        assert_eq!(w.last_active, Some(days[1].last_active));
+        // Nothing in range: no last activity, no frustration.
+        assert_eq!(WindowActivity::of_days(&days[5..], date, 7), WindowActivity::default());
+    }
+
+    #[test]
+    fn details_are_stored_compactly_and_read_back_whole() {
+        let mut input = healthy();
+        input.frustration = None;
+        input.payment_issue = true;
+        let details = score(&input, &settings()).details();
+        let stored = details.stored();
+        assert_eq!(
+            stored,
+            "[[0.25,0.0,0.0,0.0],[0.2,0.0,0.0,0.0],[0.15,null,0.0,0.0],[0.15,0.0,0.0,0.0],[0.15,0.0,0.0,0.0],[0.1,1.0,1.0,10.0]]"
+        );
+        let read = ChurnDetails::from_stored(&serde_json::from_str(&stored).unwrap()).unwrap();
+        assert_eq!(read, details);
+        assert_eq!(read.signals[2].missing, Some("no event carried a frustration score"));
+        // Rows written before the compact form hold the whole JSON; they read the same.
+        let whole = serde_json::to_value(&details).unwrap();
+        assert_eq!(ChurnDetails::from_stored(&whole).unwrap(), details);
+        for bad in ["[]", "[[1,2,3]]", r#"{"signals":[{"name":"luck","weight":1}]}"#, "\"text\""] {
+            assert!(ChurnDetails::from_stored(&serde_json::from_str(bad).unwrap()).is_err(), "{bad}");
+        }
     }
 
     #[test]

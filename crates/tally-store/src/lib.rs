@@ -251,9 +251,9 @@ pub trait Store: Send + Sync + 'static {
         finished: bool,
     ) -> Result<JobRun>;
 
-    /// Per user of the organization with events in the windows (one range of its events): counts
-    /// per window, the latest event and the average frustration.
-    async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>>;
+    /// Per user of the organization and UTC day with events in the days asked (one range of its
+    /// events): the counts, the day's latest event and its frustration figures.
+    async fn daily_activity(&self, org: &OrganizationId, days: &ActivityDays) -> Result<Vec<UserDay>>;
     /// Replaces each organization's churn rows of that date, opens and resolves alerts, in one
     /// transaction; an alert whose user already has an open one of its type is not opened again.
     /// Returns the alerts opened.
@@ -276,6 +276,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(ChurnRow, f64)>>;
     /// Alerts newest first; open ones of an organization when `query` says so.
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>>;
+    /// The open alerts a source raised in an organization, from the index of open alerts: what a
+    /// report reconciles the day's conditions with, without counting or ordering.
+    async fn open_alerts(&self, org: &OrganizationId, source: &str) -> Result<Vec<crate::OpenAlert>>;
     /// Closes an open alert by hand; the alert as it is now, or `None` if no such alert.
     async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>>;
     /// Creates (`AlreadyExists` if the id is taken) or replaces a rule.

@@ -254,28 +254,23 @@ pub struct PushOutcome {
 /// Where an audit event sorts for the ledger job: time, organization, id.
 pub type AuditKey = (Timestamp, OrganizationId, String);
 
-/// The two windows a churn report compares, `[start, middle)` and `[middle, end)`, and what it reads.
+/// The UTC days `[from, to)` of an organization's events the churn report reads, and what it
+/// counts in them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChurnWindows {
-    pub start: Timestamp,
-    pub middle: Timestamp,
-    pub end: Timestamp,
+pub struct ActivityDays {
+    pub from: jiff::civil::Date,
+    pub to: jiff::civil::Date,
     pub login_type: String,
     pub progress_type: String,
     /// An event property (letters, digits, `_`) read as a number.
     pub frustration_property: String,
 }
 
-/// One user's activity in the two windows: events, logins and completions in each, the time of
-/// the latest activity, and the average frustration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UserActivity {
+/// One user's activity on one day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserDay {
     pub user_id: String,
-    pub last_active: Option<Timestamp>,
-    pub activity: [i64; 2],
-    pub logins: [i64; 2],
-    pub progress: [i64; 2],
-    pub frustration: Option<f64>,
+    pub activity: tally_domain::churn::DayActivity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -285,7 +280,7 @@ pub struct ChurnRow {
     pub user_id: String,
     pub score: f64,
     pub risk_level: String,
-    pub details: serde_json::Value,
+    pub details: tally_domain::churn::ChurnDetails,
     pub login_count: i64,
     pub login_trend: String,
     pub days_until_renewal: Option<i64>,
@@ -309,6 +304,16 @@ pub struct ChurnQuery {
     pub min_score: Option<f64>,
     pub ordering: ChurnOrdering,
     pub page: Page,
+}
+
+/// An open alert as a report reconciles it: whose, which condition, and the report day that
+/// opened it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAlert {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub alert_type: String,
+    pub report_date: Option<jiff::civil::Date>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -59,6 +59,7 @@ store_tests!(
     a_claimed_delivery_is_nobody_elses_until_its_lease_ends,
     current_period_figures_follow_the_billing_period,
     period_figures_stay_exact_while_periods_change_under_ingestion,
+    daily_activity_splits_at_utc_midnight_and_reads_numeric_frustration_only,
 );
 
 fn ts(s: &str) -> Timestamp {
@@ -945,4 +946,48 @@ async fn postgres_racing_writers_merge_latency_histograms_exactly() {
         return;
     };
     racing_writers_merge_latency_histograms_exactly(t).await;
+}
+
+async fn daily_activity_splits_at_utc_midnight_and_reads_numeric_frustration_only(store: Arc<dyn Store>) {
+    let line = |id: &str, at: &str, kind: &str, props: &str| {
+        event(&format!(
+            r#"{{"id":"{id}","timestamp":"{at}","organization_id":"acme","user_id":"ann","type":"{kind}","properties":{props}}}"#
+        ))
+    };
+    store
+        .record_events(vec![
+            line("a", "2026-03-01T23:59:59.999Z", "login", r#"{"mood":80}"#),
+            line("b", "2026-03-02T00:00:00Z", "api_call", r#"{"mood":"90"}"#),
+            line("c", "2026-03-02T12:00:00Z", "submission", r#"{"mood":40}"#),
+            line("d", "2026-03-03T00:00:00Z", "login", "{}"),
+            line("e", "2026-02-28T23:00:00Z", "login", "{}"),
+        ])
+        .await
+        .unwrap();
+    let date = |d: &str| d.parse::<jiff::civil::Date>().unwrap();
+    let days = tally_store::ActivityDays {
+        from: date("2026-03-01"),
+        to: date("2026-03-03"),
+        login_type: "login".into(),
+        progress_type: "submission".into(),
+        frustration_property: "mood".into(),
+    };
+    let mut read = store.daily_activity(&org("acme"), &days).await.unwrap();
+    read.sort_by_key(|u| u.activity.day);
+    let figures: Vec<_> = read
+        .iter()
+        .map(|u| {
+            let a = &u.activity;
+            (u.user_id.as_str(), a.day.to_string(), a.events, a.logins, a.progress, a.frustration_sum, a.frustration_count, a.last_active)
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            ("ann", "2026-03-01".into(), 1, 1, 0, 80.0, 1, ts("2026-03-01T23:59:59.999Z")),
+            // A frustration given as a string is not a number and is not counted.
+            ("ann", "2026-03-02".into(), 2, 0, 1, 40.0, 1, ts("2026-03-02T12:00:00Z")),
+        ]
+    );
+    assert!(store.daily_activity(&org("nobody"), &days).await.unwrap().is_empty());
 }

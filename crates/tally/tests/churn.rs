@@ -171,8 +171,12 @@ async fn churn_report_over_consecutive_days(app: TestApp) {
     // A day that succeeded is skipped; forced, its rows are replaced and no alert doubles.
     let again = daily::generate(&report(), store.as_ref(), &[day(-3)], &options(false), |_| {}).await.unwrap();
     assert!(again[0].skipped);
+    // The backfill reused the days it had read for the earlier dates; a day run alone reads its
+    // windows afresh and gets the same rows.
+    let backfilled = scores(&app, day(-3)).await;
     let forced = daily::generate(&report(), store.as_ref(), &[day(-3)], &options(true), |_| {}).await.unwrap();
     assert_eq!((forced[0].rows, forced[0].alerts_opened), (5, 0));
+    assert_eq!(scores(&app, day(-3)).await, backfilled);
     assert_eq!(app.get(&format!("/v1/reports/churn?date={}", day(-3))).await.1["count"], 5);
 
     // The payment is fixed and Sam comes back: their alerts resolve on the next run.

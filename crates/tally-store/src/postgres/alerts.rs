@@ -6,7 +6,7 @@ use super::map_err;
 use crate::alerting::{deliveries as outbox_rows, delivery_status, key_range, merge_totals, org_key, plan, subject_keys, window_hours};
 use crate::sql::{self, Dialect};
 use crate::sql::{ALERT_COLUMNS, DELIVERY_COLUMNS};
-use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, Page, Result, StoreError, WindowQuery, Write};
+use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, OpenAlert, Page, Result, StoreError, WindowQuery, Write};
 use jiff::Timestamp;
 use tally_domain::OrganizationId;
 use tally_domain::alerts::evaluate::{Observation, RuleState, Subject, WindowTotal, changes, transition};
@@ -51,6 +51,18 @@ pub(super) async fn alerts(conn: &Client, q: &AlertQuery) -> Result<Listed<Alert
         ("user_id = ?", text(&q.user_id)),
     ]);
     listed(conn, "alerts", ALERT_COLUMNS, &clause, &values, "opened_at DESC, alert_id", q.page.unwrap_or(Page::all()), alert_row).await
+}
+
+pub(super) async fn open_alerts_of(conn: &Client, org: &OrganizationId, source: &str) -> Result<Vec<OpenAlert>> {
+    // `status = 'open'` written out, so that the partial index of open alerts answers it.
+    let rows = conn
+        .query(
+            "SELECT alert_id, user_id, alert_type, report_date FROM alerts WHERE organization_id = $1 AND status = 'open' AND source = $2",
+            &[&org.as_str(), &source],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(rows.iter().map(|r| OpenAlert { id: r.get(0), user_id: r.get(1), alert_type: r.get(2), report_date: r.get(3) }).collect())
 }
 
 pub(super) async fn resolve(conn: &Client, id: &str, action: &str, now: Timestamp) -> Result<Option<Alert>> {

@@ -3,10 +3,12 @@
 use super::map_err;
 use crate::ChurnBatch;
 use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
-use crate::{Alert, ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity};
+use crate::{ActivityDays, Alert, ChurnOrdering, ChurnQuery, ChurnRow, Listed, Page, ReportRun, Result, StoreError, UserDay};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use tally_domain::OrganizationId;
+use tally_domain::churn::{ChurnDetails, DayActivity};
+use tally_domain::time::date_start;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Client, Row};
 
@@ -16,27 +18,38 @@ fn org_of(text: String) -> Result<OrganizationId> {
     OrganizationId::parse(text).map_err(StoreError::corrupt)
 }
 
-pub(super) async fn activity(conn: &Client, org: &OrganizationId, w: &ChurnWindows) -> Result<Vec<UserActivity>> {
+pub(super) async fn daily_activity(conn: &Client, org: &OrganizationId, days: &ActivityDays) -> Result<Vec<UserDay>> {
     let rows = conn
         .query(
-            "SELECT user_id, max(ts), count(*) FILTER (WHERE ts < $3), count(*) FILTER (WHERE ts >= $3), \
-             count(*) FILTER (WHERE usage_type = $5 AND ts < $3), count(*) FILTER (WHERE usage_type = $5 AND ts >= $3), \
-             count(*) FILTER (WHERE usage_type = $6 AND ts < $3), count(*) FILTER (WHERE usage_type = $6 AND ts >= $3), \
-             avg((properties ->> $7)::float8) FILTER (WHERE jsonb_typeof(properties -> $7) = 'number') \
-             FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $4 GROUP BY user_id",
-            &[&org.as_str(), &w.start, &w.middle, &w.end, &w.login_type, &w.progress_type, &w.frustration_property],
+            "SELECT user_id, (ts AT TIME ZONE 'UTC')::date, max(ts), count(*), count(*) FILTER (WHERE usage_type = $4), \
+             count(*) FILTER (WHERE usage_type = $5), \
+             coalesce(sum((properties ->> $6)::float8) FILTER (WHERE jsonb_typeof(properties -> $6) = 'number'), 0), \
+             count(*) FILTER (WHERE jsonb_typeof(properties -> $6) = 'number') \
+             FROM events WHERE organization_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1, 2",
+            &[
+                &org.as_str(),
+                &date_start(days.from),
+                &date_start(days.to),
+                &days.login_type,
+                &days.progress_type,
+                &days.frustration_property,
+            ],
         )
         .await
         .map_err(map_err)?;
     Ok(rows
         .iter()
-        .map(|r| UserActivity {
+        .map(|r| UserDay {
             user_id: r.get(0),
-            last_active: r.get(1),
-            activity: [r.get(2), r.get(3)],
-            logins: [r.get(4), r.get(5)],
-            progress: [r.get(6), r.get(7)],
-            frustration: r.get(8),
+            activity: DayActivity {
+                day: r.get(1),
+                last_active: r.get(2),
+                events: r.get(3),
+                logins: r.get(4),
+                progress: r.get(5),
+                frustration_sum: r.get(6),
+                frustration_count: r.get(7),
+            },
         })
         .collect())
 }
@@ -48,7 +61,7 @@ fn churn_row(r: &Row) -> Result<ChurnRow> {
         user_id: r.get(2),
         score: r.get(3),
         risk_level: r.get(4),
-        details: r.get::<_, Json<serde_json::Value>>(5).0,
+        details: ChurnDetails::from_stored(&r.get::<_, Json<serde_json::Value>>(5).0).map_err(StoreError::corrupt)?,
         login_count: r.get(6),
         login_trend: r.get(7),
         days_until_renewal: r.get(8),
@@ -65,7 +78,7 @@ pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnB
     let users: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
     let scores: Vec<f64> = rows.iter().map(|r| r.score).collect();
     let levels: Vec<&str> = rows.iter().map(|r| r.risk_level.as_str()).collect();
-    let details: Vec<String> = rows.iter().map(|r| r.details.to_string()).collect();
+    let details: Vec<String> = rows.iter().map(|r| r.details.stored()).collect();
     let logins: Vec<i64> = rows.iter().map(|r| r.login_count).collect();
     let trends: Vec<&str> = rows.iter().map(|r| r.login_trend.as_str()).collect();
     let renewals: Vec<Option<i64>> = rows.iter().map(|r| r.days_until_renewal).collect();

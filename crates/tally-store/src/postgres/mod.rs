@@ -11,9 +11,9 @@ mod report;
 mod seats;
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
+    ActivityDays, AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, Delivery, DeliveryAttempt,
     DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError,
-    Subject, TimeRange, UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
+    Subject, TimeRange, UsageFilter, UsageTotal, UserDay, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -442,8 +442,8 @@ impl Store for PostgresStore {
         seats::commit_ledger(&mut **self.conn().await?, run_id, owner, &entries, &processed, lease_until, now, finished).await
     }
 
-    async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>> {
-        churn::activity(&**self.conn().await?, org, windows).await
+    async fn daily_activity(&self, org: &OrganizationId, days: &ActivityDays) -> Result<Vec<UserDay>> {
+        churn::daily_activity(&**self.conn().await?, org, days).await
     }
 
     async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<crate::ChurnBatch>, now: Timestamp) -> Result<u64> {
@@ -476,6 +476,10 @@ impl Store for PostgresStore {
 
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
         alerts::alerts(&**self.conn().await?, query).await
+    }
+
+    async fn open_alerts(&self, org: &OrganizationId, source: &str) -> Result<Vec<crate::OpenAlert>> {
+        alerts::open_alerts_of(&**self.conn().await?, org, source).await
     }
 
     async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>> {

@@ -6,7 +6,7 @@ use super::{map_err, micros, timestamp};
 use crate::alerting::{deliveries as outbox_rows, delivery_status, key_range, merge_totals, org_key, plan, subject_keys, window_hours};
 use crate::sql::{self, Dialect};
 use crate::sql::{ALERT_COLUMNS, DELIVERY_COLUMNS};
-use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, Page, Result, StoreError, WindowQuery, Write};
+use crate::{Alert, AlertQuery, Delivery, DeliveryAttempt, DeliveryQuery, Listed, OpenAlert, Page, Result, StoreError, WindowQuery, Write};
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use tally_domain::OrganizationId;
@@ -54,6 +54,26 @@ pub(super) fn alerts(conn: &Connection, q: &AlertQuery) -> Result<Listed<Alert>>
         ("user_id = ?", text(&q.user_id)),
     ]);
     listed(conn, "alerts", ALERT_COLUMNS, &clause, values, "opened_at DESC, alert_id", q.page.unwrap_or(Page::all()), alert_row)
+}
+
+pub(super) fn open_alerts_of(conn: &Connection, org: &OrganizationId, source: &str) -> Result<Vec<OpenAlert>> {
+    // `status = 'open'` written out, so that the partial index of open alerts answers it.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT alert_id, user_id, alert_type, report_date FROM alerts WHERE organization_id = ?1 AND status = 'open' AND source = ?2",
+        )
+        .map_err(map_err)?;
+    let mut rows = stmt.query(params![org.as_str(), source]).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        out.push(OpenAlert {
+            id: col(r, 0)?,
+            user_id: col(r, 1)?,
+            alert_type: col(r, 2)?,
+            report_date: col::<Option<String>>(r, 3)?.map(|d| d.parse()).transpose().map_err(StoreError::corrupt)?,
+        });
+    }
+    Ok(out)
 }
 
 pub(super) fn resolve(conn: &mut Connection, id: &str, action: &str, now: Timestamp) -> Result<Option<Alert>> {

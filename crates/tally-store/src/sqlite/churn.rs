@@ -4,12 +4,14 @@ use super::entities::col;
 use super::{map_err, micros, timestamp};
 use crate::ChurnBatch;
 use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
-use crate::{ChurnOrdering, ChurnQuery, ChurnRow, ChurnWindows, Listed, Page, ReportRun, Result, StoreError, UserActivity};
+use crate::{ActivityDays, ChurnOrdering, ChurnQuery, ChurnRow, Listed, Page, ReportRun, Result, StoreError, UserDay};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
 use tally_domain::OrganizationId;
+use tally_domain::churn::{ChurnDetails, DayActivity};
+use tally_domain::time::date_start;
 
 fn date(text: String) -> Result<Date> {
     text.parse().map_err(StoreError::corrupt)
@@ -19,30 +21,36 @@ fn json(text: String) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(StoreError::corrupt)
 }
 
-pub(super) fn activity(conn: &Connection, org: &OrganizationId, w: &ChurnWindows) -> Result<Vec<UserActivity>> {
+pub(super) fn daily_activity(conn: &Connection, org: &OrganizationId, days: &ActivityDays) -> Result<Vec<UserDay>> {
     // The property is checked to be a plain name before it gets here.
-    let path = format!("$.{}", w.frustration_property);
+    let path = format!("$.{}", days.frustration_property);
     let mut stmt = conn
         .prepare_cached(
-            "SELECT user_id, max(ts), sum(ts < ?3), sum(ts >= ?3), \
-             sum(usage_type = ?5 AND ts < ?3), sum(usage_type = ?5 AND ts >= ?3), \
-             sum(usage_type = ?6 AND ts < ?3), sum(usage_type = ?6 AND ts >= ?3), \
-             avg(CASE WHEN json_type(properties, ?7) IN ('integer', 'real') THEN json_extract(properties, ?7) END) \
-             FROM events WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?4 GROUP BY user_id",
+            "SELECT user_id, (ts - ?2) / 86400000000, max(ts), count(*), sum(usage_type = ?4), sum(usage_type = ?5), total(f), count(f) \
+             FROM (SELECT user_id, ts, usage_type, \
+                 CASE WHEN json_type(properties, ?6) IN ('integer', 'real') THEN json_extract(properties, ?6) END AS f \
+                 FROM events WHERE organization_id = ?1 AND ts >= ?2 AND ts < ?3) \
+             GROUP BY 1, 2",
         )
         .map_err(map_err)?;
+    let from = date_start(days.from);
     let mut rows = stmt
-        .query(params![org.as_str(), micros(w.start), micros(w.middle), micros(w.end), w.login_type, w.progress_type, path])
+        .query(params![org.as_str(), micros(from), micros(date_start(days.to)), days.login_type, days.progress_type, path])
         .map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
-        out.push(UserActivity {
+        let day = days.from.checked_add(jiff::Span::new().days(col::<i64>(r, 1)?)).map_err(StoreError::corrupt)?;
+        out.push(UserDay {
             user_id: col(r, 0)?,
-            last_active: col::<Option<i64>>(r, 1)?.map(timestamp).transpose()?,
-            activity: [col(r, 2)?, col(r, 3)?],
-            logins: [col(r, 4)?, col(r, 5)?],
-            progress: [col(r, 6)?, col(r, 7)?],
-            frustration: col(r, 8)?,
+            activity: DayActivity {
+                day,
+                last_active: timestamp(col(r, 2)?)?,
+                events: col(r, 3)?,
+                logins: col(r, 4)?,
+                progress: col(r, 5)?,
+                frustration_sum: col(r, 6)?,
+                frustration_count: col(r, 7)?,
+            },
         });
     }
     Ok(out)
@@ -55,7 +63,7 @@ fn churn_row(r: &Row) -> Result<ChurnRow> {
         user_id: col(r, 2)?,
         score: col(r, 3)?,
         risk_level: col(r, 4)?,
-        details: json(col(r, 5)?)?,
+        details: ChurnDetails::from_stored(&json(col(r, 5)?)?).map_err(StoreError::corrupt)?,
         login_count: col(r, 6)?,
         login_trend: col(r, 7)?,
         days_until_renewal: col(r, 8)?,
@@ -95,7 +103,7 @@ pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBat
                         row.user_id,
                         row.score,
                         row.risk_level,
-                        row.details.to_string(),
+                        row.details.stored(),
                         row.login_count,
                         row.login_trend,
                         row.days_until_renewal,

@@ -212,9 +212,9 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 }
 
 use crate::{
-    AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, ChurnWindows, Delivery, DeliveryAttempt,
+    ActivityDays, AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, Delivery, DeliveryAttempt,
     DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange,
-    UsageFilter, UsageTotal, UserActivity, WindowQuery, Write,
+    UsageFilter, UsageTotal, UserDay, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -573,9 +573,9 @@ impl Store for SqliteStore {
         self.write(move |c| seats::commit_ledger(c, &run_id, &owner, &entries, &processed, lease_until, now, finished)).await
     }
 
-    async fn churn_activity(&self, org: &OrganizationId, windows: &ChurnWindows) -> Result<Vec<UserActivity>> {
-        let (org, windows) = (org.clone(), windows.clone());
-        self.read(move |c| churn::activity(c, &org, &windows)).await
+    async fn daily_activity(&self, org: &OrganizationId, days: &ActivityDays) -> Result<Vec<UserDay>> {
+        let (org, days) = (org.clone(), days.clone());
+        self.read(move |c| churn::daily_activity(c, &org, &days)).await
     }
 
     async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<crate::ChurnBatch>, now: Timestamp) -> Result<u64> {
@@ -615,6 +615,11 @@ impl Store for SqliteStore {
     async fn alerts(&self, query: &AlertQuery) -> Result<Listed<Alert>> {
         let query = query.clone();
         self.read(move |c| alerts::alerts(c, &query)).await
+    }
+
+    async fn open_alerts(&self, org: &OrganizationId, source: &str) -> Result<Vec<crate::OpenAlert>> {
+        let (org, source) = (org.clone(), source.to_owned());
+        self.read(move |c| alerts::open_alerts_of(c, &org, &source)).await
     }
 
     async fn resolve_alert(&self, id: &str, action_taken: &str, now: Timestamp) -> Result<Option<Alert>> {

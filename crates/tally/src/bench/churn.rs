@@ -3,7 +3,7 @@
 //! same code as `GET /v1/reports/churn`; on PostgreSQL also the same day's signals computed by
 //! one SQL query over the raw events, the approach the report's pre-computation replaces.
 
-use super::{fresh_url, median, ms, pg_client};
+use super::{bench_store, median, ms, pg_client};
 use crate::daily::churn::ChurnReport;
 use crate::daily::{self, Generate};
 use clap::Args;
@@ -36,6 +36,10 @@ pub struct ChurnArgs {
     /// Also run against PostgreSQL (a fresh schema in this database), with the one-query reference.
     #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
     pub postgres: Option<String>,
+    /// Keep the loaded stores (SQLite files in this folder, PostgreSQL schemas named after the
+    /// load and its first day) and reuse them when they already hold these events.
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 const CHUNK: usize = 40_000;
@@ -134,10 +138,13 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
     let report = ChurnReport { settings: Default::default() };
     println!("| backend | what | time |\n|---|---|---|");
     for (name, pg) in backends {
-        let url = fresh_url(dir.path(), name, pg.as_deref(), "churn").await?;
-        let store = tally_store::open(&url).await?;
-        let secs = load(store.as_ref(), &args, start).await?;
-        eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
+        // Events are dated back from the load's day, so a kept load serves only the same days.
+        let label = format!("{name}-churn-{}-{}-{}-{first}", args.events, args.organizations, args.users);
+        let (url, store, loaded) = bench_store(args.keep.as_deref(), dir.path(), name, pg.as_deref(), &label, args.events).await?;
+        if !loaded {
+            let secs = load(store.as_ref(), &args, start).await?;
+            eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
+        }
         if pg.is_some() {
             let client = pg_client(&url).await?;
             client.batch_execute("ANALYZE").await?;

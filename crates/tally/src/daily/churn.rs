@@ -1,19 +1,22 @@
 //! The churn-risk report: a score per subscriber and day from six signals (scored in
 //! `tally_domain::churn`), and the alerts that follow. Its unit is an organization with a live
 //! subscription; its inputs are the organization's users, their activity in the two windows before
-//! the day's end (one range of its events) and its open alerts.
+//! the day's end (read per user and day, one range of its events) and its open alerts. A run keeps
+//! what it has read — the users, and the days of events — so that a backfill reads each day of
+//! events once rather than once for every report date whose windows cover it.
 
 use super::{DailyReport, DayOutcome};
 use async_trait::async_trait;
+use jiff::Timestamp;
 use jiff::civil::Date;
-use jiff::{SignedDuration, Timestamp};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, RiskLevel};
+use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, DayActivity, RiskLevel, WindowActivity};
 use tally_domain::entities::{Subscription, SubscriptionStatus, User};
 use tally_domain::report::balance::billing_subscription;
 use tally_domain::time::date_start;
 use tally_domain::{OrganizationId, Role};
-use tally_store::{Alert, AlertQuery, ChurnBatch, ChurnRow, ChurnWindows, Store, StoreError, UserActivity};
+use tally_store::{ActivityDays, Alert, ChurnBatch, ChurnRow, OpenAlert, Store, StoreError};
 
 fn whole_days(from: Timestamp, to: Timestamp) -> i64 {
     (to.as_second() - from.as_second()).div_euclid(86_400)
@@ -30,7 +33,7 @@ async fn subscribers(store: &dyn Store, only: Option<&OrganizationId>) -> Result
 }
 
 /// One user's inputs, from the gathered activity, the user and the subscription.
-fn input(user: &User, activity: Option<&UserActivity>, sub: &Subscription, day_end: Timestamp, lookback_days: i64) -> ChurnInput {
+fn input(user: &User, activity: Option<&WindowActivity>, sub: &Subscription, day_end: Timestamp, lookback_days: i64) -> ChurnInput {
     let days_inactive = match (activity.and_then(|a| a.last_active), user.last_activity) {
         (Some(last), _) => whole_days(last, day_end),
         (None, Some(last)) if last <= day_end => whole_days(last, day_end),
@@ -75,8 +78,46 @@ pub struct ChurnReport {
 pub struct Inputs {
     subscription: Subscription,
     users: Vec<User>,
-    activity: HashMap<String, UserActivity>,
-    open_alerts: Vec<Alert>,
+    activity: HashMap<String, WindowActivity>,
+    open_alerts: Vec<OpenAlert>,
+}
+
+/// What a run has read of each organization, for its later days to reuse.
+#[derive(Default)]
+pub struct ReadSoFar(HashMap<OrganizationId, ReadOrganization>);
+
+/// An organization's active users, read on a run's first day (a backfill scores the users as
+/// they are now on every day, as each day run alone would), and the days of activity read.
+struct ReadOrganization {
+    users: Vec<User>,
+    days: ReadDays,
+}
+
+/// An organization's activity on the days `[from, to)`, per user.
+struct ReadDays {
+    from: Date,
+    to: Date,
+    by_user: HashMap<String, Vec<DayActivity>>,
+}
+
+impl ReadDays {
+    fn empty(from: Date) -> Self {
+        ReadDays { from, to: from, by_user: HashMap::new() }
+    }
+
+    /// Whether these days join up with `[from, to)`: they start no later and end within it.
+    fn leads_into(&self, from: Date, to: Date) -> bool {
+        self.from <= from && from <= self.to && self.to <= to
+    }
+
+    /// Forgets the days before `from`.
+    fn keep_from(&mut self, from: Date) {
+        self.by_user.retain(|_, days| {
+            days.retain(|d| d.day >= from);
+            !days.is_empty()
+        });
+        self.from = from;
+    }
 }
 
 #[async_trait]
@@ -84,6 +125,7 @@ impl DailyReport for ChurnReport {
     type Unit = Subscription;
     type Inputs = Inputs;
     type Output = ChurnBatch;
+    type Carry = ReadSoFar;
 
     fn name(&self) -> &'static str {
         "churn"
@@ -98,34 +140,41 @@ impl DailyReport for ChurnReport {
         subscribers(store, only).await
     }
 
-    async fn gather(&self, store: &dyn Store, sub: &Subscription, day: Date) -> Result<Inputs, StoreError> {
+    async fn gather(&self, store: &dyn Store, sub: &Subscription, day: Date, so_far: &mut ReadSoFar) -> Result<Inputs, StoreError> {
         let org = &sub.organization_id;
         let settings = &self.settings;
-        let day_end = date_start(day.tomorrow().expect("in range"));
-        let window = SignedDuration::from_hours(24 * settings.window_days);
-        let windows = ChurnWindows {
-            start: day_end - window - window,
-            middle: day_end - window,
-            end: day_end,
-            login_type: settings.login_type.clone(),
-            progress_type: settings.progress_type.clone(),
-            frustration_property: settings.frustration_property.clone(),
+        let to = day.tomorrow().expect("in range");
+        let from = to.checked_sub(jiff::Span::new().days(2 * settings.window_days)).expect("in range");
+        let day_end = date_start(to);
+        let read = match so_far.0.entry(org.clone()) {
+            Entry::Occupied(read) => read.into_mut(),
+            Entry::Vacant(slot) => {
+                let users = crate::series::every(|page| store.users(Some(org), page)).await?;
+                let users = users.into_iter().filter(|u| u.is_active && !u.is_bot).collect();
+                slot.insert(ReadOrganization { users, days: ReadDays::empty(from) })
+            }
         };
-        let users: Vec<User> = crate::series::every(|page| store.users(Some(org), page))
-            .await?
-            .into_iter()
-            .filter(|u| u.is_active && !u.is_bot && u.date_joined < day_end)
-            .collect();
-        let activity = store.churn_activity(org, &windows).await?.into_iter().map(|a| (a.user_id.clone(), a)).collect();
-        let open_alerts = store
-            .alerts(&AlertQuery {
-                status: Some("open".into()),
-                source: Some("churn_report".into()),
-                organization_id: Some(org.clone()),
-                ..Default::default()
-            })
-            .await?
-            .results;
+        let days = &mut read.days;
+        if !days.leads_into(from, to) {
+            *days = ReadDays::empty(from);
+        }
+        if days.to < to {
+            let asked = ActivityDays {
+                from: days.to,
+                to,
+                login_type: settings.login_type.clone(),
+                progress_type: settings.progress_type.clone(),
+                frustration_property: settings.frustration_property.clone(),
+            };
+            for u in store.daily_activity(org, &asked).await? {
+                days.by_user.entry(u.user_id).or_default().push(u.activity);
+            }
+            days.to = to;
+        }
+        days.keep_from(from);
+        let activity = days.by_user.iter().map(|(user, d)| (user.clone(), WindowActivity::of_days(d, day, settings.window_days))).collect();
+        let users = read.users.iter().filter(|u| u.date_joined < day_end).cloned().collect();
+        let open_alerts = store.open_alerts(org, "churn_report").await?;
         Ok(Inputs { subscription: sub.clone(), users, activity, open_alerts })
     }
 

@@ -28,6 +28,9 @@ pub trait DailyReport: Send + Sync {
     type Unit: Send + Sync;
     type Inputs: Send;
     type Output: Send;
+    /// What a run carries from one day to the next (days run oldest first), so that a backfill
+    /// reads each day's inputs once instead of once for every later day that looks back at it.
+    type Carry: Default + Send;
 
     /// The name its runs are recorded under.
     fn name(&self) -> &'static str;
@@ -35,7 +38,7 @@ pub trait DailyReport: Send + Sync {
     fn schedule_hour(&self) -> i8;
     /// The units a day covers (of one organization, if given).
     async fn units(&self, store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Self::Unit>, StoreError>;
-    async fn gather(&self, store: &dyn Store, unit: &Self::Unit, day: Date) -> Result<Self::Inputs, StoreError>;
+    async fn gather(&self, store: &dyn Store, unit: &Self::Unit, day: Date, carry: &mut Self::Carry) -> Result<Self::Inputs, StoreError>;
     /// Pure: the unit's rows and alert changes; counts them into `outcome`.
     fn compute(&self, inputs: Self::Inputs, day: Date, now: Timestamp, outcome: &mut DayOutcome) -> Self::Output;
     /// Rows an output holds (to size transactions).
@@ -106,7 +109,13 @@ async fn flush<R: DailyReport>(
 
 /// Runs a report for one day over every unit, in transactions of about `ROWS_PER_COMMIT` rows,
 /// and records the run.
-pub async fn generate_day<R: DailyReport>(report: &R, store: &dyn Store, day: Date, options: &Generate) -> Result<DayOutcome, StoreError> {
+async fn generate_day<R: DailyReport>(
+    report: &R,
+    store: &dyn Store,
+    day: Date,
+    options: &Generate,
+    carry: &mut R::Carry,
+) -> Result<DayOutcome, StoreError> {
     let (started, started_at) = (Instant::now(), Timestamp::now());
     let mut outcome = DayOutcome { date: Some(day), ..Default::default() };
     if !options.dry_run && !options.force && store.report_succeeded(report.name(), day, options.organization.as_ref()).await? {
@@ -117,7 +126,7 @@ pub async fn generate_day<R: DailyReport>(report: &R, store: &dyn Store, day: Da
         let mut pending = Vec::new();
         let mut pending_rows = 0;
         for unit in report.units(store, options.organization.as_ref()).await? {
-            let inputs = report.gather(store, &unit, day).await?;
+            let inputs = report.gather(store, &unit, day, carry).await?;
             let output = report.compute(inputs, day, Timestamp::now(), &mut outcome);
             pending_rows += R::rows(&output);
             pending.push(output);
@@ -165,9 +174,10 @@ pub async fn generate<R: DailyReport>(
         false => Some(store.claim_job(&format!("report:{}", report.name()), &owner, now + lease, now).await?),
     };
     let mut outcomes = Vec::with_capacity(days.len());
+    let mut carry = R::Carry::default();
     let result = async {
         for day in days {
-            let outcome = generate_day(report, store, *day, options).await?;
+            let outcome = generate_day(report, store, *day, options, &mut carry).await?;
             progress(&outcome);
             outcomes.push(outcome);
         }
