@@ -215,7 +215,7 @@ pub struct ChurnDetails {
 impl ChurnDetails {
     /// The stored form: per signal, in scoring order, `[weight, raw, risk, contribution]`. Names
     /// and missing reasons follow from the position and a null raw value; a row is written for
-    /// every subscriber every day, and this is a sixth of the JSON the API shows.
+    /// every subscriber every day, and this is about a fifth of the JSON the API shows.
     pub fn stored(&self) -> String {
         let figures: Vec<(f64, Option<f64>, f64, f64)> = self.signals.iter().map(|s| (s.weight, s.raw, s.risk, s.contribution)).collect();
         serde_json::to_string(&figures).expect("numbers serialize")
@@ -264,17 +264,11 @@ impl ChurnDetails {
 pub struct ChurnScore {
     pub score: f64,
     pub risk_level: RiskLevel,
-    pub signals: Vec<Signal>,
+    pub details: ChurnDetails,
     pub login_count: i64,
     /// `up`, `down` or `flat`: logins in the recent window against the earlier one.
     pub login_trend: &'static str,
     pub days_until_renewal: Option<i64>,
-}
-
-impl ChurnScore {
-    pub fn details(&self) -> ChurnDetails {
-        ChurnDetails { schema_version: SCHEMA_VERSION, signals: self.signals.clone() }
-    }
 }
 
 /// The drop from the earlier window to the recent one, as a fraction of the earlier (0 when it
@@ -324,7 +318,7 @@ pub fn score(input: &ChurnInput, settings: &ChurnSettings) -> ChurnScore {
     ChurnScore {
         score,
         risk_level: RiskLevel::of(score),
-        signals,
+        details: ChurnDetails { schema_version: SCHEMA_VERSION, signals },
         login_count: recent,
         login_trend: match recent.cmp(&earlier) {
             std::cmp::Ordering::Greater => "up",
@@ -415,7 +409,7 @@ mod tests {
     }
 
     fn contribution(s: &ChurnScore, name: &str) -> f64 {
-        s.signals.iter().find(|x| x.name == name).unwrap().contribution
+        s.details.signals.iter().find(|x| x.name == name).unwrap().contribution
     }
 
     #[test]
@@ -448,7 +442,7 @@ mod tests {
         let mut input = healthy();
         input.frustration = None;
         input.payment_issue = true;
-        let details = score(&input, &settings()).details();
+        let details = score(&input, &settings()).details;
         let stored = details.stored();
         assert_eq!(
             stored,
@@ -496,7 +490,7 @@ mod tests {
         }
         // Zero logins in both windows: nothing to decay from, so no risk and the reason is given.
         let s = score(&ChurnInput { logins: [0, 0], ..healthy() }, &settings());
-        let logins = s.signals.iter().find(|x| x.name == "login_decay").unwrap();
+        let logins = s.details.signals.iter().find(|x| x.name == "login_decay").unwrap();
         assert_eq!((logins.contribution, logins.missing), (0.0, Some("no logins in the earlier window")));
         assert_eq!(s.login_trend, "flat");
         // Growth is not negative risk.
@@ -509,7 +503,7 @@ mod tests {
             ChurnInput { days_inactive: Some(20), activity: [0, 0], logins: [0, 0], progress: [0, 0], frustration: None, ..healthy() };
         let s = score(&never, &settings());
         assert_eq!(s.score, 25.0);
-        assert_eq!(s.signals.iter().filter(|x| x.missing.is_some()).count(), 4);
+        assert_eq!(s.details.signals.iter().filter(|x| x.missing.is_some()).count(), 4);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, DayActivity, RiskLevel, WindowActivity};
 use tally_domain::entities::{Subscription, SubscriptionStatus, User};
 use tally_domain::report::balance::billing_subscription;
@@ -59,7 +60,7 @@ fn input(user: &User, activity: Option<&WindowActivity>, sub: &Subscription, day
 }
 
 /// Organization-level alerts go to the owners, or the admins when there is no owner.
-fn billing_contacts(users: &[User]) -> HashSet<&str> {
+fn billing_contacts<'a>(users: &[&'a User]) -> HashSet<&'a str> {
     for role in [Role::Owner, Role::Admin] {
         let found: HashSet<&str> = users.iter().filter(|u| u.role == role && u.is_active && !u.is_bot).map(|u| u.id.as_str()).collect();
         if !found.is_empty() {
@@ -77,7 +78,8 @@ pub struct ChurnReport {
 /// One organization's inputs for a day.
 pub struct Inputs {
     subscription: Subscription,
-    users: Vec<User>,
+    /// Its active users, also those who joined after the day (shared by every day of a run).
+    users: Arc<[User]>,
     activity: HashMap<String, WindowActivity>,
     open_alerts: Vec<OpenAlert>,
 }
@@ -89,7 +91,7 @@ pub struct ReadSoFar(HashMap<OrganizationId, ReadOrganization>);
 /// An organization's active users, read on a run's first day (a backfill scores the users as
 /// they are now on every day, as each day run alone would), and the days of activity read.
 struct ReadOrganization {
-    users: Vec<User>,
+    users: Arc<[User]>,
     days: ReadDays,
 }
 
@@ -145,7 +147,6 @@ impl DailyReport for ChurnReport {
         let settings = &self.settings;
         let to = day.tomorrow().expect("in range");
         let from = to.checked_sub(jiff::Span::new().days(2 * settings.window_days)).expect("in range");
-        let day_end = date_start(to);
         let read = match so_far.0.entry(org.clone()) {
             Entry::Occupied(read) => read.into_mut(),
             Entry::Vacant(slot) => {
@@ -173,9 +174,8 @@ impl DailyReport for ChurnReport {
         }
         days.keep_from(from);
         let activity = days.by_user.iter().map(|(user, d)| (user.clone(), WindowActivity::of_days(d, day, settings.window_days))).collect();
-        let users = read.users.iter().filter(|u| u.date_joined < day_end).cloned().collect();
         let open_alerts = store.open_alerts(org, "churn_report").await?;
-        Ok(Inputs { subscription: sub.clone(), users, activity, open_alerts })
+        Ok(Inputs { subscription: sub.clone(), users: read.users.clone(), activity, open_alerts })
     }
 
     fn compute(&self, inputs: Inputs, day: Date, now: Timestamp, outcome: &mut DayOutcome) -> ChurnBatch {
@@ -183,12 +183,13 @@ impl DailyReport for ChurnReport {
         let org = &sub.organization_id;
         let settings = &self.settings;
         let day_end = date_start(day.tomorrow().expect("in range"));
+        let users: Vec<&User> = users.iter().filter(|u| u.date_joined < day_end).collect();
         let contacts = billing_contacts(&users);
         let lookback = (2 * settings.window_days).max(settings.inactivity_days);
         let mut rows = Vec::with_capacity(users.len());
         let mut raised: Vec<(String, AlertType)> = Vec::new();
         let mut levels: HashMap<String, RiskLevel> = HashMap::new();
-        for user in &users {
+        for &user in &users {
             let input = input(user, activity.get(user.id.as_str()), &sub, day_end, lookback);
             let score = churn::score(&input, settings);
             *outcome.by_level.entry(score.risk_level.as_str()).or_default() += 1;
@@ -201,7 +202,7 @@ impl DailyReport for ChurnReport {
                 user_id: user.id.to_string(),
                 score: score.score,
                 risk_level: score.risk_level.as_str().to_owned(),
-                details: score.details(),
+                details: score.details,
                 login_count: score.login_count,
                 login_trend: score.login_trend.to_owned(),
                 days_until_renewal: score.days_until_renewal,
