@@ -449,6 +449,26 @@ pub const SERVER_COLUMNS: &str = "server_id, organization_id, hostname, contact_
 
 pub const CHURN_COLUMNS: &str =
     "organization_id, report_date, user_id, score, risk_level, details, login_count, login_trend, days_until_renewal, schema_version";
+/// What churn queries read from: the table, or for one user's history (an organization and a
+/// user, no date) that user's row of each of the organization's report dates. The dates are found
+/// by stepping down the primary key `(organization, date, user)` one seek a date, so that no
+/// `(organization, user, date)` index has to take a random insert for every row a report writes.
+/// The history's organization and user are the query's first two parameters.
+pub fn churn_source(dialect: Dialect, history: bool) -> String {
+    if !history {
+        return "churn_scores".into();
+    }
+    let (org, user) = (dialect.mark(1), dialect.mark(2));
+    format!(
+        "(WITH RECURSIVE dates (day) AS ( \
+           SELECT max(report_date) FROM churn_scores WHERE organization_id = {org} \
+           UNION ALL \
+           SELECT (SELECT max(report_date) FROM churn_scores WHERE organization_id = {org} AND report_date < dates.day) \
+           FROM dates WHERE dates.day IS NOT NULL) \
+         SELECT c.* FROM dates JOIN churn_scores c ON c.organization_id = {org} AND c.report_date = dates.day AND c.user_id = {user}) \
+         AS churn_scores"
+    )
+}
 pub const ALERT_COLUMNS: &str = "alert_id, organization_id, source, rule_id, alert_key, user_id, team_id, alert_type, severity, status, \
      report_date, details, opened_at, resolved_at, resolution, action_taken";
 pub const DELIVERY_COLUMNS: &str = "delivery_id, organization_id, channel_id, alert_id, event_type, payload, status, attempts, attempt_log, \

@@ -2,7 +2,7 @@
 
 use super::map_err;
 use crate::ChurnBatch;
-use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
+use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, Dialect, REPORT_RUN_COLUMNS as RUN_COLUMNS, churn_source};
 use crate::{ActivityDays, Alert, ChurnOrdering, ChurnQuery, ChurnRow, Listed, Page, ReportRun, Result, StoreError, UserDay};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -175,7 +175,9 @@ pub(super) async fn scores(conn: &Client, q: &ChurnQuery) -> Result<Listed<Churn
         ChurnOrdering::User => "user_id, organization_id",
         ChurnOrdering::DateDesc => "report_date DESC, organization_id, user_id",
     };
-    listed(conn, "churn_scores", CHURN_COLUMNS, &clause, &values, order, q.page, churn_row).await
+    // Without a date, the organization and the user are parameters 1 and 2, as the history needs.
+    let source = churn_source(Dialect::Postgres, q.date.is_none() && q.organization_id.is_some() && q.user_id.is_some());
+    listed(conn, &source, CHURN_COLUMNS, &clause, &values, order, q.page, churn_row).await
 }
 
 pub(super) async fn latest_date(conn: &Client, org: Option<&OrganizationId>) -> Result<Option<Date>> {

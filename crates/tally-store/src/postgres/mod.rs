@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (19, include_str!("../../migrations/postgres/0019_username_search.sql")),
     (20, include_str!("../../migrations/postgres/0020_room_for_updates.sql")),
     (21, include_str!("../../migrations/postgres/0021_latency_buckets_as_text.sql")),
+    (22, include_str!("../../migrations/postgres/0022_churn_history_by_dates.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;

@@ -3,7 +3,7 @@
 use super::entities::col;
 use super::{map_err, micros, timestamp};
 use crate::ChurnBatch;
-use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, REPORT_RUN_COLUMNS as RUN_COLUMNS};
+use crate::sql::{ALERT_COLUMNS, CHURN_COLUMNS, Dialect, REPORT_RUN_COLUMNS as RUN_COLUMNS, churn_source};
 use crate::{ActivityDays, ChurnOrdering, ChurnQuery, ChurnRow, Listed, Page, ReportRun, Result, StoreError, UserDay};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -191,7 +191,9 @@ pub(super) fn scores(conn: &Connection, q: &ChurnQuery) -> Result<Listed<ChurnRo
         ChurnOrdering::User => "user_id, organization_id",
         ChurnOrdering::DateDesc => "report_date DESC, organization_id, user_id",
     };
-    listed(conn, "churn_scores", CHURN_COLUMNS, &clause, values, order, q.page, churn_row)
+    // Without a date, the organization and the user are parameters 1 and 2, as the history needs.
+    let source = churn_source(Dialect::Sqlite, q.date.is_none() && q.organization_id.is_some() && q.user_id.is_some());
+    listed(conn, &source, CHURN_COLUMNS, &clause, values, order, q.page, churn_row)
 }
 
 pub(super) fn latest_date(conn: &Connection, org: Option<&OrganizationId>) -> Result<Option<Date>> {

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../../migrations/sqlite/0018_billing_periods.sql")),
     (19, include_str!("../../migrations/sqlite/0019_users_clustered.sql")),
     (20, include_str!("../../migrations/sqlite/0020_events_clustered.sql")),
+    (21, include_str!("../../migrations/sqlite/0021_churn_history_by_dates.sql")),
 ];
 const IDLE_READERS: usize = 8;
 

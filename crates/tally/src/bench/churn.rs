@@ -183,6 +183,25 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
         }
         println!("| {name} | high-risk list of a day, page of 50 with its count ({shown} HIGH) | {:.1} ms |", ms(median(&samples)));
 
+        // A user's history, as `GET /v1/users/{id}/churn` reads it (`u7` belongs to `org7`).
+        let mut samples = Vec::with_capacity(args.runs);
+        let mut dates = 0;
+        for _ in 0..args.runs {
+            let q = ChurnQuery {
+                date: None,
+                organization_id: Some(OrganizationId::parse("org7")?),
+                user_id: Some("u7".into()),
+                risk_level: None,
+                min_score: None,
+                ordering: ChurnOrdering::DateDesc,
+                page: Page { limit: 100, offset: 0 },
+            };
+            let started = Instant::now();
+            dates = store.churn_scores(&q).await?.count;
+            samples.push(started.elapsed());
+        }
+        println!("| {name} | a user's score history with its count ({dates} days) | {:.1} ms |", ms(median(&samples)));
+
         if pg.is_some() {
             let client = pg_client(&url).await?;
             let end = tally_domain::time::date_start(last.tomorrow()?);
