@@ -103,24 +103,13 @@ pub struct HourlyKey<'a> {
     pub provider: &'a str,
 }
 
-/// The organization-wide hourly grain: the same cell without the user, so organization and team
-/// series read one row per hour and dimension instead of one per active user.
+/// An organization-wide cell: the finest grain without the user, at the start of its hour, UTC
+/// day or UTC calendar month, so that organization and team series read one row per period and
+/// dimension instead of one per active user (and long ranges one per day or month).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrgHourlyKey<'a> {
+pub struct OrgCellKey<'a> {
     pub organization_id: &'a str,
-    pub hour: Timestamp,
-    pub usage_type: &'a str,
-    pub team_id: &'a str,
-    pub model: &'a str,
-    pub provider: &'a str,
-}
-
-/// The organization-wide monthly grain (UTC calendar months, `month` at its first instant), so
-/// monthly series of many organizations read one row per month and dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrgMonthKey<'a> {
-    pub organization_id: &'a str,
-    pub month: Timestamp,
+    pub at: Timestamp,
     pub usage_type: &'a str,
     pub team_id: &'a str,
     pub model: &'a str,
@@ -226,8 +215,9 @@ pub struct TeamRef<'a> {
 #[derive(Debug, Default)]
 pub struct Rollup<'a> {
     pub hourly: Map<HourlyKey<'a>, Aggregate>,
-    pub org_hourly: Map<OrgHourlyKey<'a>, Aggregate>,
-    pub org_monthly: Map<OrgMonthKey<'a>, Aggregate>,
+    pub org_hourly: Map<OrgCellKey<'a>, Aggregate>,
+    pub org_daily: Map<OrgCellKey<'a>, Aggregate>,
+    pub org_monthly: Map<OrgCellKey<'a>, Aggregate>,
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
     pub org_type_months: Map<OrgMonthTypeKey<'a>, OrgTypeMonth>,
@@ -284,10 +274,12 @@ impl<'a> Rollup<'a> {
             e.llm.as_ref().map_or(("", ""), |l| (l.model.as_deref().unwrap_or(""), l.provider.as_deref().unwrap_or("")));
         let hour = hour_start(e.timestamp);
         add(&mut self.hourly, HourlyKey { organization_id, user_id, hour, usage_type, team_id, model, provider }, &agg);
-        add(&mut self.org_hourly, OrgHourlyKey { organization_id, hour, usage_type, team_id, model, provider }, &agg);
+        let org_cell = |at| OrgCellKey { organization_id, at, usage_type, team_id, model, provider };
+        add(&mut self.org_hourly, org_cell(hour), &agg);
+        add(&mut self.org_daily, org_cell(day_start(e.timestamp)), &agg);
         let month = month_start(e.timestamp);
         let month_at = date_start(month);
-        add(&mut self.org_monthly, OrgMonthKey { organization_id, month: month_at, usage_type, team_id, model, provider }, &agg);
+        add(&mut self.org_monthly, org_cell(month_at), &agg);
         add(&mut self.user_months, UserMonthKey { organization_id, user_id, usage_type, month }, &agg);
         self.org_type_months
             .entry(OrgMonthTypeKey { organization_id, month: month_at, usage_type })
@@ -398,6 +390,8 @@ mod tests {
         let r = Rollup::of(&events);
         assert_eq!(r.hourly.len(), 2);
         assert_eq!(r.org_hourly.len(), 2);
+        let day = r.org_daily.iter().map(|(k, a)| (k.at.to_string(), a.count, a.sum)).collect::<Vec<_>>();
+        assert_eq!(day, [("2025-01-01T00:00:00Z".to_owned(), 3, 8.0)], "one day's cell holds all its hours");
         let first = r.hourly.iter().find(|(k, _)| k.hour.to_string() == "2025-01-01T10:00:00Z").unwrap().1;
         assert_eq!((first.count, first.sum, first.min, first.max), (2, 7.0, 2.0, 5.0));
         let total = &r.user_totals[&UserTypeKey { organization_id: "o", user_id: "u", usage_type: "api_call" }];

@@ -124,6 +124,11 @@ pub trait Store: Send + Sync + 'static {
         summed: bool,
     ) -> Result<Vec<Cell>>;
 
+    /// Organization-wide cells of whole UTC days with `day` in `[from, to)` (both midnights),
+    /// `summed` over organizations when the caller keeps them apart nowhere. The table has no
+    /// user column: a filter naming a user is a caller's bug and fails.
+    async fn usage_day_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>>;
+
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>>;

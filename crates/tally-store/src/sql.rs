@@ -77,15 +77,17 @@ pub fn merge_clause(dialect: Dialect, table: &str, keys: &[&str]) -> String {
 /// Key columns of the roll-up tables, in primary-key order.
 pub const HOURLY_KEYS: [&str; 7] = ["organization_id", "user_id", "hour", "usage_type", "team_id", "model", "provider"];
 pub const ORG_HOURLY_KEYS: [&str; 6] = ["organization_id", "hour", "usage_type", "team_id", "model", "provider"];
+pub const ORG_DAILY_KEYS: [&str; 6] = ["organization_id", "day", "usage_type", "team_id", "model", "provider"];
 pub const ORG_MONTH_KEYS: [&str; 6] = ["organization_id", "month", "usage_type", "team_id", "model", "provider"];
 pub const USER_KEYS: [&str; 3] = ["organization_id", "user_id", "usage_type"];
 pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "month"];
 pub const LLM_DAY_KEYS: [&str; 5] = ["organization_id", "user_id", "day", "model", "provider"];
 
 /// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
-pub const AGGREGATE_TABLES: [&str; 10] = [
+pub const AGGREGATE_TABLES: [&str; 11] = [
     "usage_hourly",
     "usage_hourly_org",
+    "usage_daily_org",
     "usage_monthly_org",
     "usage_monthly_org_type",
     "user_usage",
@@ -218,7 +220,12 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(count(*) AS BIGINT) FROM user_usage_period), \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM user_usage_period), \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM user_usage_period), \
-    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM user_usage_period)";
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM user_usage_period), \
+    (SELECT CAST(count(*) AS BIGINT) FROM usage_daily_org), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_daily_org), \
+    (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_daily_org), \
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_daily_org), \
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_daily_org)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";
@@ -264,20 +271,40 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, scope: crate::CellSco
     let (p1, p2) = (dialect.mark(1), dialect.mark(2));
     let scope = if filter.user_id.is_some() { CellScope::Users } else { scope };
     let sql = match scope {
-        CellScope::Users | CellScope::Organizations => {
-            let (table, user) = if scope == CellScope::Users { ("usage_hourly", "user_id") } else { ("usage_hourly_org", "''") };
-            format!(
-                "SELECT hour, organization_id, {user}, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
-                 WHERE hour >= {p1} AND hour < {p2}{conditions}"
-            )
-        }
-        CellScope::Summed => format!(
-            "SELECT hour, '', '', usage_type, team_id, model, provider, {} FROM usage_hourly_org \
-             WHERE hour >= {p1} AND hour < {p2}{conditions} GROUP BY hour, usage_type, team_id, model, provider",
-            summed_columns(dialect, "last_value")
+        CellScope::Users => format!(
+            "SELECT hour, organization_id, user_id, usage_type, team_id, model, provider, {CELL_COLUMNS} FROM usage_hourly \
+             WHERE hour >= {p1} AND hour < {p2}{conditions}"
         ),
+        CellScope::Organizations => organization_cells(dialect, "usage_hourly_org", "hour", &conditions, false),
+        CellScope::Summed => organization_cells(dialect, "usage_hourly_org", "hour", &conditions, true),
     };
     (sql, values)
+}
+
+/// Organization-wide daily cells of a usage filter (which names no user) with `day` in
+/// `[from, to)`, `summed` over organizations when asked: the time bounds are the first two
+/// parameters.
+pub fn day_cells_query(dialect: Dialect, filter: &UsageFilter, summed: bool) -> (String, Vec<String>) {
+    let (conditions, values) = usage_conditions(dialect, filter, 3);
+    (organization_cells(dialect, "usage_daily_org", "day", &conditions, summed), values)
+}
+
+/// The cells of an organization-wide table keyed by a time column, each organization's or
+/// `summed` over them, filtered by `conditions` after the time bounds (parameters 1 and 2).
+fn organization_cells(dialect: Dialect, table: &str, time: &str, conditions: &str, summed: bool) -> String {
+    let (p1, p2) = (dialect.mark(1), dialect.mark(2));
+    if summed {
+        format!(
+            "SELECT {time}, '', '', usage_type, team_id, model, provider, {} FROM {table} \
+             WHERE {time} >= {p1} AND {time} < {p2}{conditions} GROUP BY {time}, usage_type, team_id, model, provider",
+            summed_columns(dialect, "last_value")
+        )
+    } else {
+        format!(
+            "SELECT {time}, organization_id, '', usage_type, team_id, model, provider, {CELL_COLUMNS} FROM {table} \
+             WHERE {time} >= {p1} AND {time} < {p2}{conditions}"
+        )
+    }
 }
 
 /// The aggregate columns summed over the rows of a group, as `Aggregate::merge` adds cells whose

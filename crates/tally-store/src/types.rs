@@ -117,6 +117,12 @@ pub struct AggregatesFingerprint {
     pub period_count: i64,
     pub period_sum: f64,
     pub period_cost_nanos: i64,
+    /// The organizations' daily cells.
+    pub org_daily_rows: i64,
+    pub org_daily_count: i64,
+    pub org_daily_sum: f64,
+    pub org_daily_cost_nanos: i64,
+    pub org_daily_latest_values_sum: f64,
 }
 
 /// Whose hourly cells a read keeps apart.

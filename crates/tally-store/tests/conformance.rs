@@ -50,6 +50,7 @@ store_tests!(
     latest_values_and_llm_figures_roll_up,
     llm_latencies_roll_up_into_daily_histograms,
     monthly_cells_sum_the_hours_of_each_utc_month,
+    daily_cells_sum_the_hours_of_each_utc_day,
     monthly_latest_sums_move_by_each_users_change,
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
@@ -331,6 +332,55 @@ async fn llm_latencies_roll_up_into_daily_histograms(store: Arc<dyn Store>) {
     store.rebuild_aggregates().await.unwrap();
     assert_eq!(store.aggregates_fingerprint().await.unwrap(), fp);
     assert_eq!(store.llm_latency_days(&acme, Some(&ann), from, to).await.unwrap(), user);
+}
+
+async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
+    let teamed = |id: &str, org: &str, at: &str, team: &str, qty: f64| {
+        event(&format!(
+            r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"ann","team_id":"{team}","type":"api_call","quantity":{qty}}}"#
+        ))
+    };
+    store
+        .record_events(vec![
+            teamed("d1", "acme", "2025-01-01T00:00:00Z", "red", 2.0),
+            teamed("d2", "acme", "2025-01-01T23:59:59Z", "red", 3.0),
+            teamed("d3", "acme", "2025-01-02T00:00:00Z", "red", 5.0),
+            teamed("d4", "acme", "2025-01-01T12:00:00Z", "blue", 7.0),
+            teamed("d5", "globex", "2025-01-01T06:00:00Z", "red", 11.0),
+        ])
+        .await
+        .unwrap();
+    let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-03T00:00:00Z"));
+    let rows = |cells: Vec<tally_domain::series::Cell>| {
+        let mut got: Vec<(String, Timestamp, String, i64, f64, f64)> = cells
+            .iter()
+            .map(|c| (c.organization_id.clone(), c.at, c.team_id.clone(), c.aggregate.count, c.aggregate.sum, c.aggregate.last_value))
+            .collect();
+        got.sort_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+        got
+    };
+    let (s, jan1, jan2) = (String::from, ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
+    let all = UsageFilter::default();
+    assert_eq!(
+        rows(store.usage_day_cells(&all, from, to, false).await.unwrap()),
+        [
+            (s("acme"), jan1, s("blue"), 1, 7.0, 7.0),
+            (s("acme"), jan1, s("red"), 2, 5.0, 3.0),
+            (s("acme"), jan2, s("red"), 1, 5.0, 5.0),
+            (s("globex"), jan1, s("red"), 1, 11.0, 11.0),
+        ],
+        "a day holds its first and last microsecond; its latest value is its latest event's"
+    );
+    assert_eq!(
+        rows(store.usage_day_cells(&all, from, to, true).await.unwrap()),
+        [(s(""), jan1, s("blue"), 1, 7.0, 7.0), (s(""), jan1, s("red"), 3, 16.0, 11.0), (s(""), jan2, s("red"), 1, 5.0, 5.0)]
+    );
+    let acme = UsageFilter { organization_id: Some(org("acme")), team_id: Some(TeamId::parse("red").unwrap()), ..UsageFilter::default() };
+    assert_eq!(rows(store.usage_day_cells(&acme, jan2, to, false).await.unwrap()), [(s("acme"), jan2, s("red"), 1, 5.0, 5.0)]);
+    let fp = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!((fp.org_daily_rows, fp.org_daily_count, fp.org_daily_sum), (4, 5, 28.0));
+    store.rebuild_aggregates().await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), fp);
 }
 
 async fn monthly_cells_sum_the_hours_of_each_utc_month(store: Arc<dyn Store>) {

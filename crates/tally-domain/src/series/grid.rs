@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Span, Timestamp, ToSpan, Zoned};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::time::{date_start, hour_start, month_start, next_month_start};
+use crate::time::{date_start, day_start, hour_start, month_start, next_month_start};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -87,7 +87,9 @@ pub struct Grid {
 /// `split_hours` that a bucket boundary or the grid's ends cut through; those are read from raw
 /// events (`raw`, the split hours clipped to the grid), each event bucketed by its own time.
 /// When every bucket is a UTC calendar month, the whole `months` inside the hours may be read
-/// from monthly aggregates instead of their hours (each month is exactly one bucket).
+/// from monthly aggregates instead of their hours (each month is exactly one bucket); else when
+/// every bucket starts at a UTC midnight (UTC days, weeks, months), the whole `days` likewise
+/// from daily aggregates (each day lies inside one bucket).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadPlan {
     pub hours_from: Timestamp,
@@ -95,6 +97,7 @@ pub struct ReadPlan {
     pub split_hours: Vec<Timestamp>,
     pub raw: Vec<(Timestamp, Timestamp)>,
     pub months: Option<(Timestamp, Timestamp)>,
+    pub days: Option<(Timestamp, Timestamp)>,
 }
 
 impl Grid {
@@ -156,6 +159,11 @@ impl Grid {
             && self.starts.iter().all(|s| date_start(month_start(s.timestamp())) == s.timestamp())
     }
 
+    /// Whether the grid has buckets of a day or longer, each starting at a UTC midnight.
+    fn utc_days(&self) -> bool {
+        self.interval != Interval::Hour && !self.starts.is_empty() && self.starts.iter().all(|s| day_start(s.timestamp()) == s.timestamp())
+    }
+
     fn plan_through(&self, to: Timestamp, to_present: bool) -> ReadPlan {
         let from = self.from();
         let hour = SignedDuration::from_hours(1);
@@ -172,7 +180,14 @@ impl Grid {
             let months_to = if last == self.end || !to_present { last } else { next_month_start(self.end) };
             (hours_from, months_to)
         });
-        ReadPlan { hours_from, hours_to, split_hours, raw, months: months.filter(|m| m.0 < m.1) }
+        let months = months.filter(|m| m.0 < m.1);
+        let days = (months.is_none() && self.utc_days()).then(|| {
+            // As for months: the last day counts whole only at the present.
+            let last = day_start(self.end);
+            let days_to = if last == self.end || !to_present { last } else { last + SignedDuration::from_hours(24) };
+            (hours_from, days_to)
+        });
+        ReadPlan { hours_from, hours_to, split_hours, raw, months, days: days.filter(|d| d.0 < d.1) }
     }
 }
 
@@ -289,6 +304,29 @@ mod tests {
         // An empty grid reads nothing, not even at the present.
         let empty = Grid::new(Interval::Month, &zoned("2025-03-10T00:00:00Z", "UTC"), ts("2025-03-01T00:00:00Z"), 100).unwrap();
         assert_eq!(empty.plan_to_present().months, None);
+    }
+
+    #[test]
+    fn grids_of_utc_days_read_whole_days_from_daily_aggregates() {
+        let w = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "UTC"), ts("2025-01-20T10:30:00Z"), 100).unwrap();
+        // A fixed end: every whole day up to the last one's midnight, that day from hours and raw events.
+        let plan = w.plan();
+        assert_eq!(plan.days, Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-20T00:00:00Z"))));
+        assert_eq!((plan.hours_to, plan.raw.len()), (ts("2025-01-20T11:00:00Z"), 1));
+        // At the present: the last day too, everything stored so far.
+        assert_eq!(w.plan_to_present().days, Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-21T00:00:00Z"))));
+        let d = Grid::new(Interval::Day, &zoned("2025-01-01T00:00:00Z", "UTC"), ts("2025-01-03T00:00:00Z"), 100).unwrap();
+        assert_eq!(d.plan().days, Some((ts("2025-01-01T00:00:00Z"), ts("2025-01-03T00:00:00Z"))));
+        // Days of another zone cut UTC days; hours are finer than days; UTC months read months.
+        let paris = Grid::new(Interval::Day, &zoned("2025-01-01T00:00:00Z", "Europe/Paris"), ts("2025-01-05T00:00:00Z"), 100).unwrap();
+        assert_eq!(paris.plan_to_present().days, None);
+        let hours = Grid::new(Interval::Hour, &zoned("2025-01-01T00:00:00Z", "UTC"), ts("2025-01-03T00:00:00Z"), 100).unwrap();
+        assert_eq!(hours.plan_to_present().days, None);
+        let m = Grid::new(Interval::Month, &zoned("2025-01-01T00:00:00Z", "UTC"), ts("2025-03-10T00:00:00Z"), 100).unwrap();
+        assert_eq!((m.plan().months.is_some(), m.plan().days), (true, None));
+        // A grid inside one day, not at the present, has no whole day.
+        let inside = Grid::new(Interval::Day, &zoned("2025-01-01T00:00:00Z", "UTC"), ts("2025-01-01T10:00:00Z"), 100).unwrap();
+        assert_eq!(inside.plan().days, None);
     }
 
     #[test]

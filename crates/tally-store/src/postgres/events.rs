@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tally_domain::event::{LlmColumns, LlmStatus};
 use tally_domain::llm::Latencies;
 use tally_domain::llm::latency::{DayLatencies, LatencyHistogram};
-use tally_domain::rollup::{Aggregate, LlmDay, LlmDayKey, OrgDayKey, Rollup, sorted, sorted_refs};
+use tally_domain::rollup::{Aggregate, LlmDay, LlmDayKey, OrgCellKey, OrgDayKey, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 use tokio_postgres::types::ToSql;
@@ -172,6 +172,24 @@ fn column<K, V, T>(rows: &[(K, V)], f: impl Fn(&K) -> T) -> Vec<T> {
     rows.iter().map(|(k, _)| f(k)).collect()
 }
 
+/// Upserts organization-wide cells (hourly, daily or monthly) in one statement.
+async fn upsert_organization_cells(
+    tx: &Transaction<'_>,
+    table: &str,
+    keys: &[&str; 6],
+    cells: &[(OrgCellKey<'_>, Aggregate)],
+) -> Result<()> {
+    let (org, at) = (column(cells, |k| k.organization_id), column(cells, |k| k.at));
+    let (ty, team) = (column(cells, |k| k.usage_type), column(cells, |k| k.team_id));
+    let (model, provider) = (column(cells, |k| k.model), column(cells, |k| k.provider));
+    let aggs = AggArrays::of(cells.iter().map(|(_, a)| a));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &at, &ty, &team, &model, &provider];
+    params.extend(aggs.params());
+    let sql = upsert_sql(table, keys, &["text", "timestamptz", "text", "text", "text", "text"]);
+    tx.execute(&sql, &params).await.map_err(map_err)?;
+    Ok(())
+}
+
 /// Applies a roll-up inside the caller's transaction, a statement per table.
 pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     let orgs = sorted(&rollup.organizations);
@@ -242,25 +260,9 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
     let sql = upsert_sql("usage_hourly", &sql::HOURLY_KEYS, &["text", "text", "timestamptz", "text", "text", "text", "text"]);
     tx.execute(&sql, &params).await.map_err(map_err)?;
 
-    let org_hourly = sorted(&rollup.org_hourly);
-    let (org, hours) = (column(&org_hourly, |k| k.organization_id), column(&org_hourly, |k| k.hour));
-    let (ty, team) = (column(&org_hourly, |k| k.usage_type), column(&org_hourly, |k| k.team_id));
-    let (model, provider) = (column(&org_hourly, |k| k.model), column(&org_hourly, |k| k.provider));
-    let aggs = AggArrays::of(org_hourly.iter().map(|(_, a)| a));
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &hours, &ty, &team, &model, &provider];
-    params.extend(aggs.params());
-    let sql = upsert_sql("usage_hourly_org", &sql::ORG_HOURLY_KEYS, &["text", "timestamptz", "text", "text", "text", "text"]);
-    tx.execute(&sql, &params).await.map_err(map_err)?;
-
-    let org_monthly = sorted(&rollup.org_monthly);
-    let (org, months) = (column(&org_monthly, |k| k.organization_id), column(&org_monthly, |k| k.month));
-    let (ty, team) = (column(&org_monthly, |k| k.usage_type), column(&org_monthly, |k| k.team_id));
-    let (model, provider) = (column(&org_monthly, |k| k.model), column(&org_monthly, |k| k.provider));
-    let aggs = AggArrays::of(org_monthly.iter().map(|(_, a)| a));
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &months, &ty, &team, &model, &provider];
-    params.extend(aggs.params());
-    let sql = upsert_sql("usage_monthly_org", &sql::ORG_MONTH_KEYS, &["text", "timestamptz", "text", "text", "text", "text"]);
-    tx.execute(&sql, &params).await.map_err(map_err)?;
+    upsert_organization_cells(tx, "usage_hourly_org", &sql::ORG_HOURLY_KEYS, &sorted(&rollup.org_hourly)).await?;
+    upsert_organization_cells(tx, "usage_daily_org", &sql::ORG_DAILY_KEYS, &sorted(&rollup.org_daily)).await?;
+    upsert_organization_cells(tx, "usage_monthly_org", &sql::ORG_MONTH_KEYS, &sorted(&rollup.org_monthly)).await?;
 
     let totals = sorted(&rollup.user_totals);
     let (org, user, ty) = (column(&totals, |k| k.organization_id), column(&totals, |k| k.user_id), column(&totals, |k| k.usage_type));
@@ -449,6 +451,13 @@ pub(super) async fn month_cells(
     summed: bool,
 ) -> Result<Vec<Cell>> {
     let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter, cells, summed);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+}
+
+pub(super) async fn day_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::day_cells_query(Dialect::Postgres, filter, summed);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
@@ -647,6 +656,11 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         period_count: r.get(37),
         period_sum: r.get(38),
         period_cost_nanos: r.get(39),
+        org_daily_rows: r.get(40),
+        org_daily_count: r.get(41),
+        org_daily_sum: r.get(42),
+        org_daily_cost_nanos: r.get(43),
+        org_daily_latest_values_sum: r.get(44),
     })
 }
 

@@ -56,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("../../migrations/postgres/0020_room_for_updates.sql")),
     (21, include_str!("../../migrations/postgres/0021_latency_buckets_as_text.sql")),
     (22, include_str!("../../migrations/postgres/0022_churn_history_by_dates.sql")),
+    (23, include_str!("../../migrations/postgres/0023_daily_org.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -279,6 +280,10 @@ impl Store for PostgresStore {
         summed: bool,
     ) -> Result<Vec<Cell>> {
         events::month_cells(&**self.conn().await?, filter, from, to, cells, summed).await
+    }
+
+    async fn usage_day_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+        events::day_cells(&**self.conn().await?, filter, from, to, summed).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

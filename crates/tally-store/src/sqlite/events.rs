@@ -140,15 +140,16 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
         let keys: [&dyn ToSql; 7] = [&k.organization_id, &k.user_id, &micros(k.hour), &k.usage_type, &k.team_id, &k.model, &k.provider];
         upsert(&mut hourly, &keys, &a)?;
     }
-    let mut org_hourly = tx.prepare_cached(&upsert_sql("usage_hourly_org", &sql::ORG_HOURLY_KEYS)).map_err(map_err)?;
-    for (k, a) in sorted(&rollup.org_hourly) {
-        let keys: [&dyn ToSql; 6] = [&k.organization_id, &micros(k.hour), &k.usage_type, &k.team_id, &k.model, &k.provider];
-        upsert(&mut org_hourly, &keys, &a)?;
-    }
-    let mut org_monthly = tx.prepare_cached(&upsert_sql("usage_monthly_org", &sql::ORG_MONTH_KEYS)).map_err(map_err)?;
-    for (k, a) in sorted(&rollup.org_monthly) {
-        let keys: [&dyn ToSql; 6] = [&k.organization_id, &micros(k.month), &k.usage_type, &k.team_id, &k.model, &k.provider];
-        upsert(&mut org_monthly, &keys, &a)?;
+    for (table, keys, cells) in [
+        ("usage_hourly_org", sql::ORG_HOURLY_KEYS, &rollup.org_hourly),
+        ("usage_daily_org", sql::ORG_DAILY_KEYS, &rollup.org_daily),
+        ("usage_monthly_org", sql::ORG_MONTH_KEYS, &rollup.org_monthly),
+    ] {
+        let mut stmt = tx.prepare_cached(&upsert_sql(table, &keys)).map_err(map_err)?;
+        for (k, a) in sorted(cells) {
+            let keys: [&dyn ToSql; 6] = [&k.organization_id, &micros(k.at), &k.usage_type, &k.team_id, &k.model, &k.provider];
+            upsert(&mut stmt, &keys, &a)?;
+        }
     }
     let mut totals = tx.prepare_cached(&upsert_sql("user_usage", &sql::USER_KEYS)).map_err(map_err)?;
     for (k, a) in sorted(&rollup.user_totals) {
@@ -342,6 +343,10 @@ pub(super) fn month_cells(
     filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, cells, summed), from, to, cell_row)
 }
 
+pub(super) fn day_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+    filtered(conn, sql::day_cells_query(Dialect::Sqlite, filter, summed), from, to, cell_row)
+}
+
 pub(super) fn events_between(
     conn: &Connection,
     filter: &UsageFilter,
@@ -470,6 +475,11 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             period_count: r.get(37)?,
             period_sum: r.get(38)?,
             period_cost_nanos: r.get(39)?,
+            org_daily_rows: r.get(40)?,
+            org_daily_count: r.get(41)?,
+            org_daily_sum: r.get(42)?,
+            org_daily_cost_nanos: r.get(43)?,
+            org_daily_latest_values_sum: r.get(44)?,
         })
     })
     .map_err(map_err)

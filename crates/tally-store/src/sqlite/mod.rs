@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (19, include_str!("../../migrations/sqlite/0019_users_clustered.sql")),
     (20, include_str!("../../migrations/sqlite/0020_events_clustered.sql")),
     (21, include_str!("../../migrations/sqlite/0021_churn_history_by_dates.sql")),
+    (22, include_str!("../../migrations/sqlite/0022_daily_org.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -385,6 +386,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Cell>> {
         let filter = filter.clone();
         self.read(move |c| events::month_cells(c, &filter, from, to, cells, summed)).await
+    }
+
+    async fn usage_day_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+        let filter = filter.clone();
+        self.read(move |c| events::day_cells(c, &filter, from, to, summed)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

@@ -20,8 +20,8 @@ enum Grain {
     /// Hourly aggregates: each cell keeps its hour and organization (spend prices each by the
     /// organization's plan of its time).
     Hours,
-    /// Monthly aggregates for whole UTC months where the grid allows, hourly ones elsewhere;
-    /// organizations summed in the store unless the query breaks down by them.
+    /// Monthly or daily aggregates for whole UTC months or days where the grid allows, hourly
+    /// ones elsewhere; organizations summed in the store unless the query breaks down by them.
     Months,
 }
 
@@ -47,8 +47,8 @@ struct Apart {
     organizations: bool,
 }
 
-/// Reads every cell a grid needs: whole months (when the grain and the read allow) and whole
-/// hours from the aggregates, cut hours from raw events.
+/// Reads every cell a grid needs: whole months or days (when the grain and the read allow) and
+/// whole hours from the aggregates, cut hours from raw events.
 async fn cells(
     store: &dyn Store,
     filter: &UsageFilter,
@@ -59,14 +59,17 @@ async fn cells(
     apart: Apart,
 ) -> Result<Vec<Cell>, StoreError> {
     let plan = if to_present { grid.plan_to_present() } else { grid.plan() };
-    let summed = !apart.organizations && read == Read::Organizations;
+    // Summing over organizations costs the store a grouping, for nothing when it reads only one.
+    let summed = !apart.organizations && read == Read::Organizations && filter.organization_id.is_none();
     let scope = match read {
         Read::Organizations if summed => CellScope::Summed,
         Read::Organizations => CellScope::Organizations,
         Read::Users | Read::LatestSums => CellScope::Users,
     };
     let months = plan.months.filter(|_| grain == Grain::Months && read != Read::Users && filter.user_id.is_none());
-    let hours = match months {
+    // Daily cells are organization-wide, and have no latest values summed over users.
+    let days = plan.days.filter(|_| grain == Grain::Months && read == Read::Organizations && filter.user_id.is_none());
+    let hours = match months.or(days) {
         Some((from, to)) => vec![(plan.hours_from, from), (to, plan.hours_to)],
         None => vec![(plan.hours_from, plan.hours_to)],
     };
@@ -82,6 +85,9 @@ async fn cells(
             _ => MonthCells::PerType,
         };
         cells.extend(store.usage_month_cells(filter, from, to, grain, summed).await?);
+    }
+    if let Some((from, to)) = days {
+        cells.extend(store.usage_day_cells(filter, from, to, summed).await?);
     }
     for (from, to) in plan.raw {
         cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
