@@ -307,7 +307,20 @@ impl Store for PostgresStore {
     }
 
     async fn refresh_statistics(&self) -> Result<()> {
-        self.conn().await?.batch_execute("ANALYZE").await.map_err(map_err)
+        // Tally's own tables only: a bare ANALYZE would also read every other schema's tables
+        // of a shared database.
+        let conn = self.conn().await?;
+        let tables: Vec<String> = conn
+            .query("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = current_schema()", &[])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        conn.batch_execute(&format!("ANALYZE {}", tables.join(", "))).await.map_err(map_err)
     }
 
     async fn refresh_billing_periods(&self, org: Option<&OrganizationId>, now: Timestamp) -> Result<u64> {

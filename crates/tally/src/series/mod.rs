@@ -277,17 +277,18 @@ async fn query_cells(
         Some(Aggregation::Latest | Aggregation::UniqueCount) => Read::Users,
         _ => Read::Organizations,
     };
-    let mut out = Vec::new();
-    for read in [Read::Organizations, Read::Users, Read::LatestSums] {
-        let types: Vec<UsageTypeKey> = asked.iter().filter(|t| read_of(t) == read).cloned().collect();
-        if types.is_empty() {
-            continue;
-        }
-        // Every type is known here, so naming them all reads the same rows as naming none.
-        let filter = UsageFilter { usage_types: types, ..q.filter.clone() };
-        out.extend(cells(store, &filter, grid, read, to_present, grain, apart).await?);
-    }
-    Ok(out)
+    // Every type is known here, so naming them all reads the same rows as naming none.
+    let reads: Vec<(Read, UsageFilter)> = [Read::Organizations, Read::Users, Read::LatestSums]
+        .into_iter()
+        .map(|read| (read, asked.iter().filter(|t| read_of(t) == read).cloned().collect::<Vec<_>>()))
+        .filter(|(_, types)| !types.is_empty())
+        .map(|(read, types)| (read, UsageFilter { usage_types: types, ..q.filter.clone() }))
+        .collect();
+    // The reads are independent: the store answers them side by side.
+    let parts =
+        futures_util::future::try_join_all(reads.iter().map(|(read, filter)| cells(store, filter, grid, *read, to_present, grain, apart)))
+            .await?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// The grids to answer: the asked one, and with `compare` the previous period too.
