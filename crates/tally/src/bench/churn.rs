@@ -145,10 +145,8 @@ pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
             let secs = load(store.as_ref(), &args, start).await?;
             eprintln!("{name}: loaded {} events in {secs:.1} s", args.events);
         }
-        if pg.is_some() {
-            let client = pg_client(&url).await?;
-            client.batch_execute("ANALYZE").await?;
-        }
+        // As `tally serve` does after start and every hour.
+        store.refresh_statistics().await?;
 
         let started = Instant::now();
         let day = daily::generate(&report, store.as_ref(), &[last], &options, |_| {}).await?;

@@ -137,10 +137,8 @@ pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
         let store = tally_store::open(&url).await?;
         let secs = load(store.as_ref(), &args).await?;
         eprintln!("{name}: loaded {} events in {secs:.1} s", args.events + args.heavy_requests);
-        if pg.is_some() {
-            // Statistics, as autovacuum would have gathered them on a live database.
-            pg_client(&url).await?.batch_execute("ANALYZE").await?;
-        }
+        // Statistics, as `tally serve` gathers them after start and every hour.
+        store.refresh_statistics().await?;
         let running = Running::start(store.clone(), &url).await?;
         let (base, key) = (running.base.clone(), running.key.clone());
         let client = reqwest::Client::new();

@@ -67,12 +67,10 @@ pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
             let (loaded, secs) = load(store.as_ref(), &args).await?;
             eprintln!("{name}: loaded {loaded} events in {secs:.1} s ({:.0}/s)", loaded as f64 / secs);
         }
+        // As `tally serve` does after start and every hour.
+        store.refresh_statistics().await?;
         let reference = match &pg {
-            Some(_) => {
-                let client = pg_client(&url).await?;
-                client.batch_execute("ANALYZE").await?;
-                Some(client)
-            }
+            Some(_) => Some(pg_client(&url).await?),
             None => None,
         };
         for (i, (label, query)) in QUERIES.iter().enumerate() {

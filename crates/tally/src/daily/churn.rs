@@ -9,7 +9,6 @@ use super::{DailyReport, DayOutcome};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use jiff::civil::Date;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tally_domain::churn::{self, AlertType, ChurnInput, ChurnSettings, DayActivity, RiskLevel, WindowActivity};
@@ -147,34 +146,49 @@ impl DailyReport for ChurnReport {
         let settings = &self.settings;
         let to = day.tomorrow().expect("in range");
         let from = to.checked_sub(jiff::Span::new().days(2 * settings.window_days)).expect("in range");
-        let read = match so_far.0.entry(org.clone()) {
-            Entry::Occupied(read) => read.into_mut(),
-            Entry::Vacant(slot) => {
-                let users = crate::series::every(|page| store.users(Some(org), page)).await?;
-                let users = users.into_iter().filter(|u| u.is_active && !u.is_bot).collect();
-                slot.insert(ReadOrganization { users, days: ReadDays::empty(from) })
-            }
+        // What this date still has to read: the organization's users once a run, the days of
+        // events that the days read so far do not reach; read side by side with open alerts.
+        let read_from = match so_far.0.get(org) {
+            Some(read) if read.days.leads_into(from, to) => read.days.to,
+            _ => from,
         };
+        let asked = (read_from < to).then(|| ActivityDays {
+            from: read_from,
+            to,
+            login_type: settings.login_type.clone(),
+            progress_type: settings.progress_type.clone(),
+            frustration_property: settings.frustration_property.clone(),
+        });
+        let known = so_far.0.contains_key(org);
+        let (users, new_days, open_alerts) = tokio::try_join!(
+            async {
+                match known {
+                    true => Ok(None),
+                    false => crate::series::every(|page| store.users(Some(org), page)).await.map(Some),
+                }
+            },
+            async {
+                match &asked {
+                    Some(asked) => store.daily_activity(org, asked).await,
+                    None => Ok(Vec::new()),
+                }
+            },
+            store.open_alerts(org, "churn_report"),
+        )?;
+        let read = so_far.0.entry(org.clone()).or_insert_with(|| ReadOrganization { users: Arc::from([]), days: ReadDays::empty(from) });
+        if let Some(users) = users {
+            read.users = users.into_iter().filter(|u| u.is_active && !u.is_bot).collect();
+        }
         let days = &mut read.days;
-        if !days.leads_into(from, to) {
+        if read_from == from {
             *days = ReadDays::empty(from);
         }
-        if days.to < to {
-            let asked = ActivityDays {
-                from: days.to,
-                to,
-                login_type: settings.login_type.clone(),
-                progress_type: settings.progress_type.clone(),
-                frustration_property: settings.frustration_property.clone(),
-            };
-            for u in store.daily_activity(org, &asked).await? {
-                days.by_user.entry(u.user_id).or_default().push(u.activity);
-            }
-            days.to = to;
+        for u in new_days {
+            days.by_user.entry(u.user_id).or_default().push(u.activity);
         }
+        days.to = to;
         days.keep_from(from);
         let activity = days.by_user.iter().map(|(user, d)| (user.clone(), WindowActivity::of_days(d, day, settings.window_days))).collect();
-        let open_alerts = store.open_alerts(org, "churn_report").await?;
         Ok(Inputs { subscription: sub.clone(), users: read.users.clone(), activity, open_alerts })
     }
 
