@@ -83,13 +83,9 @@ pub struct Inputs {
     open_alerts: Vec<OpenAlert>,
 }
 
-/// What a run has read of each organization, for its later days to reuse.
-#[derive(Default)]
-pub struct ReadSoFar(HashMap<OrganizationId, ReadOrganization>);
-
 /// An organization's active users, read on a run's first day (a backfill scores the users as
 /// they are now on every day, as each day run alone would), and the days of activity read.
-struct ReadOrganization {
+pub struct ReadOrganization {
     users: Arc<[User]>,
     days: ReadDays,
 }
@@ -126,7 +122,9 @@ impl DailyReport for ChurnReport {
     type Unit = Subscription;
     type Inputs = Inputs;
     type Output = ChurnBatch;
-    type Carry = ReadSoFar;
+    type Key = OrganizationId;
+    /// What the run has read of the organization, for its later days to reuse.
+    type Carry = Option<ReadOrganization>;
 
     fn name(&self) -> &'static str {
         "churn"
@@ -141,14 +139,24 @@ impl DailyReport for ChurnReport {
         subscribers(store, only).await
     }
 
-    async fn gather(&self, store: &dyn Store, sub: &Subscription, day: Date, so_far: &mut ReadSoFar) -> Result<Inputs, StoreError> {
+    fn key(sub: &Subscription) -> OrganizationId {
+        sub.organization_id.clone()
+    }
+
+    async fn gather(
+        &self,
+        store: &dyn Store,
+        sub: &Subscription,
+        day: Date,
+        read: &mut Option<ReadOrganization>,
+    ) -> Result<Inputs, StoreError> {
         let org = &sub.organization_id;
         let settings = &self.settings;
         let to = day.tomorrow().expect("in range");
         let from = to.checked_sub(jiff::Span::new().days(2 * settings.window_days)).expect("in range");
         // What this date still has to read: the organization's users once a run, the days of
         // events that the days read so far do not reach; read side by side with open alerts.
-        let read_from = match so_far.0.get(org) {
+        let read_from = match read {
             Some(read) if read.days.leads_into(from, to) => read.days.to,
             _ => from,
         };
@@ -159,7 +167,7 @@ impl DailyReport for ChurnReport {
             progress_type: settings.progress_type.clone(),
             frustration_property: settings.frustration_property.clone(),
         });
-        let known = so_far.0.contains_key(org);
+        let known = read.is_some();
         let (users, new_days, open_alerts) = tokio::try_join!(
             async {
                 match known {
@@ -175,7 +183,7 @@ impl DailyReport for ChurnReport {
             },
             store.open_alerts(org, "churn_report"),
         )?;
-        let read = so_far.0.entry(org.clone()).or_insert_with(|| ReadOrganization { users: Arc::from([]), days: ReadDays::empty(from) });
+        let read = read.get_or_insert_with(|| ReadOrganization { users: Arc::from([]), days: ReadDays::empty(from) });
         if let Some(users) = users {
             read.users = users.into_iter().filter(|u| u.is_active && !u.is_bot).collect();
         }

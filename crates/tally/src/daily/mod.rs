@@ -7,10 +7,11 @@
 pub mod churn;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tally_domain::OrganizationId;
 use tally_domain::time::date_start;
@@ -21,6 +22,9 @@ pub const REPORTS: &[&str] = &["churn"];
 pub const MAX_DAYS_BACK: u32 = 366;
 /// Rows per transaction when storing a day.
 const ROWS_PER_COMMIT: usize = 20_000;
+/// Units gathered ahead of the one being computed: the store reads for them while the report
+/// scores and writes.
+const GATHER_AHEAD: usize = 4;
 
 #[async_trait]
 pub trait DailyReport: Send + Sync {
@@ -28,8 +32,11 @@ pub trait DailyReport: Send + Sync {
     type Unit: Send + Sync;
     type Inputs: Send;
     type Output: Send;
-    /// What a run carries from one day to the next (days run oldest first), so that a backfill
-    /// reads each day's inputs once instead of once for every later day that looks back at it.
+    /// What identifies a unit from one day to the next: its carry follows it.
+    type Key: Eq + std::hash::Hash + Send;
+    /// What a run carries for one unit from one day to the next (days run oldest first), so
+    /// that a backfill reads each day's inputs once instead of once for every later day that
+    /// looks back at it. Each unit has its own, so that units are gathered side by side.
     type Carry: Default + Send;
 
     /// The name its runs are recorded under.
@@ -38,6 +45,8 @@ pub trait DailyReport: Send + Sync {
     fn schedule_hour(&self) -> i8;
     /// The units a day covers (of one organization, if given).
     async fn units(&self, store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Self::Unit>, StoreError>;
+    fn key(unit: &Self::Unit) -> Self::Key;
+    /// Reads a unit's inputs for the day, with what the run carries for it.
     async fn gather(&self, store: &dyn Store, unit: &Self::Unit, day: Date, carry: &mut Self::Carry) -> Result<Self::Inputs, StoreError>;
     /// Pure: the unit's rows and alert changes; counts them into `outcome`.
     fn compute(&self, inputs: Self::Inputs, day: Date, now: Timestamp, outcome: &mut DayOutcome) -> Self::Output;
@@ -114,7 +123,7 @@ async fn generate_day<R: DailyReport>(
     store: &dyn Store,
     day: Date,
     options: &Generate,
-    carry: &mut R::Carry,
+    carry: &mut HashMap<R::Key, R::Carry>,
 ) -> Result<DayOutcome, StoreError> {
     let (started, started_at) = (Instant::now(), Timestamp::now());
     let mut outcome = DayOutcome { date: Some(day), ..Default::default() };
@@ -125,9 +134,13 @@ async fn generate_day<R: DailyReport>(
     let result = async {
         let mut pending = Vec::new();
         let mut pending_rows = 0;
-        for unit in report.units(store, options.organization.as_ref()).await? {
-            let inputs = report.gather(store, &unit, day, carry).await?;
-            let output = report.compute(inputs, day, Timestamp::now(), &mut outcome);
+        let units = report.units(store, options.organization.as_ref()).await?;
+        let mut carries: Vec<R::Carry> = units.iter().map(|u| carry.remove(&R::key(u)).unwrap_or_default()).collect();
+        // Made up front, as futures that do nothing until the stream below polls them.
+        let gathers: Vec<_> = units.iter().zip(carries.iter_mut()).map(|(unit, c)| report.gather(store, unit, day, c)).collect();
+        let mut gathered = futures_util::stream::iter(gathers).buffered(GATHER_AHEAD);
+        while let Some(inputs) = gathered.next().await {
+            let output = report.compute(inputs?, day, Timestamp::now(), &mut outcome);
             pending_rows += R::rows(&output);
             pending.push(output);
             if pending_rows >= ROWS_PER_COMMIT {
@@ -135,6 +148,9 @@ async fn generate_day<R: DailyReport>(
                 pending_rows = 0;
             }
         }
+        drop(gathered);
+        // What units no longer covered carried is dropped with them.
+        *carry = units.iter().map(R::key).zip(carries).collect();
         flush(report, store, day, &mut pending, options, &mut outcome).await
     }
     .await;
@@ -174,7 +190,7 @@ pub async fn generate<R: DailyReport>(
         false => Some(store.claim_job(&format!("report:{}", report.name()), &owner, now + lease, now).await?),
     };
     let mut outcomes = Vec::with_capacity(days.len());
-    let mut carry = R::Carry::default();
+    let mut carry = HashMap::new();
     let result = async {
         for day in days {
             let outcome = generate_day(report, store, *day, options, &mut carry).await?;
