@@ -259,10 +259,13 @@ pub trait Store: Send + Sync + 'static {
     /// Per user of the organization and UTC day with events in the days asked (one range of its
     /// events): the counts, the day's latest event and its frustration figures.
     async fn daily_activity(&self, org: &OrganizationId, days: &ActivityDays) -> Result<Vec<UserDay>>;
-    /// Replaces each organization's churn rows of that date, opens and resolves alerts, in one
-    /// transaction; an alert whose user already has an open one of its type is not opened again.
-    /// Returns the alerts opened.
-    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<ChurnBatch>, now: Timestamp) -> Result<u64>;
+    /// Stores each organization's churn rows of that date (replacing those it has, if `replace`:
+    /// a run that found none for the date at its start skips looking), opens and resolves alerts,
+    /// in one transaction; an alert whose user already has an open one of its type is not opened
+    /// again. Returns the alerts opened.
+    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<ChurnBatch>, now: Timestamp, replace: bool) -> Result<u64>;
+    /// Whether any churn rows of that date are stored (of one organization, if given).
+    async fn churn_scores_exist(&self, date: jiff::civil::Date, org: Option<&OrganizationId>) -> Result<bool>;
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>>;
     /// Keeps the report's reads fast after a run wrote many rows: on PostgreSQL it vacuums and
     /// analyzes them, so a day's counts are index-only scans; SQLite refreshes its statistics.

@@ -87,10 +87,17 @@ impl ToSql for JsonText<'_> {
     to_sql_checked!();
 }
 
-pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnBatch], now: Timestamp) -> Result<u64> {
+pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnBatch], now: Timestamp, replace: bool) -> Result<u64> {
     let tx = conn.transaction().await.map_err(map_err)?;
-    let orgs: Vec<&str> = batches.iter().map(|b| b.organization_id.as_str()).collect();
-    tx.execute("DELETE FROM churn_scores WHERE organization_id = ANY($1) AND report_date = $2", &[&orgs, &day]).await.map_err(map_err)?;
+    if replace {
+        // One statement per organization, pipelined: equality on the key's first two columns
+        // finds its rows by the key however stale the statistics are after a backfill wrote
+        // millions of rows (one statement for all, `= ANY`, was planned as a scan of the table).
+        let clear = tx.prepare("DELETE FROM churn_scores WHERE organization_id = $1 AND report_date = $2").await.map_err(map_err)?;
+        let (tx, clear) = (&tx, &clear);
+        let clearing = batches.iter().map(|b| async move { tx.execute(clear, &[&b.organization_id.as_str(), &day]).await });
+        futures_util::future::try_join_all(clearing).await.map_err(map_err)?;
+    }
     // COPY, not INSERT … SELECT unnest: a day writes a row per subscriber (200,000 here).
     let sink =
         tx.copy_in(&format!("COPY churn_scores ({CHURN_COLUMNS}, computed_at) FROM STDIN (FORMAT binary)")).await.map_err(map_err)?;
@@ -212,6 +219,17 @@ pub(super) async fn scores(conn: &Client, q: &ChurnQuery) -> Result<Listed<Churn
     // Without a date, the organization and the user are parameters 1 and 2, as the history needs.
     let source = churn_source(Dialect::Postgres, q.date.is_none() && q.organization_id.is_some() && q.user_id.is_some());
     listed(conn, &source, CHURN_COLUMNS, &clause, &values, order, q.page, churn_row).await
+}
+
+pub(super) async fn scores_exist(conn: &Client, day: Date, org: Option<&OrganizationId>) -> Result<bool> {
+    let row = conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM churn_scores WHERE report_date = $1 AND ($2::text IS NULL OR organization_id = $2))",
+            &[&day, &org.map(OrganizationId::as_str)],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(row.get(0))
 }
 
 pub(super) async fn latest_date(conn: &Client, org: Option<&OrganizationId>) -> Result<Option<Date>> {

@@ -465,8 +465,18 @@ impl Store for PostgresStore {
         churn::daily_activity(&**self.conn().await?, org, days).await
     }
 
-    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<crate::ChurnBatch>, now: Timestamp) -> Result<u64> {
-        churn::save_reports(&mut **self.conn().await?, date, &batches, now).await
+    async fn save_churn_reports(
+        &self,
+        date: jiff::civil::Date,
+        batches: Vec<crate::ChurnBatch>,
+        now: Timestamp,
+        replace: bool,
+    ) -> Result<u64> {
+        churn::save_reports(&mut **self.conn().await?, date, &batches, now, replace).await
+    }
+
+    async fn churn_scores_exist(&self, date: jiff::civil::Date, org: Option<&OrganizationId>) -> Result<bool> {
+        churn::scores_exist(&**self.conn().await?, date, org).await
     }
 
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>> {

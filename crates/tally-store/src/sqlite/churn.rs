@@ -71,7 +71,7 @@ fn churn_row(r: &Row) -> Result<ChurnRow> {
     })
 }
 
-pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBatch], now: Timestamp) -> Result<u64> {
+pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBatch], now: Timestamp, replace: bool) -> Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     let mut opened = 0;
     {
@@ -94,7 +94,9 @@ pub(super) fn save_reports(conn: &mut Connection, day: Date, batches: &[ChurnBat
             .map_err(map_err)?;
         for batch in batches {
             let org = batch.organization_id.as_str();
-            clear.execute(params![org, day.to_string()]).map_err(map_err)?;
+            if replace {
+                clear.execute(params![org, day.to_string()]).map_err(map_err)?;
+            }
             for row in &batch.rows {
                 insert
                     .execute(params![
@@ -194,6 +196,15 @@ pub(super) fn scores(conn: &Connection, q: &ChurnQuery) -> Result<Listed<ChurnRo
     // Without a date, the organization and the user are parameters 1 and 2, as the history needs.
     let source = churn_source(Dialect::Sqlite, q.date.is_none() && q.organization_id.is_some() && q.user_id.is_some());
     listed(conn, &source, CHURN_COLUMNS, &clause, values, order, q.page, churn_row)
+}
+
+pub(super) fn scores_exist(conn: &Connection, day: Date, org: Option<&str>) -> Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM churn_scores WHERE report_date = ?1 AND (?2 IS NULL OR organization_id = ?2))",
+        params![day.to_string(), org],
+        |r| r.get(0),
+    )
+    .map_err(map_err)
 }
 
 pub(super) fn latest_date(conn: &Connection, org: Option<&OrganizationId>) -> Result<Option<Date>> {

@@ -585,8 +585,19 @@ impl Store for SqliteStore {
         self.read(move |c| churn::daily_activity(c, &org, &days)).await
     }
 
-    async fn save_churn_reports(&self, date: jiff::civil::Date, batches: Vec<crate::ChurnBatch>, now: Timestamp) -> Result<u64> {
-        self.write(move |c| churn::save_reports(c, date, &batches, now)).await
+    async fn save_churn_reports(
+        &self,
+        date: jiff::civil::Date,
+        batches: Vec<crate::ChurnBatch>,
+        now: Timestamp,
+        replace: bool,
+    ) -> Result<u64> {
+        self.write(move |c| churn::save_reports(c, date, &batches, now, replace)).await
+    }
+
+    async fn churn_scores_exist(&self, date: jiff::civil::Date, org: Option<&OrganizationId>) -> Result<bool> {
+        let org = org.map(|o| o.as_str().to_owned());
+        self.read(move |c| churn::scores_exist(c, date, org.as_deref())).await
     }
 
     async fn churn_scores(&self, query: &ChurnQuery) -> Result<Listed<ChurnRow>> {

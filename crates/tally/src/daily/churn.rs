@@ -275,8 +275,19 @@ impl DailyReport for ChurnReport {
         output.open.len() as u64
     }
 
-    async fn upsert(&self, store: &dyn Store, day: Date, batches: Vec<ChurnBatch>, now: Timestamp) -> Result<u64, StoreError> {
-        store.save_churn_reports(day, batches, now).await
+    async fn written(&self, store: &dyn Store, day: Date, only: Option<&OrganizationId>) -> Result<bool, StoreError> {
+        store.churn_scores_exist(day, only).await
+    }
+
+    async fn upsert(
+        &self,
+        store: &dyn Store,
+        day: Date,
+        batches: Vec<ChurnBatch>,
+        now: Timestamp,
+        replace: bool,
+    ) -> Result<u64, StoreError> {
+        store.save_churn_reports(day, batches, now, replace).await
     }
 
     async fn tidy(&self, store: &dyn Store) -> Result<(), StoreError> {

@@ -54,8 +54,18 @@ pub trait DailyReport: Send + Sync {
     fn rows(output: &Self::Output) -> usize;
     /// Alerts an output would open (what a dry run reports).
     fn alerts(output: &Self::Output) -> u64;
-    /// Stores a batch of outputs in one transaction; returns the alerts opened.
-    async fn upsert(&self, store: &dyn Store, day: Date, outputs: Vec<Self::Output>, now: Timestamp) -> Result<u64, StoreError>;
+    /// Whether the day holds rows already (of one organization, if given), before a run writes.
+    async fn written(&self, store: &dyn Store, day: Date, only: Option<&OrganizationId>) -> Result<bool, StoreError>;
+    /// Stores a batch of outputs in one transaction, replacing the units' rows of the day if
+    /// the day held rows before the run (`replace`); returns the alerts opened.
+    async fn upsert(
+        &self,
+        store: &dyn Store,
+        day: Date,
+        outputs: Vec<Self::Output>,
+        now: Timestamp,
+        replace: bool,
+    ) -> Result<u64, StoreError>;
 
     /// After a run wrote its days: upkeep that keeps the report's reads fast.
     async fn tidy(&self, _store: &dyn Store) -> Result<(), StoreError> {
@@ -106,12 +116,13 @@ async fn flush<R: DailyReport>(
     day: Date,
     pending: &mut Vec<R::Output>,
     options: &Generate,
+    replace: bool,
     outcome: &mut DayOutcome,
 ) -> Result<(), StoreError> {
     let outputs = std::mem::take(pending);
     outcome.alerts_opened += match options.dry_run {
         true => outputs.iter().map(R::alerts).sum(),
-        false => report.upsert(store, day, outputs, Timestamp::now()).await?,
+        false => report.upsert(store, day, outputs, Timestamp::now(), replace).await?,
     };
     Ok(())
 }
@@ -135,6 +146,8 @@ async fn generate_day<R: DailyReport>(
         let mut pending = Vec::new();
         let mut pending_rows = 0;
         let units = report.units(store, options.organization.as_ref()).await?;
+        // Known once, before this run writes any: whether the day's rows replace earlier ones.
+        let replace = report.written(store, day, options.organization.as_ref()).await?;
         let mut carries: Vec<R::Carry> = units.iter().map(|u| carry.remove(&R::key(u)).unwrap_or_default()).collect();
         // Made up front, as futures that do nothing until the stream below polls them.
         let gathers: Vec<_> = units.iter().zip(carries.iter_mut()).map(|(unit, c)| report.gather(store, unit, day, c)).collect();
@@ -144,14 +157,14 @@ async fn generate_day<R: DailyReport>(
             pending_rows += R::rows(&output);
             pending.push(output);
             if pending_rows >= ROWS_PER_COMMIT {
-                flush(report, store, day, &mut pending, options, &mut outcome).await?;
+                flush(report, store, day, &mut pending, options, replace, &mut outcome).await?;
                 pending_rows = 0;
             }
         }
         drop(gathered);
         // What units no longer covered carried is dropped with them.
         *carry = units.iter().map(R::key).zip(carries).collect();
-        flush(report, store, day, &mut pending, options, &mut outcome).await
+        flush(report, store, day, &mut pending, options, replace, &mut outcome).await
     }
     .await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
