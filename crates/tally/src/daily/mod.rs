@@ -45,6 +45,7 @@ pub trait DailyReport: Send + Sync {
     fn schedule_hour(&self) -> i8;
     /// The units a day covers (of one organization, if given).
     async fn units(&self, store: &dyn Store, only: Option<&OrganizationId>) -> Result<Vec<Self::Unit>, StoreError>;
+    /// The unit's key, under which its carry is kept.
     fn key(unit: &Self::Unit) -> Self::Key;
     /// Reads a unit's inputs for the day, with what the run carries for it.
     async fn gather(&self, store: &dyn Store, unit: &Self::Unit, day: Date, carry: &mut Self::Carry) -> Result<Self::Inputs, StoreError>;
