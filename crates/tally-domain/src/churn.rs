@@ -223,18 +223,19 @@ impl ChurnDetails {
 
     /// Reads the stored form, or the full form rows were first written in.
     pub fn from_stored(value: &Value) -> Result<Self, String> {
-        let number = |v: &Value| v.as_f64().ok_or_else(|| format!("not a number: {v}"));
-        let raw = |v: &Value| if v.is_null() { Ok(None) } else { number(v).map(Some) };
+        // A signal from its place in SIGNALS and its four figures, whichever form held them.
+        let signal = |(name, missing): (&'static str, &'static str), [weight, raw, risk, contribution]: [&Value; 4]| {
+            let number = |v: &Value| v.as_f64().ok_or_else(|| format!("not a number: {v}"));
+            let raw = if raw.is_null() { None } else { Some(number(raw)?) };
+            let (weight, risk, contribution) = (number(weight)?, number(risk)?, number(contribution)?);
+            Ok::<_, String>(Signal { name, weight, raw, risk, contribution, missing: raw.is_none().then_some(missing) })
+        };
         let signals = match value {
             Value::Array(figures) if figures.len() == SIGNALS.len() => figures
                 .iter()
                 .zip(SIGNALS)
-                .map(|(f, (name, missing))| match f.as_array().map(Vec::as_slice) {
-                    Some([weight, raw_value, risk, contribution]) => {
-                        let raw = raw(raw_value)?;
-                        let (weight, risk, contribution) = (number(weight)?, number(risk)?, number(contribution)?);
-                        Ok(Signal { name, weight, raw, risk, contribution, missing: raw.is_none().then_some(missing) })
-                    }
+                .map(|(f, known)| match f.as_array().map(Vec::as_slice) {
+                    Some([weight, raw, risk, contribution]) => signal(known, [weight, raw, risk, contribution]),
                     _ => Err(format!("a signal's figures are not [weight, raw, risk, contribution]: {f}")),
                 })
                 .collect::<Result<_, _>>()?,
@@ -244,14 +245,12 @@ impl ChurnDetails {
                 .ok_or("no signals")?
                 .iter()
                 .map(|s| {
-                    let (name, missing) = SIGNALS
+                    let known = SIGNALS
                         .into_iter()
                         .find(|(name, _)| s.get("name").and_then(Value::as_str) == Some(name))
                         .ok_or_else(|| format!("unknown signal {s}"))?;
                     let field = |key: &str| s.get(key).unwrap_or(&Value::Null);
-                    let raw = raw(field("raw"))?;
-                    let (weight, risk, contribution) = (number(field("weight"))?, number(field("risk"))?, number(field("contribution"))?);
-                    Ok(Signal { name, weight, raw, risk, contribution, missing: raw.is_none().then_some(missing) })
+                    signal(known, [field("weight"), field("raw"), field("risk"), field("contribution")])
                 })
                 .collect::<Result<_, String>>()?,
             other => return Err(format!("churn details are neither stored figures nor signals: {other}")),

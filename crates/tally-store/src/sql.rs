@@ -480,9 +480,10 @@ pub const CHURN_COLUMNS: &str =
 /// user, no date) that user's row of each of the organization's report dates. The dates are found
 /// by stepping down the primary key `(organization, date, user)` one seek a date, so that no
 /// `(organization, user, date)` index has to take a random insert for every row a report writes.
-/// The history's organization and user are the query's first two parameters.
-pub fn churn_source(dialect: Dialect, history: bool) -> String {
-    if !history {
+/// A query is a history when it names an organization and a user and no date; its organization
+/// and user are then the query's first two parameters.
+pub fn churn_source(dialect: Dialect, q: &crate::ChurnQuery) -> String {
+    if q.date.is_some() || q.organization_id.is_none() || q.user_id.is_none() {
         return "churn_scores".into();
     }
     let (org, user) = (dialect.mark(1), dialect.mark(2));

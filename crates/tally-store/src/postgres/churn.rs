@@ -216,8 +216,7 @@ pub(super) async fn scores(conn: &Client, q: &ChurnQuery) -> Result<Listed<Churn
         ChurnOrdering::User => "user_id, organization_id",
         ChurnOrdering::DateDesc => "report_date DESC, organization_id, user_id",
     };
-    // Without a date, the organization and the user are parameters 1 and 2, as the history needs.
-    let source = churn_source(Dialect::Postgres, q.date.is_none() && q.organization_id.is_some() && q.user_id.is_some());
+    let source = churn_source(Dialect::Postgres, q);
     listed(conn, &source, CHURN_COLUMNS, &clause, &values, order, q.page, churn_row).await
 }
 

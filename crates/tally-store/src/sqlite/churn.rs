@@ -193,8 +193,7 @@ pub(super) fn scores(conn: &Connection, q: &ChurnQuery) -> Result<Listed<ChurnRo
         ChurnOrdering::User => "user_id, organization_id",
         ChurnOrdering::DateDesc => "report_date DESC, organization_id, user_id",
     };
-    // Without a date, the organization and the user are parameters 1 and 2, as the history needs.
-    let source = churn_source(Dialect::Sqlite, q.date.is_none() && q.organization_id.is_some() && q.user_id.is_some());
+    let source = churn_source(Dialect::Sqlite, q);
     listed(conn, &source, CHURN_COLUMNS, &clause, values, order, q.page, churn_row)
 }
 

@@ -183,11 +183,15 @@ impl DailyReport for ChurnReport {
             },
             store.open_alerts(org, "churn_report"),
         )?;
-        let read = read.get_or_insert_with(|| ReadOrganization { users: Arc::from([]), days: ReadDays::empty(from) });
-        if let Some(users) = users {
-            read.users = users.into_iter().filter(|u| u.is_active && !u.is_bot).collect();
-        }
+        let read = match users {
+            Some(users) => read.insert(ReadOrganization {
+                users: users.into_iter().filter(|u| u.is_active && !u.is_bot).collect(),
+                days: ReadDays::empty(from),
+            }),
+            None => read.as_mut().expect("users are read when nothing was"),
+        };
         let days = &mut read.days;
+        // Days that do not lead into this date's windows are read again from their start.
         if read_from == from {
             *days = ReadDays::empty(from);
         }

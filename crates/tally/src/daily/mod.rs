@@ -148,7 +148,10 @@ async fn generate_day<R: DailyReport>(
         let mut pending_rows = 0;
         let units = report.units(store, options.organization.as_ref()).await?;
         // Known once, before this run writes any: whether the day's rows replace earlier ones.
-        let replace = report.written(store, day, options.organization.as_ref()).await?;
+        let replace = match options.dry_run {
+            true => false,
+            false => report.written(store, day, options.organization.as_ref()).await?,
+        };
         let mut carries: Vec<R::Carry> = units.iter().map(|u| carry.remove(&R::key(u)).unwrap_or_default()).collect();
         // Made up front, as futures that do nothing until the stream below polls them.
         let gathers: Vec<_> = units.iter().zip(carries.iter_mut()).map(|(unit, c)| report.gather(store, unit, day, c)).collect();
