@@ -51,6 +51,19 @@ pub const REFERENCE_TABLES: &[&str] = &[
     "notification_channels",
 ];
 
+/// Stages events for a bulk import and stores them on [`Importer::commit`]. What is staged is
+/// neither visible nor durable before that; an import cut short is run again, and dedup makes
+/// that safe. After an error, drop the importer: what it had staged is in an unknown state.
+#[async_trait]
+pub trait Importer: Send {
+    async fn stage(&mut self, events: Vec<UsageEvent>) -> Result<()>;
+    /// Events staged since the last commit, duplicates included.
+    fn staged(&self) -> usize;
+    /// Stores the staged events that are new, and their roll-ups, in one transaction, exactly as
+    /// [`Store::record_events`] would: an event staged twice, or already stored, counts once.
+    async fn commit(&mut self) -> Result<Imported>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -102,6 +115,11 @@ pub trait Store: Send + Sync + 'static {
     /// event and in order, whether it was new (`true`) or a duplicate of a stored one (`false`);
     /// duplicates inside `events` count once. Nothing is visible until the transaction commits.
     async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>>;
+
+    /// A bulk import (`tally import`): events are staged, then stored with their roll-ups a large
+    /// chunk per transaction, in key order, so that each commit writes densely onto the pages it
+    /// touches rather than one page per event (BENCHMARKS.md, ingest).
+    async fn importer(&self) -> Result<Box<dyn Importer>>;
 
     /// Totals per usage type over `[from, to)` (all time when both are `None`), exact to the
     /// microsecond: whole hours from the hourly aggregates, partial hours from raw events.
@@ -378,6 +396,42 @@ pub(crate) fn first_occurrences(events: &[UsageEvent]) -> (Vec<usize>, Vec<bool>
         }
     }
     (candidates, vec![false; events.len()])
+}
+
+/// What both backends store of an event besides its key, time, user, type and quantity, in the
+/// form their columns take.
+pub(crate) struct EventColumns<'a> {
+    pub team_id: Option<&'a str>,
+    pub properties: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub status: Option<&'static str>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cost_nanos: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub price_version: Option<i64>,
+    /// `None` rather than zero, as ingestion stores it.
+    pub cached_input_tokens: Option<i64>,
+}
+
+impl<'a> EventColumns<'a> {
+    pub fn of(e: &'a UsageEvent) -> Self {
+        let llm = e.llm.as_ref();
+        EventColumns {
+            team_id: e.team_id.as_ref().map(TeamId::as_str),
+            properties: e.properties.as_deref(),
+            model: llm.and_then(|l| l.model.as_deref()),
+            provider: llm.and_then(|l| l.provider.as_deref()),
+            status: llm.and_then(|l| l.status.map(tally_domain::event::LlmStatus::as_str)),
+            input_tokens: llm.map(|l| l.input_tokens),
+            output_tokens: llm.map(|l| l.output_tokens),
+            cost_nanos: llm.and_then(|l| l.cost.map(tally_domain::Money::nanos)),
+            latency_ms: llm.and_then(|l| l.latency_ms),
+            price_version: llm.and_then(|l| l.price_version),
+            cached_input_tokens: llm.map(|l| l.cached_input_tokens).filter(|c| *c > 0),
+        }
+    }
 }
 
 pub(crate) fn rollup_of<'a>(events: &'a [UsageEvent], stored: &[bool]) -> Rollup<'a> {

@@ -34,6 +34,11 @@ impl Dialect {
         }
     }
 
+    /// Placeholders for parameters 1 to `n`, comma-separated.
+    pub fn marks(self, n: usize) -> String {
+        (1..=n).map(|i| self.mark(i)).collect::<Vec<_>>().join(", ")
+    }
+
     fn least(self) -> &'static str {
         match self {
             Dialect::Sqlite => "min",

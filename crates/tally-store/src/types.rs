@@ -441,3 +441,11 @@ pub struct LatencyDays {
     pub histogram: tally_domain::llm::latency::LatencyHistogram,
     pub first_day: Option<Timestamp>,
 }
+
+/// What an import commit stored: events new to the store, and those it already held (or that
+/// were staged twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub accepted: u64,
+    pub duplicates: u64,
+}

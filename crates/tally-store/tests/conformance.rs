@@ -47,6 +47,7 @@ store_tests!(
     events_register_unknown_organizations_users_and_teams,
     totals_are_exact_for_any_range,
     rebuild_reproduces_live_aggregates,
+    an_import_rolls_up_exactly_what_ingestion_would,
     latest_values_and_llm_figures_roll_up,
     llm_latencies_roll_up_into_daily_histograms,
     monthly_cells_sum_the_hours_of_each_utc_month,
@@ -534,23 +535,7 @@ async fn monthly_latest_sums_move_by_each_users_change(store: Arc<dyn Store>) {
 }
 
 async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {
-    let mut events = Vec::new();
-    for i in 0..500 {
-        let ty = ["api_call", "submission", "storage_bytes", "llm_request"][i % 4];
-        let at = Timestamp::from_second(1_735_689_600 + (i as i64 * 7919) % (40 * 86_400)).unwrap();
-        events.push(event(&format!(
-            r#"{{"id":"e{i}","timestamp":"{at}","organization_id":"o{}","user_id":"u{}","team_id":"t{}","type":"{ty}","quantity":{},"model":"m{}","provider":"p","status":"{}","input_tokens":{},"output_tokens":3,"cost":"0.0{}","latency_ms":{}}}"#,
-            i % 3,
-            i % 17,
-            i % 2,
-            (i % 50) as f64 * 0.5,
-            i % 3,
-            if i % 7 == 0 { "error" } else { "success" },
-            i,
-            i % 9,
-            i * 3
-        )));
-    }
+    let events = mixed_events(500);
     for chunk in events.chunks(64) {
         store.record_events(chunk.to_vec()).await.unwrap();
     }
@@ -560,6 +545,65 @@ async fn rebuild_reproduces_live_aggregates(store: Arc<dyn Store>) {
     assert_eq!(live, rebuilt);
     assert_eq!(live.hourly_count, 500);
     assert_eq!(live.user_count, 500);
+}
+
+/// Events of every kind over three organizations, 40 days, two teams and LLM figures.
+fn mixed_events(n: usize) -> Vec<UsageEvent> {
+    (0..n)
+        .map(|i| {
+            let ty = ["api_call", "submission", "storage_bytes", "llm_request"][i % 4];
+            let at = Timestamp::from_second(1_735_689_600 + (i as i64 * 7919) % (40 * 86_400)).unwrap();
+            event(&format!(
+                r#"{{"id":"e{i}","timestamp":"{at}","organization_id":"o{}","user_id":"u{}","team_id":"t{}","type":"{ty}","quantity":{},"model":"m{}","provider":"p","status":"{}","input_tokens":{},"output_tokens":3,"cost":"0.0{}","latency_ms":{},"properties":{{"n":{i}}}}}"#,
+                i % 3,
+                i % 17,
+                i % 2,
+                (i % 50) as f64 * 0.5,
+                i % 3,
+                if i % 7 == 0 { "error" } else { "success" },
+                i,
+                i % 9,
+                i * 3
+            ))
+        })
+        .collect()
+}
+
+async fn an_import_rolls_up_exactly_what_ingestion_would(store: Arc<dyn Store>) {
+    let events = mixed_events(600);
+    store.record_events(events[..200].to_vec()).await.unwrap();
+    let mut importer = store.importer().await.unwrap();
+    // Staged in two parts, with 100 events already stored and one staged twice.
+    importer.stage(events[100..350].to_vec()).await.unwrap();
+    importer.stage([&events[350..450], &events[300..301]].concat()).await.unwrap();
+    assert_eq!(importer.staged(), 351);
+    assert_eq!(store.event_count().await.unwrap(), 200, "nothing is stored before the commit");
+    let imported = importer.commit().await.unwrap();
+    assert_eq!((imported.accepted, imported.duplicates), (250, 101));
+    assert_eq!(importer.staged(), 0);
+    assert_eq!(importer.commit().await.unwrap(), tally_store::Imported::default(), "an empty commit stores nothing");
+    // The same importer goes on after a commit.
+    importer.stage(events[440..].to_vec()).await.unwrap();
+    assert_eq!(importer.commit().await.unwrap(), tally_store::Imported { accepted: 150, duplicates: 10 });
+    assert_eq!(store.event_count().await.unwrap(), 600);
+
+    let imported = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!(imported.hourly_count, 600);
+    store.rebuild_aggregates().await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), imported, "the import's roll-ups are what the events give");
+    let stored = store
+        .usage_events(
+            &UsageFilter { organization_id: Some(org("o1")), ..UsageFilter::default() },
+            ts("2025-01-01T00:00:00Z"),
+            ts("2025-03-01T00:00:00Z"),
+            true,
+        )
+        .await
+        .unwrap();
+    let e301 = stored.iter().find(|e| e.id.as_str() == "e301").expect("an imported event is stored");
+    let properties: serde_json::Value = serde_json::from_str(e301.properties.as_deref().expect("with its properties")).unwrap();
+    assert_eq!(properties, serde_json::json!({"n": 301}));
+    assert_eq!(e301.llm, events[301].llm);
 }
 
 fn meter(slug: &str, id: &str) -> Meter {

@@ -5,6 +5,7 @@ mod alerts;
 mod churn;
 mod entities;
 mod events;
+mod import;
 mod jobs;
 mod prices;
 mod report;
@@ -12,8 +13,8 @@ mod seats;
 
 use crate::{
     ActivityDays, AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, Delivery, DeliveryAttempt,
-    DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store, StoreError,
-    Subject, TimeRange, UsageFilter, UsageTotal, UserDay, WindowQuery, Write,
+    DeliveryQuery, Importer, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, Result, SeatSnapshot, Server, Store,
+    StoreError, Subject, TimeRange, UsageFilter, UsageTotal, UserDay, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -265,6 +266,10 @@ impl Store for PostgresStore {
 
     async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>> {
         events::record(&mut **self.conn().await?, &events).await
+    }
+
+    async fn importer(&self) -> Result<Box<dyn Importer>> {
+        Ok(Box::new(import::PostgresImporter::new(self.conn().await?)))
     }
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {

@@ -4,62 +4,69 @@ use super::{map_err, micros, timestamp};
 use crate::range::split;
 use crate::sql::{self, Dialect};
 use crate::{
-    AggregatesFingerprint, CellScope, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal,
-    first_occurrences, rollup_of,
+    AggregatesFingerprint, CellScope, EventColumns, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter,
+    UsageTotal, first_occurrences, rollup_of,
 };
 use jiff::Timestamp;
 use rusqlite::ToSql;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Statement, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
-use tally_domain::event::{LlmColumns, LlmStatus};
+use tally_domain::event::LlmColumns;
 use tally_domain::llm::Latencies;
 use tally_domain::rollup::{Aggregate, OrgMonthTypeKey, Rollup, sorted, sorted_refs};
 use tally_domain::series::Cell;
 use tally_domain::time::date_start;
-use tally_domain::{EventId, LlmFields, Money, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
+use tally_domain::{EventId, LlmFields, OrganizationId, TeamId, UsageEvent, UsageTypeKey, UserId};
 
-const INSERT_EVENT: &str = "INSERT INTO events (organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
-     model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version, cached_input_tokens) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING";
+/// The columns of `events` in the order [`bind_event`] binds them.
+pub(super) const EVENT_COLUMNS: &str = "organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
+     model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version, cached_input_tokens";
 
 pub(super) fn record(conn: &mut Connection, events: &[UsageEvent]) -> Result<Vec<bool>> {
     let received_at = micros(jiff::Timestamp::now());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     let (candidates, mut stored) = first_occurrences(events);
     {
-        let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(map_err)?;
+        let sql = format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING", Dialect::Sqlite.marks(18));
+        let mut insert = tx.prepare_cached(&sql).map_err(map_err)?;
         for i in candidates {
-            let e = &events[i];
-            let llm = e.llm.as_ref();
-            let changed = insert
-                .execute(params![
-                    e.organization_id.as_str(),
-                    e.id.as_str(),
-                    micros(e.timestamp),
-                    e.user_id.as_str(),
-                    e.team_id.as_ref().map(TeamId::as_str),
-                    e.usage_type.as_str(),
-                    e.quantity,
-                    e.properties.as_deref(),
-                    llm.and_then(|l| l.model.as_deref()),
-                    llm.and_then(|l| l.provider.as_deref()),
-                    llm.and_then(|l| l.status.map(LlmStatus::as_str)),
-                    llm.map(|l| l.input_tokens),
-                    llm.map(|l| l.output_tokens),
-                    llm.and_then(|l| l.cost.map(Money::nanos)),
-                    llm.and_then(|l| l.latency_ms),
-                    received_at,
-                    llm.and_then(|l| l.price_version),
-                    llm.map(|l| l.cached_input_tokens).filter(|c| *c > 0),
-                ])
-                .map_err(map_err)?;
-            stored[i] = changed == 1;
+            bind_event(&mut insert, &events[i], received_at)?;
+            stored[i] = insert.raw_execute().map_err(map_err)? == 1;
         }
     }
     apply(&tx, &rollup_of(events, &stored))?;
     tx.commit().map_err(map_err)?;
     Ok(stored)
+}
+
+/// Binds an event's columns to parameters 1 to 18, in [`EVENT_COLUMNS`] order.
+pub(super) fn bind_event(stmt: &mut Statement<'_>, e: &UsageEvent, received_at: i64) -> Result<()> {
+    let c = EventColumns::of(e);
+    let values: [&dyn ToSql; 18] = [
+        &e.organization_id.as_str(),
+        &e.id.as_str(),
+        &micros(e.timestamp),
+        &e.user_id.as_str(),
+        &c.team_id,
+        &e.usage_type.as_str(),
+        &e.quantity,
+        &c.properties,
+        &c.model,
+        &c.provider,
+        &c.status,
+        &c.input_tokens,
+        &c.output_tokens,
+        &c.cost_nanos,
+        &c.latency_ms,
+        &received_at,
+        &c.price_version,
+        &c.cached_input_tokens,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, v).map_err(map_err)?;
+    }
+    Ok(())
 }
 
 fn bind_aggregate(stmt: &mut Statement<'_>, first: usize, a: &Aggregate) -> Result<()> {
@@ -373,37 +380,50 @@ pub(super) fn event_count(conn: &Connection) -> Result<u64> {
 
 /// Replays every stored event through the roll-up code, in one transaction.
 pub(super) fn rebuild(conn: &mut Connection) -> Result<u64> {
-    const BATCH: i64 = 50_000;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     for table in sql::AGGREGATE_TABLES {
         tx.execute(&format!("DELETE FROM {table}"), []).map_err(map_err)?;
     }
     tx.execute("UPDATE users SET last_activity = NULL", []).map_err(map_err)?;
+    let replayed = replay(&tx, "events", 50_000, "", |_| Ok(()))?;
+    tx.commit().map_err(map_err)?;
+    Ok(replayed)
+}
+
+/// Folds every event of `source` (a table or subquery with the columns of `events`, unique on
+/// its key) into the aggregates, `batch` at a time in key order so that each batch's writes fall
+/// on neighbouring pages; returns how many it read. Each row is also handed to `each` with
+/// `extra_columns` after the ones [`event_row`] reads.
+pub(super) fn replay(
+    tx: &Transaction<'_>,
+    source: &str,
+    batch: usize,
+    extra_columns: &str,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<()>,
+) -> Result<u64> {
     // Keyset paging in the table's own (organization, event id) order: pages are read in place.
+    let sql = format!(
+        "SELECT event_id, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
+         input_tokens, output_tokens, cost_nanos, latency_ms{extra_columns} FROM {source} \
+         WHERE (organization_id, event_id) > (?1, ?2) ORDER BY organization_id, event_id LIMIT ?3"
+    );
     let mut after = (String::new(), String::new());
     let mut replayed = 0u64;
     loop {
-        let mut batch = Vec::with_capacity(BATCH as usize);
+        let mut events = Vec::with_capacity(batch);
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT event_id, organization_id, event_id, ts, user_id, team_id, usage_type, quantity, model, provider, status, \
-                     input_tokens, output_tokens, cost_nanos, latency_ms FROM events \
-                     WHERE (organization_id, event_id) > (?1, ?2) ORDER BY organization_id, event_id LIMIT ?3",
-                )
-                .map_err(map_err)?;
-            let mut rows = stmt.query(params![after.0, after.1, BATCH]).map_err(map_err)?;
+            let mut stmt = tx.prepare_cached(&sql).map_err(map_err)?;
+            let mut rows = stmt.query(params![after.0, after.1, batch as i64]).map_err(map_err)?;
             while let Some(r) = rows.next().map_err(map_err)? {
-                batch.push(event_row(r)?);
+                events.push(event_row(r)?);
+                each(r)?;
             }
         }
-        let Some(last) = batch.last() else { break };
+        let Some(last) = events.last() else { return Ok(replayed) };
         after = (last.organization_id.as_str().to_owned(), last.id.as_str().to_owned());
-        replayed += batch.len() as u64;
-        apply(&tx, &Rollup::of(&batch))?;
+        replayed += events.len() as u64;
+        apply(tx, &Rollup::of(&events))?;
     }
-    tx.commit().map_err(map_err)?;
-    Ok(replayed)
 }
 
 /// Reads the columns the roll-up needs (properties are left out) from a row starting at index 1.

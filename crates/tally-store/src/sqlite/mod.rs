@@ -5,6 +5,7 @@ mod alerts;
 mod churn;
 mod entities;
 mod events;
+mod import;
 mod jobs;
 mod prices;
 mod report;
@@ -41,6 +42,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 const IDLE_READERS: usize = 8;
 
+/// Cloning shares the connections.
+#[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
@@ -215,8 +218,8 @@ pub(crate) fn timestamp(micros: i64) -> Result<jiff::Timestamp> {
 
 use crate::{
     ActivityDays, AggregatesFingerprint, Alert, AlertQuery, ApiKey, CellScope, ChurnQuery, ChurnRow, Delivery, DeliveryAttempt,
-    DeliveryQuery, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject, TimeRange,
-    UsageFilter, UsageTotal, UserDay, WindowQuery, Write,
+    DeliveryQuery, Importer, JobRun, LatencyDays, Listed, MonthCells, Page, PushOutcome, ReportRun, SeatSnapshot, Server, Store, Subject,
+    TimeRange, UsageFilter, UsageTotal, UserDay, WindowQuery, Write,
 };
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -369,6 +372,10 @@ impl Store for SqliteStore {
 
     async fn record_events(&self, events: Vec<UsageEvent>) -> Result<Vec<bool>> {
         self.write(move |c| events::record(c, &events)).await
+    }
+
+    async fn importer(&self) -> Result<Box<dyn Importer>> {
+        Ok(Box::new(import::SqliteImporter::new(self.clone())))
     }
 
     async fn usage_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {

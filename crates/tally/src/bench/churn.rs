@@ -6,6 +6,7 @@
 use super::{bench_store, median, ms, pg_client};
 use crate::daily::churn::ChurnReport;
 use crate::daily::{self, Generate};
+use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use clap::Args;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp, ToSpan};
@@ -71,6 +72,7 @@ async fn load(store: &dyn Store, args: &ChurnArgs, start: Timestamp) -> anyhow::
     let ctx = ValidationContext { now, known_types: &known };
     let span = now.as_second() - start.as_second();
     let started = Instant::now();
+    let mut loader = BulkLoader::new(store, COMMIT_EVERY).await?;
     let mut first = 0;
     while first < args.events {
         let n = CHUNK.min(args.events - first);
@@ -83,9 +85,10 @@ async fn load(store: &dyn Store, args: &ChurnArgs, start: Timestamp) -> anyhow::
                     .map_err(|e| anyhow::anyhow!("{}", e.message))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        store.record_events(events).await?;
+        loader.add(events).await?;
         first += n;
     }
+    loader.finish().await?;
     for o in 0..args.organizations {
         let status = match o % 20 {
             0 => SubscriptionStatus::PaymentIssue,

@@ -6,6 +6,7 @@
 //! raw rows with one `GROUP BY`, the approach of a SQL view.
 
 use super::{Running, fresh_url, generate_chunk, median, ms, pg_client};
+use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use clap::Args;
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
@@ -70,12 +71,13 @@ async fn load(store: &dyn Store, args: &LlmArgs) -> anyhow::Result<f64> {
             .map_err(|e| anyhow::anyhow!("{}", e.message))
     };
     let started = Instant::now();
+    let mut loader = BulkLoader::new(store, COMMIT_EVERY).await?;
     let mut first = 0;
     while first < args.events {
         let n = CHUNK.min(args.events - first);
         let events =
             generate_chunk(first, n, args.organizations, args.users).iter().map(|l| validate(l)).collect::<anyhow::Result<Vec<_>>>()?;
-        store.record_events(events).await?;
+        loader.add(events).await?;
         first += n;
     }
     let start = now.as_second() - 90 * 86_400;
@@ -84,9 +86,10 @@ async fn load(store: &dyn Store, args: &LlmArgs) -> anyhow::Result<f64> {
         let n = CHUNK.min(args.heavy_requests - first);
         let mut rng = StdRng::seed_from_u64(first as u64);
         let events = (first..first + n).map(|i| validate(&heavy_line(i, start, &mut rng))).collect::<anyhow::Result<Vec<_>>>()?;
-        store.record_events(events).await?;
+        loader.add(events).await?;
         first += n;
     }
+    loader.finish().await?;
     Ok(started.elapsed().as_secs_f64())
 }
 

@@ -4,6 +4,7 @@
 //! equivalent per-user report over the raw events, the approach Tally replaces.
 
 use super::{bench_store, median, ms, pg_client};
+use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
 use clap::Args;
@@ -83,6 +84,7 @@ async fn load(store: &dyn Store, args: &ReportsArgs) -> anyhow::Result<f64> {
     let ctx = ValidationContext { now, known_types: &known };
     let start = now.as_second() - 45 * 86_400;
     let started = Instant::now();
+    let mut loader = BulkLoader::new(store, COMMIT_EVERY).await?;
     let mut first = 0;
     while first < args.events {
         let n = CHUNK.min(args.events - first);
@@ -95,9 +97,10 @@ async fn load(store: &dyn Store, args: &ReportsArgs) -> anyhow::Result<f64> {
                     .map_err(|e| anyhow::anyhow!("{}", e.message))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        store.record_events(events).await?;
+        loader.add(events).await?;
         first += n;
     }
+    loader.finish().await?;
     // Every other organization has a subscription whose period began 15 days ago.
     for o in (0..args.organizations).step_by(2) {
         let sub = Subscription {

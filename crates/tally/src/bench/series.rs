@@ -4,6 +4,7 @@
 
 use super::{bench_store, generate_chunk, median, ms, pg_client};
 use crate::ingest;
+use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use crate::series::{self, Measure, SeriesParams};
 use clap::Args;
 use std::collections::HashSet;
@@ -89,12 +90,12 @@ pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the generated events chunk by chunk through validation and `record_events`.
+/// Loads the generated events chunk by chunk through validation and the bulk loader.
 async fn load(store: &dyn Store, args: &SeriesArgs) -> anyhow::Result<(usize, f64)> {
     let known: HashSet<String> = store.usage_types().await?.into_iter().map(|t| t.key.to_string()).collect();
     let ctx = ValidationContext { now: jiff::Timestamp::now(), known_types: &known };
     let started = Instant::now();
-    let mut loaded = 0;
+    let mut loader = BulkLoader::new(store, COMMIT_EVERY).await?;
     let mut first = 0;
     while first < args.events {
         let n = CHUNK.min(args.events - first);
@@ -102,9 +103,10 @@ async fn load(store: &dyn Store, args: &SeriesArgs) -> anyhow::Result<(usize, f6
         let raws = lines.iter().enumerate().map(|(i, l)| ingest::decode_line(first + i + 1, l.as_bytes())).collect();
         let (events, rejected) = ingest::validate(raws, &ctx);
         anyhow::ensure!(rejected.is_empty(), "generated events were rejected: {:?}", rejected.first());
-        loaded += store.record_events(events).await?.iter().filter(|s| **s).count();
+        loader.add(events).await?;
         first += n;
     }
+    let loaded = loader.finish().await?.accepted as usize;
     Ok((loaded, started.elapsed().as_secs_f64()))
 }
 

@@ -1,6 +1,7 @@
 //! Ingestion shared by the HTTP API and `tally import`: decode a body into raw events, validate
 //! each one on its own, store the valid ones through the group committer, and report per event.
 
+pub mod bulk;
 pub mod csv;
 
 use crate::app::App;
