@@ -107,7 +107,7 @@ impl Importer for PostgresImporter {
         if self.staged == 0 {
             return Ok(Imported::default());
         }
-        const BATCH: i64 = 50_000;
+        const BATCH: i32 = 50_000;
         let tx = self.conn.transaction().await.map_err(map_err)?;
         // The first staging of each event, stored unless already there; what was stored comes
         // back (PostgreSQL runs the insert to completion and keeps its rows for the fetches).
@@ -131,7 +131,7 @@ impl Importer for PostgresImporter {
         let portal = tx.bind(&statement, &[]).await.map_err(map_err)?;
         let mut accepted = 0u64;
         loop {
-            let rows = tx.query_portal(&portal, BATCH as i32).await.map_err(map_err)?;
+            let rows = tx.query_portal(&portal, BATCH).await.map_err(map_err)?;
             if rows.is_empty() {
                 break;
             }
