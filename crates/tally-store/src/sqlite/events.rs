@@ -23,13 +23,17 @@ use tally_domain::{EventId, LlmFields, OrganizationId, TeamId, UsageEvent, Usage
 pub(super) const EVENT_COLUMNS: &str = "organization_id, event_id, ts, user_id, team_id, usage_type, quantity, properties, \
      model, provider, status, input_tokens, output_tokens, cost_nanos, latency_ms, received_at, price_version, cached_input_tokens";
 
+/// Stores one event unless its key is taken.
+static INSERT_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING", Dialect::Sqlite.marks(18))
+});
+
 pub(super) fn record(conn: &mut Connection, events: &[UsageEvent]) -> Result<Vec<bool>> {
     let received_at = micros(jiff::Timestamp::now());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
     let (candidates, mut stored) = first_occurrences(events);
     {
-        let sql = format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ({}) ON CONFLICT DO NOTHING", Dialect::Sqlite.marks(18));
-        let mut insert = tx.prepare_cached(&sql).map_err(map_err)?;
+        let mut insert = tx.prepare_cached(&INSERT_EVENT).map_err(map_err)?;
         for i in candidates {
             bind_event(&mut insert, &events[i], received_at)?;
             stored[i] = insert.raw_execute().map_err(map_err)? == 1;

@@ -59,7 +59,9 @@ impl Drop for SqliteImporter {
 impl Importer for SqliteImporter {
     async fn stage(&mut self, events: Vec<UsageEvent>) -> Result<()> {
         let (table, first, n) = (self.table.clone(), self.next_seq, events.len());
-        self.store.write(move |conn| stage(conn, &table, first, &events)).await?;
+        // The table exists from the first staging on (sequence numbers start at 0).
+        let create = first == 0;
+        self.store.write(move |conn| stage(conn, &table, create, first, &events)).await?;
         self.next_seq += n as i64;
         self.staged += n;
         Ok(())
@@ -73,15 +75,15 @@ impl Importer for SqliteImporter {
         if self.staged == 0 {
             return Ok(Imported::default());
         }
-        let table = self.table.clone();
-        let imported = self.store.write(move |conn| commit(conn, &table)).await?;
+        let (table, staged) = (self.table.clone(), self.staged as u64);
+        let imported = self.store.write(move |conn| commit(conn, &table, staged)).await?;
         self.staged = 0;
         Ok(imported)
     }
 }
 
 /// Creates the staging table, attaching the scratch database first if this connection has none.
-fn ensure_table(conn: &Connection, table: &str) -> Result<()> {
+fn create_table(conn: &Connection, table: &str) -> Result<()> {
     let attached: bool =
         conn.query_row("SELECT count(*) FROM pragma_database_list WHERE name = ?1", [SCRATCH], |r| r.get::<_, i64>(0)).map_err(map_err)?
             > 0;
@@ -96,7 +98,7 @@ fn ensure_table(conn: &Connection, table: &str) -> Result<()> {
         .map_err(map_err)?;
     }
     conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {table} (
+        "CREATE TABLE {table} (
              organization_id TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
              user_id TEXT NOT NULL, team_id TEXT, usage_type TEXT NOT NULL, quantity REAL NOT NULL, properties TEXT,
              model TEXT, provider TEXT, status TEXT, input_tokens INTEGER, output_tokens INTEGER, cost_nanos INTEGER,
@@ -107,8 +109,10 @@ fn ensure_table(conn: &Connection, table: &str) -> Result<()> {
     .map_err(map_err)
 }
 
-fn stage(conn: &mut Connection, table: &str, first_seq: i64, events: &[UsageEvent]) -> Result<()> {
-    ensure_table(conn, table)?;
+fn stage(conn: &mut Connection, table: &str, create: bool, first_seq: i64, events: &[UsageEvent]) -> Result<()> {
+    if create {
+        create_table(conn, table)?;
+    }
     let received_at = micros(jiff::Timestamp::now());
     let tx = conn.transaction().map_err(map_err)?;
     {
@@ -123,8 +127,7 @@ fn stage(conn: &mut Connection, table: &str, first_seq: i64, events: &[UsageEven
     tx.commit().map_err(map_err)
 }
 
-fn commit(conn: &mut Connection, table: &str) -> Result<Imported> {
-    let staged: u64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).map_err(map_err)? as u64;
+fn commit(conn: &mut Connection, table: &str, staged: u64) -> Result<Imported> {
     // The first staging of each event that the store does not hold yet, in key order: the order
     // events are stored and rolled up in.
     let new = format!(
