@@ -69,14 +69,27 @@ impl Aggregate {
     }
 
     pub fn merge(&mut self, other: &Aggregate) {
-        self.count += other.count;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        self.add_figures(other);
         if (other.last_ts, other.last_value) > (self.last_ts, self.last_value) {
             self.last_ts = other.last_ts;
             self.last_value = other.last_value;
         }
+    }
+
+    /// As a summed read merges cells that serve additive figures only: the latest time and
+    /// value are each the largest, as SQL's `max` gives them.
+    pub fn merge_summed(&mut self, other: &Aggregate) {
+        self.add_figures(other);
+        self.last_ts = self.last_ts.max(other.last_ts);
+        self.last_value = self.last_value.max(other.last_value);
+    }
+
+    /// Counts, sums, extremes and LLM figures: what every merge adds up alike.
+    fn add_figures(&mut self, other: &Aggregate) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
         self.llm_successes += other.llm_successes;
         self.llm_failures += other.llm_failures;
         self.input_tokens += other.input_tokens;
@@ -455,6 +468,18 @@ mod tests {
         let key = UserTypeKey { organization_id: "o", user_id: "u", usage_type: "storage_bytes" };
         assert_eq!(forward.user_totals[&key], backward.user_totals[&key]);
         assert_eq!(forward.user_totals[&key].last_value, 100.0);
+    }
+
+    #[test]
+    fn a_summed_merge_adds_alike_and_keeps_the_largest_latest() {
+        let (early, late) = ("2025-01-01T09:00:00Z".parse().unwrap(), "2025-01-01T10:00:00Z".parse().unwrap());
+        let (mut merged, mut summed) = (Aggregate::single(300.0, early), Aggregate::single(300.0, early));
+        let later = Aggregate::single(100.0, late);
+        merged.merge(&later);
+        summed.merge_summed(&later);
+        assert_eq!((summed.count, summed.sum, summed.min, summed.max), (merged.count, merged.sum, merged.min, merged.max));
+        assert_eq!((merged.last_ts, merged.last_value), (late, 100.0), "a merge keeps the latest event's value");
+        assert_eq!((summed.last_ts, summed.last_value), (late, 300.0), "a summed merge keeps the largest of each");
     }
 
     #[test]

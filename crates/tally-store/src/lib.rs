@@ -142,10 +142,12 @@ pub trait Store: Send + Sync + 'static {
         summed: bool,
     ) -> Result<Vec<Cell>>;
 
-    /// Organization-wide cells of whole UTC days with `day` in `[from, to)` (both midnights),
-    /// `summed` over organizations when the caller keeps them apart nowhere. The table has no
+    /// Organization-wide cells of whole UTC days summed into `buckets` (`(start, stop)` pairs of
+    /// midnights, ascending and disjoint; days outside them are left out): one cell per bucket
+    /// and dimension, at its start, `summed` over organizations when the caller keeps them apart
+    /// nowhere. Additive figures only: a bucket's latest value is its largest. The table has no
     /// user column: a filter naming a user is a caller's bug and fails.
-    async fn usage_day_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>>;
+    async fn usage_day_cells(&self, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>>;
 
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).
@@ -167,7 +169,8 @@ pub trait Store: Send + Sync + 'static {
     async fn refresh_billing_periods(&self, org: Option<&OrganizationId>, now: Timestamp) -> Result<u64>;
 
     /// Refreshes the query planner's statistics (after a bulk load, and hourly while serving):
-    /// SQLite keeps none unless asked, PostgreSQL's autovacuum may lag a large load.
+    /// SQLite keeps none unless asked, PostgreSQL's autovacuum may lag a large load. PostgreSQL
+    /// also vacuums, so that index-only scans find settled pages marked all-visible.
     async fn refresh_statistics(&self) -> Result<()>;
 
     /// Starts a run of a resumable job, or takes over the one in progress whose holder stopped

@@ -2,6 +2,7 @@
 //! spells "the smaller of two values", so they are generated here once.
 
 use crate::UsageFilter;
+use jiff::Timestamp;
 
 /// The aggregate columns, in the order [`crate::sql::AGG_COLUMNS`] binds them.
 pub const AGG_COLUMNS: [&str; 12] = [
@@ -292,6 +293,28 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, scope: crate::CellSco
 pub fn day_cells_query(dialect: Dialect, filter: &UsageFilter, summed: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     (organization_cells(dialect, "usage_daily_org", "day", &conditions, summed), values)
+}
+
+/// PostgreSQL's daily cells summed into `buckets` in the query, as `Store::usage_day_cells`
+/// asks: a week or a month of days comes back as one row instead of seven or thirty (SQLite,
+/// in-process, sums them as it reads them instead). The buckets' outer bounds are the first two
+/// parameters (so that the scan is bounded), the filter's values come next, and the last value
+/// binds the buckets themselves, as an array of ranges.
+pub fn bucketed_day_cells_query(filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> (String, Vec<String>) {
+    let dialect = Dialect::Postgres;
+    let (conditions, mut values) = usage_conditions(dialect, filter, 3);
+    let (p1, p2, ranges) = (dialect.mark(1), dialect.mark(2), dialect.mark(3 + values.len()));
+    values.push(format!("{{{}}}", buckets.iter().map(|(a, b)| format!("\"[{a},{b})\"")).collect::<Vec<_>>().join(",")));
+    let (org, group) = if summed { ("''", "") } else { ("d.organization_id", "d.organization_id, ") };
+    let sql = format!(
+        "WITH b AS (SELECT lower(r) AS start, upper(r) AS stop FROM unnest({ranges}::text::tstzrange[]) AS r) \
+         SELECT b.start, {org}, '', usage_type, team_id, model, provider, {} \
+         FROM b JOIN usage_daily_org d ON d.day >= b.start AND d.day < b.stop \
+         WHERE d.day >= {p1} AND d.day < {p2}{conditions} \
+         GROUP BY b.start, {group}usage_type, team_id, model, provider",
+        summed_columns(dialect, "last_value")
+    );
+    (sql, values)
 }
 
 /// The cells of an organization-wide table keyed by a time column, each organization's or

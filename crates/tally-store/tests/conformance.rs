@@ -362,8 +362,9 @@ async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
     };
     let (s, jan1, jan2) = (String::from, ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
     let all = UsageFilter::default();
+    let days = [(from, jan2), (jan2, to)];
     assert_eq!(
-        rows(store.usage_day_cells(&all, from, to, false).await.unwrap()),
+        rows(store.usage_day_cells(&all, &days, false).await.unwrap()),
         [
             (s("acme"), jan1, s("blue"), 1, 7.0, 7.0),
             (s("acme"), jan1, s("red"), 2, 5.0, 3.0),
@@ -373,11 +374,21 @@ async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
         "a day holds its first and last microsecond; its latest value is its latest event's"
     );
     assert_eq!(
-        rows(store.usage_day_cells(&all, from, to, true).await.unwrap()),
+        rows(store.usage_day_cells(&all, &days, true).await.unwrap()),
         [(s(""), jan1, s("blue"), 1, 7.0, 7.0), (s(""), jan1, s("red"), 3, 16.0, 11.0), (s(""), jan2, s("red"), 1, 5.0, 5.0)]
     );
+    assert_eq!(
+        rows(store.usage_day_cells(&all, &[(from, to)], false).await.unwrap()),
+        [
+            (s("acme"), jan1, s("blue"), 1, 7.0, 7.0),
+            (s("acme"), jan1, s("red"), 3, 10.0, 5.0),
+            (s("globex"), jan1, s("red"), 1, 11.0, 11.0)
+        ],
+        "a bucket of two days sums them into one cell at its start"
+    );
     let acme = UsageFilter { organization_id: Some(org("acme")), team_id: Some(TeamId::parse("red").unwrap()), ..UsageFilter::default() };
-    assert_eq!(rows(store.usage_day_cells(&acme, jan2, to, false).await.unwrap()), [(s("acme"), jan2, s("red"), 1, 5.0, 5.0)]);
+    assert_eq!(rows(store.usage_day_cells(&acme, &[(jan2, to)], false).await.unwrap()), [(s("acme"), jan2, s("red"), 1, 5.0, 5.0)]);
+    assert!(store.usage_day_cells(&acme, &[], false).await.unwrap().is_empty());
     let fp = store.aggregates_fingerprint().await.unwrap();
     assert_eq!((fp.org_daily_rows, fp.org_daily_count, fp.org_daily_sum), (4, 5, 28.0));
     store.rebuild_aggregates().await.unwrap();

@@ -138,6 +138,18 @@ impl Grid {
         Some(self.starts.partition_point(|s| s.timestamp() <= ts) - 1)
     }
 
+    /// The buckets' spans clipped to `[from, to)`, ascending, empty ones left out: how a read
+    /// of whole days sums them per bucket.
+    pub fn spans_within(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+        let stops = self.starts.iter().skip(1).map(Zoned::timestamp).chain([self.end]);
+        self.starts
+            .iter()
+            .zip(stops)
+            .map(|(start, stop)| (start.timestamp().max(from), stop.min(to)))
+            .filter(|(start, stop)| start < stop)
+            .collect()
+    }
+
     pub fn plan(&self) -> ReadPlan {
         self.plan_through(self.end, false)
     }
@@ -237,6 +249,28 @@ mod tests {
         assert_eq!(g.bucket(ts("2025-10-26T22:59:59Z")), Some(1));
         assert_eq!(g.bucket(ts("2025-10-26T23:00:00Z")), Some(2));
         assert_eq!(g.bucket(ts("2025-10-24T21:59:59Z")), None);
+    }
+
+    #[test]
+    fn spans_are_the_buckets_clipped_to_a_range() {
+        let w = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "UTC"), ts("2025-01-20T00:00:00Z"), 100).unwrap();
+        let spans = |from: &str, to: &str| -> Vec<(String, String)> {
+            w.spans_within(ts(from), ts(to)).iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        };
+        assert_eq!(
+            spans("2025-01-02T00:00:00Z", "2025-01-15T00:00:00Z"),
+            [
+                ("2025-01-02T00:00:00Z".into(), "2025-01-06T00:00:00Z".into()),
+                ("2025-01-06T00:00:00Z".into(), "2025-01-13T00:00:00Z".into()),
+                ("2025-01-13T00:00:00Z".into(), "2025-01-15T00:00:00Z".into()),
+            ]
+        );
+        assert_eq!(
+            spans("2025-01-13T00:00:00Z", "2025-02-01T00:00:00Z"),
+            [("2025-01-13T00:00:00Z".into(), "2025-01-20T00:00:00Z".into())],
+            "the grid's end closes the last bucket"
+        );
+        assert!(spans("2025-01-06T00:00:00Z", "2025-01-06T00:00:00Z").is_empty());
     }
 
     #[test]

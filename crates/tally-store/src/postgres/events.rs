@@ -456,9 +456,16 @@ pub(super) async fn month_cells(
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
 }
 
-pub(super) async fn day_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
-    let (sql, values) = sql::day_cells_query(Dialect::Postgres, filter, summed);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+pub(super) async fn day_cells(conn: &Client, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
+    let (Some((from, _)), Some((_, to))) = (buckets.first(), buckets.last()) else { return Ok(Vec::new()) };
+    // Buckets of a day each are the days themselves: one range scan, no grouping.
+    let daily = buckets.iter().all(|(start, stop)| start.duration_until(*stop) <= jiff::SignedDuration::from_hours(24));
+    let (sql, values) = if daily {
+        sql::day_cells_query(Dialect::Postgres, filter, summed)
+    } else {
+        sql::bucketed_day_cells_query(filter, buckets, summed)
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![from, to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
 }

@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (21, include_str!("../../migrations/postgres/0021_latency_buckets_as_text.sql")),
     (22, include_str!("../../migrations/postgres/0022_churn_history_by_dates.sql")),
     (23, include_str!("../../migrations/postgres/0023_daily_org.sql")),
+    (24, include_str!("../../migrations/postgres/0024_index_only_cells.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -287,8 +288,8 @@ impl Store for PostgresStore {
         events::month_cells(&**self.conn().await?, filter, from, to, cells, summed).await
     }
 
-    async fn usage_day_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
-        events::day_cells(&**self.conn().await?, filter, from, to, summed).await
+    async fn usage_day_cells(&self, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
+        events::day_cells(&**self.conn().await?, filter, buckets, summed).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {
@@ -325,7 +326,9 @@ impl Store for PostgresStore {
         if tables.is_empty() {
             return Ok(());
         }
-        conn.batch_execute(&format!("ANALYZE {}", tables.join(", "))).await.map_err(map_err)
+        // VACUUM as well: it keeps the visibility map that lets series read settled cells from
+        // their covering indexes alone (migration 24); autovacuum may lag a large load by far.
+        conn.batch_execute(&format!("VACUUM (ANALYZE) {}", tables.join(", "))).await.map_err(map_err)
     }
 
     async fn refresh_billing_periods(&self, org: Option<&OrganizationId>, now: Timestamp) -> Result<u64> {

@@ -395,9 +395,9 @@ impl Store for SqliteStore {
         self.read(move |c| events::month_cells(c, &filter, from, to, cells, summed)).await
     }
 
-    async fn usage_day_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
-        let filter = filter.clone();
-        self.read(move |c| events::day_cells(c, &filter, from, to, summed)).await
+    async fn usage_day_cells(&self, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
+        let (filter, buckets) = (filter.clone(), buckets.to_vec());
+        self.read(move |c| events::day_cells(c, &filter, &buckets, summed)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

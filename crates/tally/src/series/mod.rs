@@ -87,7 +87,7 @@ async fn cells(
         cells.extend(store.usage_month_cells(filter, from, to, grain, summed).await?);
     }
     if let Some((from, to)) = days {
-        cells.extend(store.usage_day_cells(filter, from, to, summed).await?);
+        cells.extend(store.usage_day_cells(filter, &grid.spans_within(from, to), summed).await?);
     }
     for (from, to) in plan.raw {
         cells.extend(store.usage_events(filter, from, to, false).await?.iter().map(Cell::of_event));
