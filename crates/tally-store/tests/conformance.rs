@@ -386,6 +386,11 @@ async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
         ],
         "a bucket of two days sums them into one cell at its start"
     );
+    assert_eq!(
+        rows(store.usage_day_cells(&all, &[(from, to)], true).await.unwrap()),
+        [(s(""), jan1, s("blue"), 1, 7.0, 7.0), (s(""), jan1, s("red"), 4, 21.0, 11.0)],
+        "summed over organizations too, the bucket's latest value is its largest"
+    );
     let acme = UsageFilter { organization_id: Some(org("acme")), team_id: Some(TeamId::parse("red").unwrap()), ..UsageFilter::default() };
     assert_eq!(rows(store.usage_day_cells(&acme, &[(jan2, to)], false).await.unwrap()), [(s("acme"), jan2, s("red"), 1, 5.0, 5.0)]);
     assert!(store.usage_day_cells(&acme, &[], false).await.unwrap().is_empty());
