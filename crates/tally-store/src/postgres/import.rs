@@ -44,25 +44,24 @@ const TABLE: &str = "import_staged";
 pub(super) struct PostgresImporter {
     /// Taken out of the pool, so that the temporary table is dropped with the connection.
     conn: deadpool_postgres::ClientWrapper,
-    created: bool,
     staged: usize,
     next_seq: i64,
 }
 
 impl PostgresImporter {
     pub(super) fn new(conn: deadpool_postgres::Object) -> Self {
-        PostgresImporter { conn: deadpool_postgres::Object::take(conn), created: false, staged: 0, next_seq: 0 }
+        PostgresImporter { conn: deadpool_postgres::Object::take(conn), staged: 0, next_seq: 0 }
     }
 }
 
 #[async_trait]
 impl Importer for PostgresImporter {
     async fn stage(&mut self, events: Vec<UsageEvent>) -> Result<()> {
-        if !self.created {
+        // The table exists from the first staging on (sequence numbers start at 0 and never reset).
+        if self.next_seq == 0 {
             let columns = STAGED_COLUMNS.split(", ").zip(STAGED_TYPES.iter()).map(|(c, t)| format!("{c} {}", t.name()));
             let ddl = format!("CREATE TEMPORARY TABLE {TABLE} ({})", columns.collect::<Vec<_>>().join(", "));
             self.conn.batch_execute(&ddl).await.map_err(map_err)?;
-            self.created = true;
         }
         let received_at = Timestamp::now();
         let sink = self.conn.copy_in(&format!("COPY {TABLE} ({STAGED_COLUMNS}) FROM STDIN (FORMAT binary)")).await.map_err(map_err)?;
