@@ -85,11 +85,17 @@ impl RiskLevel {
     pub const ALL: [RiskLevel; 4] = [RiskLevel::Low, RiskLevel::Medium, RiskLevel::High, RiskLevel::Critical];
 
     pub fn of(score: f64) -> Self {
-        match score {
-            s if s < 25.0 => RiskLevel::Low,
-            s if s < 50.0 => RiskLevel::Medium,
-            s if s < 75.0 => RiskLevel::High,
-            _ => RiskLevel::Critical,
+        Self::ALL.into_iter().rev().find(|l| score >= l.scores().0).unwrap_or(RiskLevel::Low)
+    }
+
+    /// The scores of this level: at least the first, below the second when there is one. A
+    /// query for a level also asks for its scores, which an index on scores answers.
+    pub fn scores(self) -> (f64, Option<f64>) {
+        match self {
+            RiskLevel::Low => (0.0, Some(25.0)),
+            RiskLevel::Medium => (25.0, Some(50.0)),
+            RiskLevel::High => (50.0, Some(75.0)),
+            RiskLevel::Critical => (75.0, None),
         }
     }
 
@@ -518,6 +524,14 @@ mod tests {
             (100.0, RiskLevel::Critical),
         ] {
             assert_eq!(RiskLevel::of(score), level, "{score}");
+        }
+        for level in RiskLevel::ALL {
+            let (low, high) = level.scores();
+            assert_eq!(RiskLevel::of(low), level);
+            if let Some(high) = high {
+                assert_eq!(RiskLevel::of(high - 1e-9), level);
+                assert_ne!(RiskLevel::of(high), level);
+            }
         }
         assert_eq!(RiskLevel::parse("high"), Some(RiskLevel::High));
         assert_eq!(RiskLevel::parse("severe"), None);

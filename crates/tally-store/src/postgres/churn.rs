@@ -71,19 +71,18 @@ fn churn_row(r: &Row) -> Result<ChurnRow> {
     })
 }
 
-/// A JSON document serialized already, written as `jsonb` as it is.
+/// A JSON document serialized already, written as `json` as it is.
 #[derive(Debug)]
 struct JsonText<'a>(&'a str);
 
 impl ToSql for JsonText<'_> {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        // jsonb's binary form: a version byte, then the text.
-        out.put_u8(1);
+        // `json`'s binary form is its text.
         out.put_slice(self.0.as_bytes());
         Ok(IsNull::No)
     }
 
-    accepts!(JSONB);
+    accepts!(JSON);
     to_sql_checked!();
 }
 
@@ -107,7 +106,7 @@ pub(super) async fn save_reports(conn: &mut Client, day: Date, batches: &[ChurnB
         Type::TEXT,
         Type::FLOAT8,
         Type::TEXT,
-        Type::JSONB,
+        Type::JSON,
         Type::INT8,
         Type::TEXT,
         Type::INT8,
@@ -203,11 +202,14 @@ pub(super) async fn listed<T>(
 }
 
 pub(super) async fn scores(conn: &Client, q: &ChurnQuery) -> Result<Listed<ChurnRow>> {
+    let (lowest, below) = q.level_scores();
     let (clause, values) = conditions(vec![
         ("report_date = ?", q.date.map(|d| Box::new(d) as Param)),
         ("organization_id = ?", text(&q.organization_id)),
         ("user_id = ?", text(&q.user_id)),
         ("risk_level = ?", text(&q.risk_level)),
+        ("score >= ?", lowest.map(|s| Box::new(s) as Param)),
+        ("score < ?", below.map(|s| Box::new(s) as Param)),
         ("score >= ?", q.min_score.map(|s| Box::new(s) as Param)),
     ]);
     let order = match q.ordering {

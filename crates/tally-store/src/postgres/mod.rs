@@ -59,6 +59,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (22, include_str!("../../migrations/postgres/0022_churn_history_by_dates.sql")),
     (23, include_str!("../../migrations/postgres/0023_daily_org.sql")),
     (24, include_str!("../../migrations/postgres/0024_index_only_cells.sql")),
+    (25, include_str!("../../migrations/postgres/0025_churn_details_as_json.sql")),
+    (26, include_str!("../../migrations/postgres/0026_churn_levels_by_score.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;

@@ -180,11 +180,14 @@ pub(super) fn listed<T>(
 }
 
 pub(super) fn scores(conn: &Connection, q: &ChurnQuery) -> Result<Listed<ChurnRow>> {
+    let (lowest, below) = q.level_scores();
     let (clause, values) = conditions(&[
         ("report_date = ?", text(&q.date)),
         ("organization_id = ?", text(&q.organization_id)),
         ("user_id = ?", text(&q.user_id)),
         ("risk_level = ?", text(&q.risk_level)),
+        ("score >= ?", lowest.map(Sql::Real)),
+        ("score < ?", below.map(Sql::Real)),
         ("score >= ?", q.min_score.map(Sql::Real)),
     ]);
     let order = match q.ordering {

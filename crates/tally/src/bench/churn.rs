@@ -3,7 +3,7 @@
 //! same code as `GET /v1/reports/churn`; on PostgreSQL also the same day's signals computed by
 //! one SQL query over the raw events, the approach the report's pre-computation replaces.
 
-use super::{bench_store, median, ms, pg_client};
+use super::{Backends, bench_store, median, ms, pg_client};
 use crate::daily::churn::ChurnReport;
 use crate::daily::{self, Generate};
 use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
@@ -34,9 +34,8 @@ pub struct ChurnArgs {
     /// Runs of the high-risk list; the median is reported.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    /// Also run against PostgreSQL (a fresh schema in this database), with the one-query reference.
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
     /// Keep the loaded stores (SQLite files in this folder, PostgreSQL schemas named after the
     /// load and its first day) and reuse them when they already hold these events.
     #[arg(long)]
@@ -129,10 +128,7 @@ const ONE_QUERY: &str = "WITH w AS (SELECT $1::timestamptz AS s, $2::timestamptz
 
 pub async fn run(args: ChurnArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     let today = Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
     let last: Date = today.yesterday()?;
     let first = last.checked_sub(i64::from(args.days - 1).days())?;

@@ -5,7 +5,7 @@
 //! of GenAI spans from concurrent clients; on PostgreSQL also the same summary computed from the
 //! raw rows with one `GROUP BY`, the approach of a SQL view.
 
-use super::{Running, fresh_url, generate_chunk, median, ms, pg_client};
+use super::{Backends, Running, fresh_url, generate_chunk, median, ms, pg_client};
 use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use clap::Args;
 use jiff::{SignedDuration, Timestamp};
@@ -39,8 +39,8 @@ pub struct LlmArgs {
     pub spans: usize,
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
 }
 
 const CHUNK: usize = 40_000;
@@ -130,10 +130,7 @@ const GROUP_BY: &str = "SELECT count(*), count(*) FILTER (WHERE status = 'succes
 
 pub async fn run(args: LlmArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     println!("| backend | what | time |\n|---|---|---|");
     for (name, pg) in backends {
         let url = fresh_url(dir.path(), name, pg.as_deref(), "llm").await?;

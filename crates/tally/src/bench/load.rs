@@ -4,7 +4,7 @@
 //! overload phase: more concurrent requests than the server serves at once, to show that the
 //! excess is answered at once (503 or 429 with `Retry-After`) rather than left to time out.
 
-use super::Running;
+use super::{Backends, Running};
 use clap::Args;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,9 +32,8 @@ pub struct LoadArgs {
     /// Concurrent requests in the overload phase (the server serves 64 at once by default).
     #[arg(long, default_value_t = 800)]
     pub overload_connections: usize,
-    /// Also run against PostgreSQL (a fresh schema in this database).
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
 }
 
 /// Which key a read uses: the operator's, an organization's or a user's.
@@ -119,10 +118,7 @@ fn rss_mb() -> f64 {
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     for (name, pg) in backends {
         let url = super::fresh_url(dir.path(), name, pg.as_deref(), "load").await?;
         one_backend(name, &url, &args).await?;

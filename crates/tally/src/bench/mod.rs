@@ -25,6 +25,26 @@ use std::sync::Arc;
 use std::time::Instant;
 use tally_domain::Scope;
 
+/// The stores a benchmark runs on: SQLite, and PostgreSQL when given.
+#[derive(Debug, Args)]
+pub struct Backends {
+    /// Also run against PostgreSQL (a fresh or kept schema in this database), with the
+    /// benchmark's PostgreSQL reference where it has one.
+    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
+    pub postgres: Option<String>,
+    /// Run against PostgreSQL alone, skipping SQLite.
+    #[arg(long, requires = "postgres")]
+    pub postgres_only: bool,
+}
+
+impl Backends {
+    /// Each backend's name and, for PostgreSQL, its database URL.
+    pub fn list(&self) -> Vec<(&'static str, Option<String>)> {
+        let sqlite = (!self.postgres_only).then_some(("sqlite", None));
+        sqlite.into_iter().chain(self.postgres.clone().map(|url| ("postgres", Some(url)))).collect()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Events per second over HTTP and through `tally import`, on SQLite and (with --postgres) PostgreSQL.
@@ -58,9 +78,8 @@ pub struct IngestArgs {
     pub organizations: usize,
     #[arg(long, default_value_t = 200_000)]
     pub users: usize,
-    /// Also run against PostgreSQL (each run uses a fresh schema in this database).
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
     /// Skip the HTTP part (measure import only).
     #[arg(long)]
     pub import_only: bool,
@@ -152,10 +171,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     std::fs::write(&file, lines.join("\n"))?;
 
     let mut rows = Vec::new();
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     for (name, pg) in &backends {
         if !args.import_only {
             let url = fresh_url(dir.path(), name, pg.as_deref(), "http").await?;

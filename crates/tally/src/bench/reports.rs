@@ -3,7 +3,7 @@
 //! CSV export, a full rebuild — and, on PostgreSQL, a `REFRESH MATERIALIZED VIEW` of an
 //! equivalent per-user report over the raw events, the approach Tally replaces.
 
-use super::{bench_store, median, ms, pg_client};
+use super::{Backends, bench_store, median, ms, pg_client};
 use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use crate::jobs::{self, RebuildOptions};
 use crate::reports;
@@ -32,9 +32,8 @@ pub struct ReportsArgs {
     /// Runs of each page query; the median is reported.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    /// Also run against PostgreSQL (a fresh schema in this database), with the materialized view.
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
     /// Keep the loaded stores (SQLite files in this folder, PostgreSQL schemas named after the
     /// load) and reuse them when they already hold these events, instead of loading afresh.
     #[arg(long)]
@@ -178,10 +177,7 @@ const MATERIALIZED_VIEW: &str = "DROP MATERIALIZED VIEW IF EXISTS bench_user_rep
 
 pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     println!("| backend | what | time |\n|---|---|---|");
     for (name, pg) in backends {
         let label = format!("{name}-reports-{}-{}-{}", args.events, args.organizations, args.users);

@@ -2,7 +2,7 @@
 //! rows (parsed and stored as the handler does), the seat count at an arbitrary moment for an
 //! organization with 100,000 audit rows, and the ledger job over a million unprocessed rows.
 
-use super::{fresh_url, median, ms};
+use super::{Backends, fresh_url, median, ms};
 use crate::seats::{self, LedgerOptions};
 use clap::Args;
 use jiff::{SignedDuration, Timestamp};
@@ -33,9 +33,8 @@ pub struct SeatsArgs {
     /// Seat-count queries; the median is reported.
     #[arg(long, default_value_t = 200)]
     pub runs: usize,
-    /// Also run against PostgreSQL (a fresh schema in this database).
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
 }
 
 const DAYS: i64 = 60;
@@ -93,10 +92,7 @@ fn push_payload(rows: usize, start: Timestamp) -> Value {
 
 pub async fn run(args: SeatsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     let now = Timestamp::now();
     let start = now - SignedDuration::from_hours(24 * DAYS);
     println!("| backend | what | time |\n|---|---|---|");

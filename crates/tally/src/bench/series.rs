@@ -2,7 +2,7 @@
 //! usage series queries the usage issue names, and PostgreSQL answering the same questions with
 //! `GROUP BY date_trunc(…)` over the raw events table (indexed on organization and time).
 
-use super::{bench_store, generate_chunk, median, ms, pg_client};
+use super::{Backends, bench_store, generate_chunk, median, ms, pg_client};
 use crate::ingest;
 use crate::ingest::bulk::{BulkLoader, COMMIT_EVERY};
 use crate::series::{self, Measure, SeriesParams};
@@ -25,9 +25,8 @@ pub struct SeriesArgs {
     /// Runs of each query (a different organization each time); the median is reported.
     #[arg(long, default_value_t = 50)]
     pub runs: usize,
-    /// Also run against PostgreSQL (a fresh schema in this database), with the GROUP BY reference.
-    #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
-    pub postgres: Option<String>,
+    #[command(flatten)]
+    pub backends: Backends,
     /// Keep the loaded stores (SQLite files in this folder, PostgreSQL schemas named after the
     /// load) and reuse them when they already hold these events, instead of loading afresh.
     #[arg(long)]
@@ -55,10 +54,7 @@ const REFERENCE: [&str; 3] = [
 
 pub async fn run(args: SeriesArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Some(pg) = &args.postgres {
-        backends.push(("postgres", Some(pg.clone())));
-    }
+    let backends = args.backends.list();
     println!("| backend | query | median | reference: PostgreSQL GROUP BY over raw events | ratio |\n|---|---|---|---|---|");
     for (name, pg) in backends {
         let label = format!("series-{}-{}-{}", args.events, args.organizations, args.users);

@@ -110,22 +110,19 @@ pub fn days(date: Option<Date>, days_back: u32, today: Date) -> Result<Vec<Date>
     Ok((0..i64::from(days_back)).rev().map(|n| last.checked_sub(n.days()).expect("dates in range")).collect())
 }
 
-/// Stores (or, dry, counts) the outputs gathered so far.
+/// Stores (or, dry, counts) a batch of outputs; returns the alerts opened.
 async fn flush<R: DailyReport>(
     report: &R,
     store: &dyn Store,
     day: Date,
-    pending: &mut Vec<R::Output>,
+    outputs: Vec<R::Output>,
     options: &Generate,
     replace: bool,
-    outcome: &mut DayOutcome,
-) -> Result<(), StoreError> {
-    let outputs = std::mem::take(pending);
-    outcome.alerts_opened += match options.dry_run {
-        true => outputs.iter().map(R::alerts).sum(),
-        false => report.upsert(store, day, outputs, Timestamp::now(), replace).await?,
-    };
-    Ok(())
+) -> Result<u64, StoreError> {
+    match options.dry_run {
+        true => Ok(outputs.iter().map(R::alerts).sum()),
+        false => report.upsert(store, day, outputs, Timestamp::now(), replace).await,
+    }
 }
 
 /// Runs a report for one day over every unit, in transactions of about `ROWS_PER_COMMIT` rows,
@@ -144,8 +141,6 @@ async fn generate_day<R: DailyReport>(
         return Ok(outcome);
     }
     let result = async {
-        let mut pending = Vec::new();
-        let mut pending_rows = 0;
         let units = report.units(store, options.organization.as_ref()).await?;
         // Known once, before this run writes any: whether the day's rows replace earlier ones.
         let replace = match options.dry_run {
@@ -153,22 +148,44 @@ async fn generate_day<R: DailyReport>(
             false => report.written(store, day, options.organization.as_ref()).await?,
         };
         let mut carries: Vec<R::Carry> = units.iter().map(|u| carry.remove(&R::key(u)).unwrap_or_default()).collect();
-        // Made up front, as futures that do nothing until the stream below polls them.
-        let gathers: Vec<_> = units.iter().zip(carries.iter_mut()).map(|(unit, c)| report.gather(store, unit, day, c)).collect();
-        let mut gathered = futures_util::stream::iter(gathers).buffered(GATHER_AHEAD);
-        while let Some(inputs) = gathered.next().await {
-            let output = report.compute(inputs?, day, Timestamp::now(), &mut outcome);
-            pending_rows += R::rows(&output);
-            pending.push(output);
-            if pending_rows >= ROWS_PER_COMMIT {
-                flush(report, store, day, &mut pending, options, replace, &mut outcome).await?;
-                pending_rows = 0;
+        // Batches are written while the next ones are gathered: the store reads and writes side
+        // by side instead of in turns.
+        let (batches, mut to_write) = tokio::sync::mpsc::channel::<Vec<R::Output>>(1);
+        // Owns the sender, so that the writer sees the end when gathering ends.
+        let (units, carries_of, counted) = (&units, &mut carries, &mut outcome);
+        let gathering = async move {
+            // Made up front, as futures that do nothing until the stream below polls them.
+            let gathers: Vec<_> = units.iter().zip(carries_of.iter_mut()).map(|(unit, c)| report.gather(store, unit, day, c)).collect();
+            let mut gathered = futures_util::stream::iter(gathers).buffered(GATHER_AHEAD);
+            let (mut pending, mut pending_rows) = (Vec::new(), 0);
+            while let Some(inputs) = gathered.next().await {
+                let output = report.compute(inputs?, day, Timestamp::now(), counted);
+                pending_rows += R::rows(&output);
+                pending.push(output);
+                if pending_rows >= ROWS_PER_COMMIT {
+                    pending_rows = 0;
+                    // Sending fails only once the writer has stopped, which it does only on an
+                    // error, and that error is what the run returns.
+                    if batches.send(std::mem::take(&mut pending)).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
-        }
-        drop(gathered);
+            let _ = batches.send(pending).await;
+            Ok::<_, StoreError>(())
+        };
+        let writing = async {
+            let mut opened = 0;
+            while let Some(outputs) = to_write.recv().await {
+                opened += flush(report, store, day, outputs, options, replace).await?;
+            }
+            Ok::<_, StoreError>(opened)
+        };
+        let ((), opened) = tokio::try_join!(gathering, writing)?;
+        outcome.alerts_opened += opened;
         // What units no longer covered carried is dropped with them.
         *carry = units.iter().map(R::key).zip(carries).collect();
-        flush(report, store, day, &mut pending, options, replace, &mut outcome).await
+        Ok::<_, StoreError>(())
     }
     .await;
     outcome.duration_ms = started.elapsed().as_millis() as u64;
@@ -251,6 +268,91 @@ pub async fn schedule<R: DailyReport>(store: std::sync::Arc<dyn Store>, report: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// A report whose units are indexes into `sizes`, each scored as that many rows and one
+    /// alert; it records the units of every batch it is asked to store, and fails the batch
+    /// holding `fail_at`.
+    struct Counting {
+        sizes: Vec<usize>,
+        fail_at: Option<usize>,
+        stored: Mutex<Vec<Vec<usize>>>,
+    }
+
+    #[async_trait]
+    impl DailyReport for Counting {
+        type Unit = usize;
+        type Inputs = usize;
+        type Output = (usize, usize);
+        type Key = usize;
+        type Carry = ();
+
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+
+        fn schedule_hour(&self) -> i8 {
+            2
+        }
+
+        async fn units(&self, _: &dyn Store, _: Option<&OrganizationId>) -> Result<Vec<usize>, StoreError> {
+            Ok((0..self.sizes.len()).collect())
+        }
+
+        fn key(unit: &usize) -> usize {
+            *unit
+        }
+
+        async fn gather(&self, _: &dyn Store, unit: &usize, _: Date, _: &mut ()) -> Result<usize, StoreError> {
+            Ok(*unit)
+        }
+
+        fn compute(&self, unit: usize, _: Date, _: Timestamp, outcome: &mut DayOutcome) -> (usize, usize) {
+            outcome.rows += self.sizes[unit] as u64;
+            (unit, self.sizes[unit])
+        }
+
+        fn rows(output: &(usize, usize)) -> usize {
+            output.1
+        }
+
+        fn alerts(_: &(usize, usize)) -> u64 {
+            1
+        }
+
+        async fn written(&self, _: &dyn Store, _: Date, _: Option<&OrganizationId>) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+
+        async fn upsert(&self, _: &dyn Store, _: Date, outputs: Vec<(usize, usize)>, _: Timestamp, _: bool) -> Result<u64, StoreError> {
+            let units: Vec<usize> = outputs.iter().map(|o| o.0).collect();
+            if self.fail_at.is_some_and(|f| units.contains(&f)) {
+                return Err(StoreError::Conflict("refused".into()));
+            }
+            self.stored.lock().unwrap().push(units);
+            Ok(outputs.len() as u64)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_output_is_stored_once_in_order_in_batches_written_while_the_next_are_gathered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tally_store::sqlite::SqliteStore::open(&dir.path().join("tally.db")).await.unwrap();
+        let day: Date = "2026-03-09".parse().unwrap();
+        let report = Counting { sizes: vec![15_000, 15_000, 3_000, 25_000, 10], fail_at: None, stored: Mutex::new(Vec::new()) };
+        let done = generate(&report, &store, &[day], &Generate::default(), |_| {}).await.unwrap();
+        assert_eq!(*report.stored.lock().unwrap(), [vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!((done[0].rows, done[0].alerts_opened), (58_010, 5));
+
+        // A batch that fails to store fails the run, and the run is recorded as failed.
+        let report = Counting { sizes: vec![15_000, 15_000, 3_000, 25_000, 10], fail_at: Some(3), stored: Mutex::new(Vec::new()) };
+        let options = Generate { force: true, ..Default::default() };
+        let failed = generate(&report, &store, &[day], &options, |_| {}).await.unwrap_err();
+        assert!(failed.to_string().contains("refused"), "{failed}");
+        assert_eq!(*report.stored.lock().unwrap(), [vec![0, 1]]);
+        let runs = store.report_runs(Some("counting"), tally_store::Page { limit: 10, offset: 0 }).await.unwrap();
+        assert_eq!(runs.results.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["failed", "succeeded"]);
+    }
 
     #[test]
     fn days_run_oldest_first_and_refuse_bad_ranges() {
