@@ -151,7 +151,8 @@ async fn generate_day<R: DailyReport>(
         // Batches are written while the next ones are gathered: the store reads and writes side
         // by side instead of in turns.
         let (batches, mut to_write) = tokio::sync::mpsc::channel::<Vec<R::Output>>(1);
-        // Owns the sender, so that the writer sees the end when gathering ends.
+        // The gathering owns the sender (and borrows the rest through these), so that the writer
+        // sees the end of the batches when the gathering ends.
         let (units, carries_of, counted) = (&units, &mut carries, &mut outcome);
         let gathering = async move {
             // Made up front, as futures that do nothing until the stream below polls them.
@@ -171,7 +172,10 @@ async fn generate_day<R: DailyReport>(
                     }
                 }
             }
-            let _ = batches.send(pending).await;
+            if !pending.is_empty() {
+                // As above: a failed send means the writer's error is the run's.
+                let _ = batches.send(pending).await;
+            }
             Ok::<_, StoreError>(())
         };
         let writing = async {
