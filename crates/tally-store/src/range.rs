@@ -45,12 +45,30 @@ pub fn split(range: TimeRange) -> Split {
     Split { hours: Some(TimeRange { from: from_h, to: to_h }), edges }
 }
 
+/// Whether buckets of whole days (as `Store::usage_day_cells` takes them) are the days
+/// themselves: none longer than a day, each starting where the one before stops. Their cells
+/// are then one range scan of days, with nothing to sum.
+pub fn one_day_each(buckets: &[(Timestamp, Timestamp)]) -> bool {
+    buckets.iter().all(|(start, stop)| start.duration_until(*stop) <= SignedDuration::from_hours(24))
+        && buckets.windows(2).all(|pair| pair[0].1 == pair[1].0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn buckets_are_days_when_each_is_one_and_they_follow_on() {
+        let (d1, d2, d3, d4) =
+            (ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"), ts("2025-01-03T00:00:00Z"), ts("2025-01-04T00:00:00Z"));
+        assert!(one_day_each(&[(d1, d2), (d2, d3), (d3, ts("2025-01-03T17:00:00Z"))]));
+        assert!(one_day_each(&[]));
+        assert!(!one_day_each(&[(d1, d3)]), "a bucket of two days sums them");
+        assert!(!one_day_each(&[(d1, d2), (d3, d4)]), "a day between buckets is left out");
     }
 
     fn range(from: Option<&str>, to: Option<&str>) -> TimeRange {

@@ -316,10 +316,9 @@ impl ChurnQuery {
     /// The scores of the asked risk level, at least the first and below the second: asked for
     /// beside the level, so that the index on a day's scores finds the level's rows.
     pub fn level_scores(&self) -> (Option<f64>, Option<f64>) {
-        match self.risk_level.as_deref().and_then(tally_domain::churn::RiskLevel::parse) {
-            Some(level) => (Some(level.scores().0), level.scores().1),
-            None => (None, None),
-        }
+        let Some(level) = self.risk_level.as_deref().and_then(tally_domain::churn::RiskLevel::parse) else { return (None, None) };
+        let (lowest, below) = level.scores();
+        (Some(lowest), below)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Usage events and their roll-ups on PostgreSQL.
 
 use super::map_err;
-use crate::range::split;
+use crate::range::{one_day_each, split};
 use crate::sql::{self, Dialect};
 use crate::{
     AggregatesFingerprint, CellScope, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter, UsageTotal,
@@ -458,9 +458,7 @@ pub(super) async fn month_cells(
 
 pub(super) async fn day_cells(conn: &Client, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
     let (Some((from, _)), Some((_, to))) = (buckets.first(), buckets.last()) else { return Ok(Vec::new()) };
-    // Buckets of a day each are the days themselves: one range scan, no grouping.
-    let daily = buckets.iter().all(|(start, stop)| start.duration_until(*stop) <= jiff::SignedDuration::from_hours(24));
-    let (sql, values) = if daily {
+    let (sql, values) = if one_day_each(buckets) {
         sql::day_cells_query(Dialect::Postgres, filter, summed)
     } else {
         sql::bucketed_day_cells_query(filter, buckets, summed)

@@ -1,7 +1,7 @@
 //! Usage events and their roll-ups on SQLite.
 
 use super::{map_err, micros, timestamp};
-use crate::range::split;
+use crate::range::{one_day_each, split};
 use crate::sql::{self, Dialect};
 use crate::{
     AggregatesFingerprint, CellScope, EventColumns, LatencyDays, MonthCells, Result, StoreError, Subject, TimeRange, UsageFilter,
@@ -359,7 +359,7 @@ pub(super) fn month_cells(
 pub(super) fn day_cells(conn: &Connection, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
     let (Some((from, _)), Some((_, to))) = (buckets.first(), buckets.last()) else { return Ok(Vec::new()) };
     let days = filtered(conn, sql::day_cells_query(Dialect::Sqlite, filter, summed), *from, *to, cell_row)?;
-    Ok(sum_into_buckets(days, buckets))
+    Ok(if one_day_each(buckets) { days } else { sum_into_buckets(days, buckets) })
 }
 
 /// Cells summed per bucket and dimension, each at its bucket's start; cells outside every
