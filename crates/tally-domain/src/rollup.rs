@@ -4,7 +4,7 @@
 
 use crate::event::{LLM_USAGE_TYPE, LlmFields, LlmStatus, UsageEvent};
 use crate::llm::latency::{DayLatencies, LatencyHistogram};
-use crate::time::{date_start, day_start, hour_start, month_start};
+use crate::time::{date_start, day_start, hour_start, month_start, week_start};
 use jiff::Timestamp;
 use jiff::civil::Date;
 use std::collections::HashMap;
@@ -230,6 +230,7 @@ pub struct Rollup<'a> {
     pub hourly: Map<HourlyKey<'a>, Aggregate>,
     pub org_hourly: Map<OrgCellKey<'a>, Aggregate>,
     pub org_daily: Map<OrgCellKey<'a>, Aggregate>,
+    pub org_weekly: Map<OrgCellKey<'a>, Aggregate>,
     pub org_monthly: Map<OrgCellKey<'a>, Aggregate>,
     pub user_totals: Map<UserTypeKey<'a>, Aggregate>,
     pub user_months: Map<UserMonthKey<'a>, Aggregate>,
@@ -290,6 +291,7 @@ impl<'a> Rollup<'a> {
         let org_cell = |at| OrgCellKey { organization_id, at, usage_type, team_id, model, provider };
         add(&mut self.org_hourly, org_cell(hour), &agg);
         add(&mut self.org_daily, org_cell(day_start(e.timestamp)), &agg);
+        add(&mut self.org_weekly, org_cell(week_start(e.timestamp)), &agg);
         let month = month_start(e.timestamp);
         let month_at = date_start(month);
         add(&mut self.org_monthly, org_cell(month_at), &agg);
@@ -405,6 +407,8 @@ mod tests {
         assert_eq!(r.org_hourly.len(), 2);
         let day = r.org_daily.iter().map(|(k, a)| (k.at.to_string(), a.count, a.sum)).collect::<Vec<_>>();
         assert_eq!(day, [("2025-01-01T00:00:00Z".to_owned(), 3, 8.0)], "one day's cell holds all its hours");
+        let week = r.org_weekly.iter().map(|(k, a)| (k.at.to_string(), a.count, a.sum)).collect::<Vec<_>>();
+        assert_eq!(week, [("2024-12-30T00:00:00Z".to_owned(), 3, 8.0)], "a week's cell starts on its Monday");
         let first = r.hourly.iter().find(|(k, _)| k.hour.to_string() == "2025-01-01T10:00:00Z").unwrap().1;
         assert_eq!((first.count, first.sum, first.min, first.max), (2, 7.0, 2.0, 5.0));
         let total = &r.user_totals[&UserTypeKey { organization_id: "o", user_id: "u", usage_type: "api_call" }];

@@ -17,6 +17,14 @@ pub fn day_start(ts: Timestamp) -> Timestamp {
     Timestamp::from_second(secs).expect("a day start inside a valid timestamp's range")
 }
 
+/// The start of the UTC week (Monday midnight, as series weeks start) that holds `ts`.
+pub fn week_start(ts: Timestamp) -> Timestamp {
+    let days = ts.as_second().div_euclid(SECONDS_PER_DAY);
+    // 1970-01-01, day 0, was a Thursday: three days after a Monday.
+    let monday = days - (days + 3).rem_euclid(7);
+    Timestamp::from_second(monday * SECONDS_PER_DAY).expect("a week start inside a valid timestamp's range")
+}
+
 /// The first day of the UTC calendar month that holds `ts`.
 pub fn month_start(ts: Timestamp) -> Date {
     ts.to_zoned(TimeZone::UTC).date().first_of_month()
@@ -45,6 +53,14 @@ mod tests {
         assert_eq!(hour_start(ts("2025-03-30T01:59:59.999Z")), ts("2025-03-30T01:00:00Z"));
         assert_eq!(hour_start(ts("2025-03-30T02:00:00Z")), ts("2025-03-30T02:00:00Z"));
         assert_eq!(hour_start(ts("1969-12-31T23:30:00Z")), ts("1969-12-31T23:00:00Z"));
+    }
+
+    #[test]
+    fn weeks_floor_to_monday() {
+        assert_eq!(week_start(ts("2025-01-01T12:00:00Z")), ts("2024-12-30T00:00:00Z"), "a Wednesday");
+        assert_eq!(week_start(ts("2024-12-30T00:00:00Z")), ts("2024-12-30T00:00:00Z"), "a Monday's first instant");
+        assert_eq!(week_start(ts("2025-01-05T23:59:59.999Z")), ts("2024-12-30T00:00:00Z"), "a Sunday's last");
+        assert_eq!(week_start(ts("1970-01-01T00:00:00Z")), ts("1969-12-29T00:00:00Z"));
     }
 
     #[test]

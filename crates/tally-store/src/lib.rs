@@ -149,6 +149,11 @@ pub trait Store: Send + Sync + 'static {
     /// user column: a filter naming a user is a caller's bug and fails.
     async fn usage_day_cells(&self, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>>;
 
+    /// Organization-wide cells of whole UTC weeks (Monday to Monday) in `[from, to)`, whose
+    /// bounds are Monday midnights: one cell per week and dimension, at its Monday, `summed` over
+    /// organizations as [`Store::usage_day_cells`] sums them. The table has no user column.
+    async fn usage_week_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>>;
+
     /// Raw events in `[from, to)`, for sub-hour pieces of a series (without their properties) and
     /// for meter queries (with them).
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>>;

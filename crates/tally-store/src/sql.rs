@@ -84,16 +84,18 @@ pub fn merge_clause(dialect: Dialect, table: &str, keys: &[&str]) -> String {
 pub const HOURLY_KEYS: [&str; 7] = ["organization_id", "user_id", "hour", "usage_type", "team_id", "model", "provider"];
 pub const ORG_HOURLY_KEYS: [&str; 6] = ["organization_id", "hour", "usage_type", "team_id", "model", "provider"];
 pub const ORG_DAILY_KEYS: [&str; 6] = ["organization_id", "day", "usage_type", "team_id", "model", "provider"];
+pub const ORG_WEEKLY_KEYS: [&str; 6] = ["organization_id", "week", "usage_type", "team_id", "model", "provider"];
 pub const ORG_MONTH_KEYS: [&str; 6] = ["organization_id", "month", "usage_type", "team_id", "model", "provider"];
 pub const USER_KEYS: [&str; 3] = ["organization_id", "user_id", "usage_type"];
 pub const MONTH_KEYS: [&str; 4] = ["organization_id", "user_id", "usage_type", "month"];
 pub const LLM_DAY_KEYS: [&str; 5] = ["organization_id", "user_id", "day", "model", "provider"];
 
 /// Every table derived from raw events by the roll-up: what a rebuild wipes and replays.
-pub const AGGREGATE_TABLES: [&str; 11] = [
+pub const AGGREGATE_TABLES: [&str; 12] = [
     "usage_hourly",
     "usage_hourly_org",
     "usage_daily_org",
+    "usage_weekly_org",
     "usage_monthly_org",
     "usage_monthly_org_type",
     "user_usage",
@@ -231,7 +233,12 @@ pub const FINGERPRINT: &str = "SELECT \
     (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_daily_org), \
     (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_daily_org), \
     (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_daily_org), \
-    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_daily_org)";
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_daily_org), \
+    (SELECT CAST(count(*) AS BIGINT) FROM usage_weekly_org), \
+    (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM usage_weekly_org), \
+    (SELECT CAST(coalesce(sum(sum), 0) AS DOUBLE PRECISION) FROM usage_weekly_org), \
+    (SELECT CAST(coalesce(sum(cost_nanos), 0) AS BIGINT) FROM usage_weekly_org), \
+    (SELECT CAST(coalesce(sum(last_value), 0) AS DOUBLE PRECISION) FROM usage_weekly_org)";
 
 pub const USER_COLUMNS: &str = "user_id, organization_id, username, email, first_name, last_name, role, is_bot, is_active, \
      is_superuser, date_joined, last_login, last_activity, metadata";
@@ -293,6 +300,14 @@ pub fn cells_query(dialect: Dialect, filter: &UsageFilter, scope: crate::CellSco
 pub fn day_cells_query(dialect: Dialect, filter: &UsageFilter, summed: bool) -> (String, Vec<String>) {
     let (conditions, values) = usage_conditions(dialect, filter, 3);
     (organization_cells(dialect, "usage_daily_org", "day", &conditions, summed), values)
+}
+
+/// Organization-wide weekly cells of a usage filter (which names no user) with `week` in
+/// `[from, to)`, `summed` over organizations when asked: the time bounds are the first two
+/// parameters.
+pub fn week_cells_query(dialect: Dialect, filter: &UsageFilter, summed: bool) -> (String, Vec<String>) {
+    let (conditions, values) = usage_conditions(dialect, filter, 3);
+    (organization_cells(dialect, "usage_weekly_org", "week", &conditions, summed), values)
 }
 
 /// PostgreSQL's daily cells summed into `buckets` in the query, as `Store::usage_day_cells`

@@ -123,6 +123,11 @@ pub struct AggregatesFingerprint {
     pub org_daily_sum: f64,
     pub org_daily_cost_nanos: i64,
     pub org_daily_latest_values_sum: f64,
+    pub org_weekly_rows: i64,
+    pub org_weekly_count: i64,
+    pub org_weekly_sum: f64,
+    pub org_weekly_cost_nanos: i64,
+    pub org_weekly_latest_values_sum: f64,
 }
 
 /// Whose hourly cells a read keeps apart.

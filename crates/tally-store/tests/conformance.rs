@@ -52,6 +52,7 @@ store_tests!(
     llm_latencies_roll_up_into_daily_histograms,
     monthly_cells_sum_the_hours_of_each_utc_month,
     daily_cells_sum_the_hours_of_each_utc_day,
+    weekly_cells_sum_the_days_of_each_utc_week,
     monthly_latest_sums_move_by_each_users_change,
     meters_are_per_organization_and_events_keep_their_properties,
     audit_events_apply_once_even_when_written_concurrently,
@@ -335,12 +336,64 @@ async fn llm_latencies_roll_up_into_daily_histograms(store: Arc<dyn Store>) {
     assert_eq!(store.llm_latency_days(&acme, Some(&ann), from, to).await.unwrap(), user);
 }
 
+/// Ann's API call in an organization and team.
+fn teamed(id: &str, org: &str, at: &str, team: &str, qty: f64) -> UsageEvent {
+    event(&format!(
+        r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"ann","team_id":"{team}","type":"api_call","quantity":{qty}}}"#
+    ))
+}
+
+/// Organization-wide cells as (organization, time, team, count, sum, latest value), sorted.
+fn org_cell_rows(cells: Vec<tally_domain::series::Cell>) -> Vec<(String, Timestamp, String, i64, f64, f64)> {
+    let mut got: Vec<(String, Timestamp, String, i64, f64, f64)> = cells
+        .iter()
+        .map(|c| (c.organization_id.clone(), c.at, c.team_id.clone(), c.aggregate.count, c.aggregate.sum, c.aggregate.last_value))
+        .collect();
+    got.sort_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
+    got
+}
+
+async fn weekly_cells_sum_the_days_of_each_utc_week(store: Arc<dyn Store>) {
+    // 2025-01-06 and 2025-01-13 are Mondays.
+    store
+        .record_events(vec![
+            teamed("w1", "acme", "2025-01-06T00:00:00Z", "red", 2.0),
+            teamed("w2", "acme", "2025-01-12T23:59:59Z", "red", 3.0),
+            teamed("w3", "acme", "2025-01-13T00:00:00Z", "red", 5.0),
+            teamed("w4", "acme", "2025-01-08T12:00:00Z", "blue", 7.0),
+            teamed("w5", "globex", "2025-01-07T06:00:00Z", "red", 11.0),
+        ])
+        .await
+        .unwrap();
+    let (s, week1, week2, week3) = (String::from, ts("2025-01-06T00:00:00Z"), ts("2025-01-13T00:00:00Z"), ts("2025-01-20T00:00:00Z"));
+    let all = UsageFilter::default();
+    assert_eq!(
+        org_cell_rows(store.usage_week_cells(&all, week1, week3, false).await.unwrap()),
+        [
+            (s("acme"), week1, s("blue"), 1, 7.0, 7.0),
+            (s("acme"), week1, s("red"), 2, 5.0, 3.0),
+            (s("acme"), week2, s("red"), 1, 5.0, 5.0),
+            (s("globex"), week1, s("red"), 1, 11.0, 11.0),
+        ],
+        "a week holds its first and last microsecond; its latest value is its latest event's"
+    );
+    assert_eq!(
+        org_cell_rows(store.usage_week_cells(&all, week1, week2, true).await.unwrap()),
+        [(s(""), week1, s("blue"), 1, 7.0, 7.0), (s(""), week1, s("red"), 3, 16.0, 11.0)],
+        "summed over organizations, a week's latest value is its largest"
+    );
+    let acme = UsageFilter { organization_id: Some(org("acme")), team_id: Some(TeamId::parse("red").unwrap()), ..UsageFilter::default() };
+    assert_eq!(
+        org_cell_rows(store.usage_week_cells(&acme, week2, week3, false).await.unwrap()),
+        [(s("acme"), week2, s("red"), 1, 5.0, 5.0)]
+    );
+    let fp = store.aggregates_fingerprint().await.unwrap();
+    assert_eq!((fp.org_weekly_rows, fp.org_weekly_count, fp.org_weekly_sum), (4, 5, 28.0));
+    store.rebuild_aggregates().await.unwrap();
+    assert_eq!(store.aggregates_fingerprint().await.unwrap(), fp);
+}
+
 async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
-    let teamed = |id: &str, org: &str, at: &str, team: &str, qty: f64| {
-        event(&format!(
-            r#"{{"id":"{id}","timestamp":"{at}","organization_id":"{org}","user_id":"ann","team_id":"{team}","type":"api_call","quantity":{qty}}}"#
-        ))
-    };
     store
         .record_events(vec![
             teamed("d1", "acme", "2025-01-01T00:00:00Z", "red", 2.0),
@@ -352,19 +405,11 @@ async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let (from, to) = (ts("2025-01-01T00:00:00Z"), ts("2025-01-03T00:00:00Z"));
-    let rows = |cells: Vec<tally_domain::series::Cell>| {
-        let mut got: Vec<(String, Timestamp, String, i64, f64, f64)> = cells
-            .iter()
-            .map(|c| (c.organization_id.clone(), c.at, c.team_id.clone(), c.aggregate.count, c.aggregate.sum, c.aggregate.last_value))
-            .collect();
-        got.sort_by(|a, b| (&a.0, a.1, &a.2).cmp(&(&b.0, b.1, &b.2)));
-        got
-    };
     let (s, jan1, jan2) = (String::from, ts("2025-01-01T00:00:00Z"), ts("2025-01-02T00:00:00Z"));
     let all = UsageFilter::default();
     let days = [(from, jan2), (jan2, to)];
     assert_eq!(
-        rows(store.usage_day_cells(&all, &days, false).await.unwrap()),
+        org_cell_rows(store.usage_day_cells(&all, &days, false).await.unwrap()),
         [
             (s("acme"), jan1, s("blue"), 1, 7.0, 7.0),
             (s("acme"), jan1, s("red"), 2, 5.0, 3.0),
@@ -374,11 +419,11 @@ async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
         "a day holds its first and last microsecond; its latest value is its latest event's"
     );
     assert_eq!(
-        rows(store.usage_day_cells(&all, &days, true).await.unwrap()),
+        org_cell_rows(store.usage_day_cells(&all, &days, true).await.unwrap()),
         [(s(""), jan1, s("blue"), 1, 7.0, 7.0), (s(""), jan1, s("red"), 3, 16.0, 11.0), (s(""), jan2, s("red"), 1, 5.0, 5.0)]
     );
     assert_eq!(
-        rows(store.usage_day_cells(&all, &[(from, to)], false).await.unwrap()),
+        org_cell_rows(store.usage_day_cells(&all, &[(from, to)], false).await.unwrap()),
         [
             (s("acme"), jan1, s("blue"), 1, 7.0, 7.0),
             (s("acme"), jan1, s("red"), 3, 10.0, 5.0),
@@ -387,12 +432,15 @@ async fn daily_cells_sum_the_hours_of_each_utc_day(store: Arc<dyn Store>) {
         "a bucket of two days sums them into one cell at its start"
     );
     assert_eq!(
-        rows(store.usage_day_cells(&all, &[(from, to)], true).await.unwrap()),
+        org_cell_rows(store.usage_day_cells(&all, &[(from, to)], true).await.unwrap()),
         [(s(""), jan1, s("blue"), 1, 7.0, 7.0), (s(""), jan1, s("red"), 4, 21.0, 11.0)],
         "summed over organizations too, the bucket's latest value is its largest"
     );
     let acme = UsageFilter { organization_id: Some(org("acme")), team_id: Some(TeamId::parse("red").unwrap()), ..UsageFilter::default() };
-    assert_eq!(rows(store.usage_day_cells(&acme, &[(jan2, to)], false).await.unwrap()), [(s("acme"), jan2, s("red"), 1, 5.0, 5.0)]);
+    assert_eq!(
+        org_cell_rows(store.usage_day_cells(&acme, &[(jan2, to)], false).await.unwrap()),
+        [(s("acme"), jan2, s("red"), 1, 5.0, 5.0)]
+    );
     assert!(store.usage_day_cells(&acme, &[], false).await.unwrap().is_empty());
     let fp = store.aggregates_fingerprint().await.unwrap();
     assert_eq!((fp.org_daily_rows, fp.org_daily_count, fp.org_daily_sum), (4, 5, 28.0));

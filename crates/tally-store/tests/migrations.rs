@@ -2,7 +2,8 @@
 //! re-keys the per-user hourly cells and derives the organization-wide ones from them; the
 //! schema-13 to -17 migrations derive the daily latency histograms, the unpriced counts, the
 //! organizations' monthly cells, the users' daily LLM cells and the organizations' monthly sums
-//! of latest values from what was stored before.
+//! of latest values from what was stored before; later ones the organizations' daily cells
+//! from the hours and their weekly cells from the days.
 
 use jiff::Timestamp;
 use tally_domain::OrganizationId;
@@ -30,6 +31,11 @@ async fn check(store: &dyn Store) {
     let mut by_user: Vec<(String, f64)> = users.iter().map(|c| (c.user_id.clone(), c.aggregate.sum)).collect();
     by_user.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(by_user, [("a".to_owned(), 2.0), ("b".to_owned(), 5.0)]);
+    // The daily cells derived from the hours, then the weekly ones from the days (2025-01-01
+    // is a Wednesday of the week from Monday 2024-12-30).
+    let weeks = store.usage_week_cells(&filter, ts("2024-12-30T00:00:00Z"), ts("2025-01-06T00:00:00Z"), false).await.unwrap();
+    let w: Vec<_> = weeks.iter().map(|c| (c.at, c.aggregate.count, c.aggregate.sum, c.aggregate.last_value)).collect();
+    assert_eq!(w, [(ts("2024-12-30T00:00:00Z"), 2, 7.0, 5.0)]);
 }
 
 #[tokio::test]
@@ -122,8 +128,9 @@ fn storage_events() -> Vec<tally_domain::UsageEvent> {
         .collect()
 }
 
-/// Ingests LLM requests and gauges, forgets what a release before migrations 12 to 17 would not
-/// have, reopens, and expects the backfills to equal what ingestion wrote.
+/// Ingests LLM requests and gauges, forgets what a release before migrations 12 to 17 (and the
+/// weekly cells' migration) would not have, reopens, and expects the backfills to equal what
+/// ingestion wrote.
 async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     let store = tally_store::open(url).await.unwrap();
     let mut events = llm_events();
@@ -142,6 +149,8 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
     // One monthly cell per month, type and model: the requests' of five models (quantity 1 each),
     // January's and February's gauges.
     assert_eq!(live.org_monthly_latest_values_sum, 5.0 + 700.0 + 900.0);
+    // Weekly likewise: every request and January's gauges fall in the week of Monday 2024-12-30.
+    assert_eq!((live.org_weekly_count, live.org_weekly_latest_values_sum), (63, 5.0 + 700.0 + 900.0));
     // Users' latest values summed per organization and month: January's gauges 500 and 700,
     // February's 900, and every user's latest request (quantity 1) in January.
     assert_eq!(live.org_type_month_latest_sum, 500.0 + 700.0 + 900.0 + 2.0);
@@ -162,6 +171,9 @@ async fn backfill_equals_ingestion(url: &str, forget: impl AsyncFnOnce()) {
 const FORGET_DERIVED: &str = "DROP TABLE llm_latency_daily_org; DROP TABLE llm_unpriced; DROP TABLE usage_monthly_org; \
      DROP TABLE llm_daily; DROP TABLE usage_monthly_org_type; ALTER TABLE user_usage_monthly DROP COLUMN replaced_value; \
      DELETE FROM schema_migrations WHERE version BETWEEN 12 AND 17;";
+/// The weekly cells, derived from the daily ones (SQLite's migration 23, PostgreSQL's 27).
+const FORGET_WEEKS_SQLITE: &str = "DROP TABLE usage_weekly_org; DELETE FROM schema_migrations WHERE version = 23;";
+const FORGET_WEEKS_POSTGRES: &str = "DROP TABLE usage_weekly_org; DELETE FROM schema_migrations WHERE version = 27;";
 /// PostgreSQL's migration 12 also created the histogram functions, and 21 turned the histograms
 /// of the tables dropped above into text (with a merge function for text).
 const FORGET_FUNCTIONS: &str = "DROP FUNCTION tally_merge_buckets(JSONB, JSONB); DROP FUNCTION tally_latency_bucket(BIGINT); \
@@ -172,7 +184,7 @@ async fn sqlite_derived_roll_ups_are_backfilled() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tally.db");
     backfill_equals_ingestion(&format!("sqlite://{}", path.display()), async || {
-        rusqlite::Connection::open(&path).unwrap().execute_batch(FORGET_DERIVED).unwrap();
+        rusqlite::Connection::open(&path).unwrap().execute_batch(&format!("{FORGET_DERIVED} {FORGET_WEEKS_SQLITE}")).unwrap();
     })
     .await;
 }
@@ -187,7 +199,7 @@ async fn postgres_derived_roll_ups_are_backfilled() {
     backfill_equals_ingestion(&url, async || {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
-        client.batch_execute(&format!("{FORGET_DERIVED} {FORGET_FUNCTIONS}")).await.unwrap();
+        client.batch_execute(&format!("{FORGET_DERIVED} {FORGET_FUNCTIONS} {FORGET_WEEKS_POSTGRES}")).await.unwrap();
     })
     .await;
 }

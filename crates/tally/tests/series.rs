@@ -9,6 +9,7 @@ http_tests!(
     days_have_every_bucket_and_exact_ragged_ends,
     buckets_follow_the_zone_across_dst_and_half_hours,
     breakdowns_limit_and_other,
+    weeks_read_whole_weeks_then_days_then_cut_hours,
     compare_with_the_previous_period,
     llm_breakdowns_by_model_and_status,
     gauges_sum_each_users_latest_value,
@@ -139,6 +140,37 @@ async fn breakdowns_limit_and_other(app: TestApp) {
     let body = usage(&app, "organization_id=acme&usage_type=api_call,submission&date_from=2025-02-03&date_to=2025-02-04").await;
     assert_eq!(body["results"].as_array().unwrap().len(), 2);
     assert_eq!(body["results"][0]["breakdown_type"], json!(["type"]));
+}
+
+async fn weeks_read_whole_weeks_then_days_then_cut_hours(app: TestApp) {
+    // 2025-02-03 and 2025-02-10 are Mondays; the range ends inside an hour of the second week.
+    send(
+        &app,
+        json!([
+            ev("1", "u1", "red", "api_call", 1.0, "2025-02-03T00:00:00Z"),
+            ev("2", "u2", "blue", "api_call", 2.0, "2025-02-09T23:59:59Z"),
+            ev("3", "u1", "red", "api_call", 4.0, "2025-02-10T00:00:00Z"),
+            ev("4", "u1", "blue", "api_call", 8.0, "2025-02-11T08:00:00Z"),
+            ev("5", "u2", "red", "api_call", 16.0, "2025-02-12T09:10:00Z"),
+            ev("6", "u2", "red", "api_call", 32.0, "2025-02-12T09:40:00Z"),
+            ev("7", "u1", "red", "api_call", 64.0, "2025-02-02T23:59:59Z"),
+        ]),
+    )
+    .await;
+    let q = "organization_id=acme&usage_type=api_call&interval=week&date_from=2025-02-03&date_to=2025-02-12T09:30:00Z";
+    let body = usage(&app, q).await;
+    assert_eq!(body["results"][0]["dates"], json!(["2025-02-03T00:00:00+00:00", "2025-02-10T00:00:00+00:00"]));
+    assert_eq!(data(&body["results"][0]), [3.0, 28.0], "a whole week; then two whole days and a cut hour");
+    let body = usage(&app, &format!("{q}&breakdowns=team")).await;
+    let mut by_team: Vec<(String, Vec<f64>)> =
+        body["results"].as_array().unwrap().iter().map(|r| (r["label"].as_str().unwrap().to_owned(), data(r))).collect();
+    by_team.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(by_team, [("blue".to_owned(), vec![2.0, 8.0]), ("red".to_owned(), vec![1.0, 20.0])]);
+    // Weeks of another zone are not UTC weeks: the same events, bucketed by Tokyo's Mondays.
+    let body =
+        usage(&app, "organization_id=acme&usage_type=api_call&interval=week&date_from=2025-02-03&date_to=2025-02-09&timezone=Asia/Tokyo")
+            .await;
+    assert_eq!(data(&body["results"][0]), [65.0], "Tokyo's week holds the UTC Sunday night before it, not the one at its end");
 }
 
 async fn compare_with_the_previous_period(app: TestApp) {

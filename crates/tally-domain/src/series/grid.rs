@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Span, Timestamp, ToSpan, Zoned};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::time::{date_start, day_start, hour_start, month_start, next_month_start};
+use crate::time::{date_start, day_start, hour_start, month_start, next_month_start, week_start};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -88,8 +88,10 @@ pub struct Grid {
 /// events (`raw`, the split hours clipped to the grid), each event bucketed by its own time.
 /// When every bucket is a UTC calendar month, the whole `months` inside the hours may be read
 /// from monthly aggregates instead of their hours (each month is exactly one bucket); else when
-/// every bucket starts at a UTC midnight (UTC days, weeks, months), the whole `days` likewise
-/// from daily aggregates (each day lies inside one bucket).
+/// every bucket is a UTC week (Monday to Monday), the whole `weeks` likewise from weekly
+/// aggregates; and when every bucket starts at a UTC midnight (UTC days, weeks, months), the
+/// whole `days` after those weeks from daily aggregates (each day lies inside one bucket). The
+/// ranges follow on from `hours_from` in that order, each left out when empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadPlan {
     pub hours_from: Timestamp,
@@ -97,6 +99,7 @@ pub struct ReadPlan {
     pub split_hours: Vec<Timestamp>,
     pub raw: Vec<(Timestamp, Timestamp)>,
     pub months: Option<(Timestamp, Timestamp)>,
+    pub weeks: Option<(Timestamp, Timestamp)>,
     pub days: Option<(Timestamp, Timestamp)>,
 }
 
@@ -171,6 +174,11 @@ impl Grid {
             && self.starts.iter().all(|s| date_start(month_start(s.timestamp())) == s.timestamp())
     }
 
+    /// Whether the grid has buckets and each is one UTC week.
+    fn utc_weeks(&self) -> bool {
+        self.interval == Interval::Week && !self.starts.is_empty() && self.starts.iter().all(|s| week_start(s.timestamp()) == s.timestamp())
+    }
+
     /// Whether the grid has buckets of a day or longer, each starting at a UTC midnight.
     fn utc_days(&self) -> bool {
         self.interval != Interval::Hour && !self.starts.is_empty() && self.starts.iter().all(|s| day_start(s.timestamp()) == s.timestamp())
@@ -193,13 +201,19 @@ impl Grid {
             (hours_from, months_to)
         });
         let months = months.filter(|m| m.0 < m.1);
+        // As for months: the last week or day counts whole only at the present.
+        let weeks = (months.is_none() && self.utc_weeks()).then(|| {
+            let last = week_start(self.end);
+            let weeks_to = if last == self.end || !to_present { last } else { last + SignedDuration::from_hours(7 * 24) };
+            (hours_from, weeks_to)
+        });
+        let weeks = weeks.filter(|w| w.0 < w.1);
         let days = (months.is_none() && self.utc_days()).then(|| {
-            // As for months: the last day counts whole only at the present.
             let last = day_start(self.end);
             let days_to = if last == self.end || !to_present { last } else { last + SignedDuration::from_hours(24) };
-            (hours_from, days_to)
+            (weeks.map_or(hours_from, |w| w.1), days_to)
         });
-        ReadPlan { hours_from, hours_to, split_hours, raw, months, days: days.filter(|d| d.0 < d.1) }
+        ReadPlan { hours_from, hours_to, split_hours, raw, months, weeks, days: days.filter(|d| d.0 < d.1) }
     }
 }
 
@@ -341,14 +355,32 @@ mod tests {
     }
 
     #[test]
-    fn grids_of_utc_days_read_whole_days_from_daily_aggregates() {
-        let w = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "UTC"), ts("2025-01-20T10:30:00Z"), 100).unwrap();
-        // A fixed end: every whole day up to the last one's midnight, that day from hours and raw events.
+    fn grids_of_utc_weeks_read_whole_weeks_from_weekly_aggregates_then_days() {
+        let w = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "UTC"), ts("2025-01-22T10:30:00Z"), 100).unwrap();
+        // A fixed end: every whole week, then the last week's whole days, then its last day's
+        // hours and raw events.
         let plan = w.plan();
-        assert_eq!(plan.days, Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-20T00:00:00Z"))));
-        assert_eq!((plan.hours_to, plan.raw.len()), (ts("2025-01-20T11:00:00Z"), 1));
-        // At the present: the last day too, everything stored so far.
-        assert_eq!(w.plan_to_present().days, Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-21T00:00:00Z"))));
+        assert_eq!(plan.weeks, Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-20T00:00:00Z"))));
+        assert_eq!(plan.days, Some((ts("2025-01-20T00:00:00Z"), ts("2025-01-22T00:00:00Z"))));
+        assert_eq!((plan.hours_to, plan.raw.len()), (ts("2025-01-22T11:00:00Z"), 1));
+        // At the present: the last week too, everything stored so far; no day is left to read.
+        let present = w.plan_to_present();
+        assert_eq!((present.weeks, present.days), (Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-27T00:00:00Z"))), None));
+        // Ending at a Monday: whole weeks only.
+        let monday = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "UTC"), ts("2025-01-20T00:00:00Z"), 100).unwrap();
+        assert_eq!((monday.plan().weeks.map(|w| w.1), monday.plan().days), (Some(ts("2025-01-20T00:00:00Z")), None));
+        // Inside its first week and not at the present: days alone.
+        let short = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "UTC"), ts("2025-01-03T00:00:00Z"), 100).unwrap();
+        assert_eq!((short.plan().weeks, short.plan().days), (None, Some((ts("2024-12-30T00:00:00Z"), ts("2025-01-03T00:00:00Z")))));
+        // Weeks of another zone are not UTC weeks, nor are days.
+        let paris = Grid::new(Interval::Week, &zoned("2025-01-01T12:00:00Z", "Europe/Paris"), ts("2025-01-22T00:00:00Z"), 100).unwrap();
+        assert_eq!(paris.plan_to_present().weeks, None);
+        let d = Grid::new(Interval::Day, &zoned("2025-01-06T00:00:00Z", "UTC"), ts("2025-01-20T00:00:00Z"), 100).unwrap();
+        assert_eq!(d.plan().weeks, None);
+    }
+
+    #[test]
+    fn grids_of_utc_days_read_whole_days_from_daily_aggregates() {
         let d = Grid::new(Interval::Day, &zoned("2025-01-01T00:00:00Z", "UTC"), ts("2025-01-03T00:00:00Z"), 100).unwrap();
         assert_eq!(d.plan().days, Some((ts("2025-01-01T00:00:00Z"), ts("2025-01-03T00:00:00Z"))));
         // Days of another zone cut UTC days; hours are finer than days; UTC months read months.

@@ -262,6 +262,7 @@ pub(super) async fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(
 
     upsert_organization_cells(tx, "usage_hourly_org", &sql::ORG_HOURLY_KEYS, &sorted(&rollup.org_hourly)).await?;
     upsert_organization_cells(tx, "usage_daily_org", &sql::ORG_DAILY_KEYS, &sorted(&rollup.org_daily)).await?;
+    upsert_organization_cells(tx, "usage_weekly_org", &sql::ORG_WEEKLY_KEYS, &sorted(&rollup.org_weekly)).await?;
     upsert_organization_cells(tx, "usage_monthly_org", &sql::ORG_MONTH_KEYS, &sorted(&rollup.org_monthly)).await?;
 
     let totals = sorted(&rollup.user_totals);
@@ -451,6 +452,13 @@ pub(super) async fn month_cells(
     summed: bool,
 ) -> Result<Vec<Cell>> {
     let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter, cells, summed);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+}
+
+pub(super) async fn week_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+    let (sql, values) = sql::week_cells_query(Dialect::Postgres, filter, summed);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
@@ -666,6 +674,11 @@ pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> 
         org_daily_sum: r.get(42),
         org_daily_cost_nanos: r.get(43),
         org_daily_latest_values_sum: r.get(44),
+        org_weekly_rows: r.get(45),
+        org_weekly_count: r.get(46),
+        org_weekly_sum: r.get(47),
+        org_weekly_cost_nanos: r.get(48),
+        org_weekly_latest_values_sum: r.get(49),
     })
 }
 

@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (24, include_str!("../../migrations/postgres/0024_index_only_cells.sql")),
     (25, include_str!("../../migrations/postgres/0025_churn_details_as_json.sql")),
     (26, include_str!("../../migrations/postgres/0026_churn_levels_by_score.sql")),
+    (27, include_str!("../../migrations/postgres/0027_weekly_org.sql")),
 ];
 /// Serializes schema changes when several `tally serve` processes start at once.
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
@@ -292,6 +293,10 @@ impl Store for PostgresStore {
 
     async fn usage_day_cells(&self, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
         events::day_cells(&**self.conn().await?, filter, buckets, summed).await
+    }
+
+    async fn usage_week_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+        events::week_cells(&**self.conn().await?, filter, from, to, summed).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

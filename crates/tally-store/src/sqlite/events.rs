@@ -154,6 +154,7 @@ pub(super) fn apply(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<()> {
     for (table, keys, cells) in [
         ("usage_hourly_org", sql::ORG_HOURLY_KEYS, &rollup.org_hourly),
         ("usage_daily_org", sql::ORG_DAILY_KEYS, &rollup.org_daily),
+        ("usage_weekly_org", sql::ORG_WEEKLY_KEYS, &rollup.org_weekly),
         ("usage_monthly_org", sql::ORG_MONTH_KEYS, &rollup.org_monthly),
     ] {
         let mut stmt = tx.prepare_cached(&upsert_sql(table, &keys)).map_err(map_err)?;
@@ -354,6 +355,10 @@ pub(super) fn month_cells(
     filtered(conn, sql::month_cells_query(Dialect::Sqlite, filter, cells, summed), from, to, cell_row)
 }
 
+pub(super) fn week_cells(conn: &Connection, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+    filtered(conn, sql::week_cells_query(Dialect::Sqlite, filter, summed), from, to, cell_row)
+}
+
 /// Daily cells summed into `buckets` as they are read: in-process, one range scan and a fold
 /// cost less than SQL grouping them (measured: 0.4 against 0.9 ms for 30 days).
 pub(super) fn day_cells(conn: &Connection, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
@@ -536,6 +541,11 @@ pub(super) fn fingerprint(conn: &Connection) -> Result<AggregatesFingerprint> {
             org_daily_sum: r.get(42)?,
             org_daily_cost_nanos: r.get(43)?,
             org_daily_latest_values_sum: r.get(44)?,
+            org_weekly_rows: r.get(45)?,
+            org_weekly_count: r.get(46)?,
+            org_weekly_sum: r.get(47)?,
+            org_weekly_cost_nanos: r.get(48)?,
+            org_weekly_latest_values_sum: r.get(49)?,
         })
     })
     .map_err(map_err)

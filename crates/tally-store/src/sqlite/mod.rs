@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("../../migrations/sqlite/0020_events_clustered.sql")),
     (21, include_str!("../../migrations/sqlite/0021_churn_history_by_dates.sql")),
     (22, include_str!("../../migrations/sqlite/0022_daily_org.sql")),
+    (23, include_str!("../../migrations/sqlite/0023_weekly_org.sql")),
 ];
 const IDLE_READERS: usize = 8;
 
@@ -398,6 +399,11 @@ impl Store for SqliteStore {
     async fn usage_day_cells(&self, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
         let (filter, buckets) = (filter.clone(), buckets.to_vec());
         self.read(move |c| events::day_cells(c, &filter, &buckets, summed)).await
+    }
+
+    async fn usage_week_cells(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
+        let filter = filter.clone();
+        self.read(move |c| events::week_cells(c, &filter, from, to, summed)).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter, from: Timestamp, to: Timestamp, with_properties: bool) -> Result<Vec<UsageEvent>> {

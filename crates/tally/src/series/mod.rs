@@ -67,11 +67,14 @@ async fn cells(
         Read::Users | Read::LatestSums => CellScope::Users,
     };
     let months = plan.months.filter(|_| grain == Grain::Months && read != Read::Users && filter.user_id.is_none());
-    // Daily cells are organization-wide, and have no latest values summed over users.
-    let days = plan.days.filter(|_| grain == Grain::Months && read == Read::Organizations && filter.user_id.is_none());
-    let hours = match months.or(days) {
-        Some((from, to)) => vec![(plan.hours_from, from), (to, plan.hours_to)],
-        None => vec![(plan.hours_from, plan.hours_to)],
+    // Weekly and daily cells are organization-wide, and have no latest values summed over users.
+    let daily = grain == Grain::Months && read == Read::Organizations && filter.user_id.is_none();
+    let (weeks, days) = (plan.weeks.filter(|_| daily), plan.days.filter(|_| daily));
+    // Months, or weeks then days, follow on from the first hour; hours read the rest.
+    let whole: Vec<(jiff::Timestamp, jiff::Timestamp)> = [months, weeks, days].into_iter().flatten().collect();
+    let hours = match (whole.first(), whole.last()) {
+        (Some((from, _)), Some((_, to))) => vec![(plan.hours_from, *from), (*to, plan.hours_to)],
+        _ => vec![(plan.hours_from, plan.hours_to)],
     };
     let mut cells = Vec::new();
     for (from, to) in hours.into_iter().filter(|(from, to)| from < to) {
@@ -85,6 +88,9 @@ async fn cells(
             _ => MonthCells::PerType,
         };
         cells.extend(store.usage_month_cells(filter, from, to, grain, summed).await?);
+    }
+    if let Some((from, to)) = weeks {
+        cells.extend(store.usage_week_cells(filter, from, to, summed).await?);
     }
     if let Some((from, to)) = days {
         cells.extend(store.usage_day_cells(filter, &grid.spans_within(from, to), summed).await?);
