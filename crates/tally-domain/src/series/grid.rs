@@ -194,26 +194,22 @@ impl Grid {
         let raw = split_hours.iter().map(|&h| (h.max(from), (h + hour).min(to))).collect();
         let hours_from = hour_start(from);
         let hours_to = if hour_start(to) == to { to } else { hour_start(to) + hour };
-        let months = self.utc_months().then(|| {
-            // The grid starts at a month start; its last month counts whole only at the present.
-            let last = date_start(month_start(self.end));
-            let months_to = if last == self.end || !to_present { last } else { next_month_start(self.end) };
-            (hours_from, months_to)
-        });
-        let months = months.filter(|m| m.0 < m.1);
-        // As for months: the last week or day counts whole only at the present.
-        let weeks = (months.is_none() && self.utc_weeks()).then(|| {
-            let last = week_start(self.end);
-            let weeks_to = if last == self.end || !to_present { last } else { last + SignedDuration::from_hours(7 * 24) };
-            (hours_from, weeks_to)
-        });
-        let weeks = weeks.filter(|w| w.0 < w.1);
-        let days = (months.is_none() && self.utc_days()).then(|| {
-            let last = day_start(self.end);
-            let days_to = if last == self.end || !to_present { last } else { last + SignedDuration::from_hours(24) };
-            (weeks.map_or(hours_from, |w| w.1), days_to)
-        });
-        ReadPlan { hours_from, hours_to, split_hours, raw, months, weeks, days: days.filter(|d| d.0 < d.1) }
+        // Whole units (months, weeks, days) run up to the start of the one holding the grid's
+        // end; at the present that last one counts whole too, up to `next`.
+        let whole_to = |last: Timestamp, next: Timestamp| if last == self.end || !to_present { last } else { next };
+        let nonempty = |r: (Timestamp, Timestamp)| (r.0 < r.1).then_some(r);
+        let month = date_start(month_start(self.end));
+        // The grid starts at a month start, a week start, a midnight: `hours_from`.
+        let months = self.utc_months().then(|| (hours_from, whole_to(month, next_month_start(self.end)))).and_then(nonempty);
+        let week = week_start(self.end);
+        let weeks = (months.is_none() && self.utc_weeks())
+            .then(|| (hours_from, whole_to(week, week + SignedDuration::from_hours(7 * 24))))
+            .and_then(nonempty);
+        let day = day_start(self.end);
+        let days = (months.is_none() && self.utc_days())
+            .then(|| (weeks.map_or(hours_from, |w| w.1), whole_to(day, day + SignedDuration::from_hours(24))))
+            .and_then(nonempty);
+        ReadPlan { hours_from, hours_to, split_hours, raw, months, weeks, days }
     }
 }
 

@@ -438,9 +438,7 @@ pub(super) fn event_row(r: &tokio_postgres::Row) -> Result<UsageEvent> {
 
 pub(super) async fn cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, scope: CellScope) -> Result<Vec<Cell>> {
     let (sql, values) = sql::cells_query(Dialect::Postgres, filter, scope);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+    Ok(filtered(conn, &sql, &values, from, to).await?.iter().map(cell_row).collect())
 }
 
 pub(super) async fn month_cells(
@@ -452,16 +450,12 @@ pub(super) async fn month_cells(
     summed: bool,
 ) -> Result<Vec<Cell>> {
     let (sql, values) = sql::month_cells_query(Dialect::Postgres, filter, cells, summed);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+    Ok(filtered(conn, &sql, &values, from, to).await?.iter().map(cell_row).collect())
 }
 
 pub(super) async fn week_cells(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp, summed: bool) -> Result<Vec<Cell>> {
     let (sql, values) = sql::week_cells_query(Dialect::Postgres, filter, summed);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+    Ok(filtered(conn, &sql, &values, from, to).await?.iter().map(cell_row).collect())
 }
 
 pub(super) async fn day_cells(conn: &Client, filter: &UsageFilter, buckets: &[(Timestamp, Timestamp)], summed: bool) -> Result<Vec<Cell>> {
@@ -471,9 +465,15 @@ pub(super) async fn day_cells(conn: &Client, filter: &UsageFilter, buckets: &[(T
     } else {
         sql::bucketed_day_cells_query(filter, buckets, summed)
     };
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![from, to];
+    Ok(filtered(conn, &sql, &values, *from, *to).await?.iter().map(cell_row).collect())
+}
+
+/// Runs a filtered query whose first two parameters are the time bounds and whose filter values
+/// follow.
+async fn filtered(conn: &Client, sql: &str, values: &[String], from: Timestamp, to: Timestamp) -> Result<Vec<tokio_postgres::Row>> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
     params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    Ok(conn.query(&sql, &params).await.map_err(map_err)?.iter().map(cell_row).collect())
+    conn.query(sql, &params).await.map_err(map_err)
 }
 
 /// A cell as the cell queries select it: time, the six key columns, the aggregate.
@@ -605,9 +605,7 @@ pub(super) async fn events_between(
     with_properties: bool,
 ) -> Result<Vec<UsageEvent>> {
     let (sql, values) = sql::events_query(Dialect::Postgres, filter, with_properties);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    let rows = conn.query(&sql, &params).await.map_err(map_err)?;
+    let rows = filtered(conn, &sql, &values, from, to).await?;
     rows.iter()
         .map(|r| {
             let mut event = event_row(r)?;
@@ -621,9 +619,7 @@ pub(super) async fn events_between(
 
 pub(super) async fn any_between(conn: &Client, filter: &UsageFilter, from: Timestamp, to: Timestamp) -> Result<bool> {
     let (sql, values) = sql::any_event_query(Dialect::Postgres, filter);
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    Ok(!conn.query(&sql, &params).await.map_err(map_err)?.is_empty())
+    Ok(!filtered(conn, &sql, &values, from, to).await?.is_empty())
 }
 
 pub(super) async fn fingerprint(conn: &Client) -> Result<AggregatesFingerprint> {
@@ -690,9 +686,7 @@ pub(super) async fn llm_requests(
 ) -> Result<Vec<UsageEvent>> {
     let (sql, values) = sql::llm_requests_query(Dialect::Postgres, org.as_str(), user.as_str(), q);
     let upper = q.cursor.as_ref().map_or(q.to, |(t, _)| (*t).min(q.to));
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&q.from, &upper];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-    conn.query(&sql, &params).await.map_err(map_err)?.iter().map(event_row).collect()
+    filtered(conn, &sql, &values, q.from, upper).await?.iter().map(event_row).collect()
 }
 
 pub(super) async fn llm_activity(conn: &Client, org: Option<&OrganizationId>, limit: u32) -> Result<Vec<UsageEvent>> {
